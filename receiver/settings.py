@@ -1,0 +1,158 @@
+"""Settings, read once from the environment, frozen, and passed down.
+
+Every variable is named in the error that a wrong value raises, so a bad start-up says which setting to fix.
+Secrets print as '**********' so that a logged Settings never leaks a key.
+"""
+
+from __future__ import annotations
+
+import secrets as _secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from submitter.providers import PROVIDERS
+
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+SEVEN_DAYS = 7 * 24 * 3600
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; the message names it."""
+
+
+class Secret:
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def __str__(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and _secrets.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    api_key: Secret | None
+    base_url: str
+
+    @property
+    def simulated(self) -> bool:
+        """No key: the built-in simulator stands in for this provider."""
+        return self.api_key is None
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    public_url: str = DEFAULT_PUBLIC_URL
+    secrets: tuple[Secret, ...] = ()
+    api_token: Secret | None = None
+    rules_path: Path | None = None
+    allow_private_urls: bool = False
+    providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
+    token_max_age: float = SEVEN_DAYS
+    simulator_delay: float = 2.0
+    faults: frozenset[str] = frozenset()  # fault-injection points (tests/faults), never set in production
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "reelhook.sqlite3"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        data_dir = Path(environ.get("REELHOOK_DATA_DIR") or "./data").resolve()
+        public_url = _url(environ, "REELHOOK_PUBLIC_URL", DEFAULT_PUBLIC_URL)
+        providers = {}
+        for name, provider in PROVIDERS.items():
+            prefix = f"REELHOOK_{name.upper()}"
+            key = environ.get(f"{prefix}_API_KEY") or None
+            providers[name] = ProviderSettings(
+                api_key=Secret(key) if key else None,
+                base_url=_url(environ, f"{prefix}_BASE_URL", provider.default_base_url),
+            )
+        if any(not p.simulated for p in providers.values()) and urlsplit(public_url).hostname in _LOCAL_HOSTS:
+            raise SettingsError(
+                f"REELHOOK_PUBLIC_URL is {public_url}, which a real provider cannot reach: set it to the tunnel's"
+                " public https URL (see ngrok.yml)"
+            )
+        rules = environ.get("REELHOOK_RULES")
+        if rules and not Path(rules).is_file():
+            raise SettingsError(f"REELHOOK_RULES: no such file: {rules}")
+        secret_list = [part.strip() for part in environ.get("REELHOOK_SECRET", "").split(",") if part.strip()]
+        if any(len(secret) < 16 for secret in secret_list):
+            raise SettingsError("REELHOOK_SECRET: each secret must be at least 16 characters")
+        token = environ.get("REELHOOK_API_TOKEN") or None
+        return cls(
+            data_dir=data_dir,
+            public_url=public_url,
+            secrets=tuple(Secret(secret) for secret in secret_list),
+            api_token=Secret(token) if token else None,
+            rules_path=Path(rules).resolve() if rules else None,
+            allow_private_urls=_flag(environ, "REELHOOK_ALLOW_PRIVATE_URLS"),
+            providers=providers,
+            token_max_age=_number(environ, "REELHOOK_TOKEN_MAX_AGE", SEVEN_DAYS),
+            simulator_delay=_number(environ, "REELHOOK_SIMULATOR_DELAY", 2.0),
+            faults=frozenset(filter(None, environ.get("REELHOOK_FAULTS", "").split(","))),
+        )
+
+    def with_local_secrets(self) -> Settings:
+        """Fill in the hook secret and API token from the data dir, generating each once if absent."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        secrets = self.secrets or (Secret(_stored_secret(self.data_dir / "secret")),)
+        api_token = self.api_token or Secret(_stored_secret(self.data_dir / "api-token"))
+        return replace(self, secrets=secrets, api_token=api_token)
+
+
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
+
+
+def _stored_secret(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    value = _secrets.token_urlsafe(32)
+    path.touch(mode=0o600)
+    path.write_text(value + "\n")
+    return value
+
+
+def _url(environ: Mapping[str, str], name: str, default: str) -> str:
+    value = (environ.get(name) or default).rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"{name} must be an http(s) URL, got {value!r}")
+    return value
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    value = environ.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be 1 or 0, got {value!r}")
+
+
+def _number(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative, got {raw!r}")
+    return value

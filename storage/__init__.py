@@ -1,0 +1,35 @@
+"""Durable state: the SQLite inbox and outbox, and the records read from it.
+
+`storage` imports nothing else of reelhook's: it is the bottom of the house.
+"""
+
+from storage.lifecycle import InvalidTransition, check_transition
+from storage.records import (
+    Action,
+    CallbackResult,
+    Event,
+    EventType,
+    Job,
+    JobStatus,
+    NewJob,
+    Video,
+    VideoStatus,
+)
+from storage.store import CallbackOutcome, JobMismatch, Store
+
+__all__ = [
+    "Action",
+    "CallbackOutcome",
+    "CallbackResult",
+    "Event",
+    "EventType",
+    "InvalidTransition",
+    "Job",
+    "JobMismatch",
+    "JobStatus",
+    "NewJob",
+    "Store",
+    "Video",
+    "VideoStatus",
+    "check_transition",
+]

@@ -1,0 +1,49 @@
+"""Turning SQLite rows into records."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+
+from storage.records import Job, JobStatus, Video, VideoStatus
+
+
+def job_from_row(row: sqlite3.Row, videos: Sequence[Video]) -> Job:
+    return Job(
+        id=row["id"],
+        provider=row["provider"],
+        action=row["action"],
+        status=JobStatus(row["status"]),
+        params=json.loads(row["params"]),
+        provider_job_id=row["provider_job_id"],
+        parent_id=row["parent_id"],
+        root_id=row["root_id"],
+        depth=row["depth"],
+        rule=row["rule"],
+        origin=row["origin"],
+        error=row["error"],
+        progress=row["progress"],
+        result=json.loads(row["result"]),
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        videos=tuple(videos),
+    )
+
+
+def video_from_row(row: sqlite3.Row) -> Video:
+    return Video(
+        job_id=row["job_id"],
+        index=row["idx"],
+        url=row["url"],
+        status=VideoStatus(row["status"]),
+        path=row["path"],
+        sha256=row["sha256"],
+        bytes=row["bytes"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        error=row["error"],
+        updated_at=row["updated_at"],
+    )

@@ -1,0 +1,92 @@
+"""The database schema, as an ordered list of migrations.
+
+`PRAGMA user_version` records how many have run. A migration is appended, never edited: a database written by
+an older reelhook is brought forward on open, inside one transaction per step.
+"""
+
+from __future__ import annotations
+
+import aiosqlite
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: jobs, callbacks, videos, events.
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        provider TEXT NOT NULL,
+        action TEXT NOT NULL,
+        status TEXT NOT NULL,
+        params TEXT NOT NULL,               -- JSON: what was asked for (prompt, image_url, index, ...)
+        provider_job_id TEXT,
+        parent_id TEXT REFERENCES jobs(id),
+        root_id TEXT NOT NULL,
+        depth INTEGER NOT NULL,
+        rule TEXT,
+        origin TEXT UNIQUE,                 -- "rule:source-job:index" for follow-ups: at most one job each
+        error TEXT,
+        progress INTEGER,
+        result TEXT NOT NULL DEFAULT '{}',  -- JSON: provider fields kept from the final callback
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        UNIQUE (provider, provider_job_id)
+    );
+    CREATE INDEX jobs_status_provider ON jobs (status, provider, next_attempt_at);
+    CREATE INDEX jobs_created ON jobs (created_at, id);
+    CREATE INDEX jobs_root ON jobs (root_id);
+
+    CREATE TABLE callbacks (
+        id INTEGER PRIMARY KEY,
+        job_id TEXT NOT NULL REFERENCES jobs(id),
+        provider TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        headers TEXT NOT NULL,              -- JSON list of [name, value]
+        body BLOB NOT NULL,                 -- exactly the bytes received
+        status TEXT NOT NULL,               -- what the provider reported
+        effect TEXT NOT NULL                -- applied | progress | duplicate
+    );
+    CREATE INDEX callbacks_job ON callbacks (job_id);
+
+    CREATE TABLE videos (
+        job_id TEXT NOT NULL REFERENCES jobs(id),
+        idx INTEGER NOT NULL,
+        url TEXT NOT NULL,
+        status TEXT NOT NULL,
+        path TEXT,
+        sha256 TEXT,
+        bytes INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        error TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (job_id, idx)
+    );
+    CREATE INDEX videos_due ON videos (status, next_attempt_at);
+
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        job_id TEXT NOT NULL REFERENCES jobs(id),
+        video_index INTEGER,
+        created_at REAL NOT NULL,
+        processed_at REAL
+    );
+    CREATE INDEX events_pending ON events (processed_at, id);
+    """,
+)
+
+
+async def migrate(db: aiosqlite.Connection) -> int:
+    """Run the migrations this database has not seen; return the schema version."""
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    version = int(row[0]) if row else 0
+    if version > len(MIGRATIONS):
+        raise RuntimeError(
+            f"database schema version {version} is newer than this reelhook ({len(MIGRATIONS)}): upgrade reelhook"
+        )
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        # executescript commits first, so the step and its version bump are wrapped explicitly.
+        await db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    return len(MIGRATIONS)

@@ -1,0 +1,25 @@
+"""One module per provider; this registry is the only list of them."""
+
+from __future__ import annotations
+
+from submitter.providers import ttapi
+from submitter.providers.base import (
+    InvalidParams,
+    MalformedCallback,
+    Provider,
+    ProviderError,
+    ProviderRequest,
+    Rejection,
+)
+
+PROVIDERS: dict[str, Provider] = {provider.name: provider for provider in (ttapi.PROVIDER,)}
+
+__all__ = [
+    "PROVIDERS",
+    "InvalidParams",
+    "MalformedCallback",
+    "Provider",
+    "ProviderError",
+    "ProviderRequest",
+    "Rejection",
+]

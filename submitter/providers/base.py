@@ -1,0 +1,98 @@
+"""What every provider module provides, and the errors they share.
+
+A provider module is sans-I/O (h11's idea): it turns our jobs into HTTP requests and provider bytes into our
+records, and never touches the network or the database. The submission worker and the receiver do the I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from storage import CallbackResult, Job
+
+
+@dataclass(frozen=True)
+class ProviderRequest:
+    method: str
+    path: str  # joined to the provider's base URL
+    headers: Mapping[str, str] = field(default_factory=dict)
+    json: Mapping[str, Any] | None = None
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+class Rejection(Enum):
+    FATAL = "fatal"  # the provider will never take this job (bad key, no balance, bad parameters)
+    RETRY = "retry"  # the provider did not take it now (rate limit, queue full, its own failure)
+    UNKNOWN = "unknown"  # the provider answered, but we cannot tell whether it took the job
+
+
+class ProviderError(Exception):
+    def __init__(self, kind: Rejection, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status_code = status_code
+
+
+class MalformedCallback(ValueError):
+    """A callback body that cannot be read as this provider's result."""
+
+
+class InvalidParams(ValueError):
+    """A job's parameters that this provider cannot take; the message names the field and the fix."""
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    default_base_url: str
+    max_in_flight: int
+    actions: frozenset[str]
+    # (job, parent or None, api key, hook URL) -> the submit request
+    build_request: Callable[[Job, Job | None, str, str], ProviderRequest]
+    # (HTTP status, body) -> the provider's job id, or ProviderError
+    parse_submit_response: Callable[[int, bytes], str]
+    # (raw body, headers) -> what the callback says, or MalformedCallback
+    parse_callback: Callable[[bytes, Mapping[str, str]], CallbackResult]
+    # (action, params) -> None, or InvalidParams; run before a job is recorded
+    validate_params: Callable[[str, Mapping[str, Any]], None]
+    # appended by the provider to the URL we give it (APIMart POSTs to <webhook>/callback)
+    callback_suffix: str = ""
+
+
+def classify_status(status_code: int) -> Rejection | None:
+    """The common reading of a submit answer's HTTP status; None means 2xx (read the body)."""
+    if 200 <= status_code < 300:
+        return None
+    if status_code in (408, 425, 429, 499) or status_code >= 500:  # TTAPI answers 499 when its queue is full
+        return Rejection.RETRY
+    return Rejection.FATAL
+
+
+def load_json_object(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedCallback(f"{what} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise MalformedCallback(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def error_message(body: bytes, *keys: str) -> str:
+    """The provider's own words from an error body, or the body itself, shortened."""
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return body[:300].decode("utf-8", "replace") or "(empty body)"
+    for key in keys:
+        current: Any = value
+        for part in key.split("."):
+            current = current.get(part) if isinstance(current, dict) else None
+        if isinstance(current, str) and current:
+            return current
+    return json.dumps(value)[:300]

@@ -1,0 +1,135 @@
+"""TTAPI's Midjourney video API (seed 000), as pure functions.
+
+Wire facts (seed 000, providers.md §2): header `TT-API-KEY`; generate `POST /midjourney/video/submit` with `prompt`,
+`imageUrl`, `mode`, `manual` (motion), `hookUrl`; extend `POST /midjourney/video/extend` with the parent's `jobId`
+and `index`. The submit answer names the job in `data.jobId` (seed) or `data.job_id` (newer docs). The callback
+has the fetch endpoint's shape: top-level `status` (PENDING_QUEUE, ON_QUEUE, SUCCESS, FAILED; anything unknown is
+read as still running), `jobId`, and `data.videos`. At most 10 jobs in progress per account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from storage import CallbackResult, Job, JobStatus
+from submitter.providers.base import (
+    InvalidParams,
+    MalformedCallback,
+    Provider,
+    ProviderError,
+    ProviderRequest,
+    Rejection,
+    classify_status,
+    error_message,
+    load_json_object,
+)
+
+MOTIONS = ("low", "high")
+RESOLUTIONS = {"480p": "sd", "720p": "hd", "sd": "sd", "hd": "hd"}
+BATCH_SIZES = (1, 2, 4)
+
+
+def validate_params(action: str, params: Mapping[str, Any]) -> None:
+    if action not in ("generate", "extend"):
+        raise InvalidParams(f"ttapi cannot {action!r}: it supports generate and extend")
+    motion = params.get("motion")
+    if motion is not None and motion not in MOTIONS:
+        raise InvalidParams(f"motion must be 'low' or 'high', got {motion!r}")
+    resolution = params.get("resolution")
+    if resolution is not None and resolution not in RESOLUTIONS:
+        raise InvalidParams(f"resolution must be one of {', '.join(RESOLUTIONS)}, got {resolution!r}")
+    batch_size = params.get("batch_size")
+    if batch_size is not None and batch_size not in BATCH_SIZES:
+        raise InvalidParams(f"batch_size must be 1, 2 or 4, got {batch_size!r}")
+    if action == "extend":
+        index = params.get("index")
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= 3:
+            raise InvalidParams(f"index must be 0-3, got {index!r}")
+
+
+def build_request(job: Job, parent: Job | None, api_key: str, hook_url: str) -> ProviderRequest:
+    params = job.params
+    headers = {"TT-API-KEY": api_key}
+    if job.action == "extend":
+        if parent is None or not parent.provider_job_id:
+            raise InvalidParams("extend needs a parent job that TTAPI has accepted (it has no TTAPI jobId)")
+        body: dict[str, Any] = {"jobId": parent.provider_job_id, "index": params["index"], "hookUrl": hook_url}
+        if params.get("motion"):
+            body["manual"] = params["motion"]
+        return ProviderRequest("POST", "/midjourney/video/extend", headers, body)
+    body = {"prompt": params["prompt"], "imageUrl": params["image_url"], "mode": "fast", "hookUrl": hook_url}
+    if params.get("motion"):
+        body["manual"] = params["motion"]
+    if params.get("end_image_url"):
+        body["endingUrl"] = params["end_image_url"]
+    if params.get("resolution"):
+        body["resolution"] = RESOLUTIONS[params["resolution"]]
+    if params.get("batch_size"):
+        body["bs"] = params["batch_size"]
+    return ProviderRequest("POST", "/midjourney/video/submit", headers, body)
+
+
+def parse_submit_response(status_code: int, body: bytes) -> str:
+    rejection = classify_status(status_code)
+    if rejection is not None:
+        raise ProviderError(
+            rejection, f"ttapi: HTTP {status_code}: {error_message(body, 'message')}", status_code=status_code
+        )
+    try:
+        answer = load_json_object(body, "ttapi submit answer")
+    except MalformedCallback as exc:
+        raise ProviderError(Rejection.UNKNOWN, str(exc), status_code=status_code) from None
+    if answer.get("status") == "FAILED":
+        raise ProviderError(Rejection.FATAL, f"ttapi: {answer.get('message') or 'FAILED'}", status_code=status_code)
+    data = answer.get("data")
+    job_id = data.get("jobId") or data.get("job_id") if isinstance(data, dict) else None
+    if not isinstance(job_id, str) or not job_id:
+        raise ProviderError(
+            Rejection.UNKNOWN, f"ttapi answered {status_code} without a job id", status_code=status_code
+        )
+    return job_id
+
+
+def parse_callback(body: bytes, headers: Mapping[str, str]) -> CallbackResult:
+    payload = load_json_object(body, "ttapi callback")
+    data = payload.get("data")
+    data = data if isinstance(data, dict) else {}
+    job_id = payload.get("jobId") or data.get("jobId") or data.get("job_id")
+    if not isinstance(job_id, str) or not job_id:
+        raise MalformedCallback("ttapi callback names no jobId")
+    status = payload.get("status")
+    if not isinstance(status, str):
+        raise MalformedCallback("ttapi callback has no status")
+    progress = _progress(data.get("progress"))
+    if status == "FAILED":
+        message = payload.get("message") or data.get("message") or "ttapi reported FAILED"
+        return CallbackResult(job_id, JobStatus.FAILED, progress, error=str(message))
+    if status != "SUCCESS":
+        return CallbackResult(job_id, JobStatus.RUNNING, progress)
+    media = data.get("videos") or data.get("images") or []
+    if not isinstance(media, list) or not all(isinstance(url, str) and url for url in media):
+        raise MalformedCallback("ttapi callback: data.videos must be a list of URLs")
+    if not media:
+        return CallbackResult(job_id, JobStatus.FAILED, progress, error="ttapi reported SUCCESS without any video")
+    kept = {key: data[key] for key in ("action", "quota", "prompt", "components", "seed") if key in data}
+    return CallbackResult(job_id, JobStatus.SUCCEEDED, progress, tuple(media), result=kept)
+
+
+def _progress(value: object) -> int | None:
+    try:
+        return max(0, min(100, int(str(value).rstrip("%"))))
+    except ValueError:
+        return None
+
+
+PROVIDER = Provider(
+    name="ttapi",
+    default_base_url="https://api.ttapi.io",
+    max_in_flight=10,
+    actions=frozenset({"generate", "extend"}),
+    build_request=build_request,
+    parse_submit_response=parse_submit_response,
+    parse_callback=parse_callback,
+    validate_params=validate_params,
+)
