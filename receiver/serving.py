@@ -39,7 +39,10 @@ def socket_url(sock: socket.socket) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
-def make_server(app: ASGIApp, *, log_level: str = "warning", access_log: bool = False) -> Server:
+def make_server(
+    app: ASGIApp, *, log_level: str = "warning", access_log: bool = False, handle_signals: bool = False
+) -> uvicorn.Server:
+    """uvicorn with our defaults; only the process's main server handles SIGINT/SIGTERM."""
     config = uvicorn.Config(
         app,
         lifespan="on",
@@ -47,7 +50,7 @@ def make_server(app: ASGIApp, *, log_level: str = "warning", access_log: bool = 
         access_log=access_log,
         timeout_graceful_shutdown=5,
     )
-    return Server(config)
+    return uvicorn.Server(config) if handle_signals else Server(config)
 
 
 @contextlib.asynccontextmanager

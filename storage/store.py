@@ -54,14 +54,25 @@ class Store:
         self._lock = _Lock()
 
     @classmethod
-    async def open(cls, path: str | Path, *, clock: Callable[[], float] = time.time) -> Store:
+    async def open(
+        cls, path: str | Path, *, clock: Callable[[], float] = time.time, busy_timeout_ms: int = 5000
+    ) -> Store:
         db = await aiosqlite.connect(str(path), isolation_level=None)
         db.row_factory = aiosqlite.Row
         # WAL lets readers in other processes (the CLI, backups) work during writes; synchronous=FULL makes a
         # COMMIT survive power loss, not only a process crash, since a 200 to a provider depends on it.
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=5000"):
-            await db.execute(f"PRAGMA {pragma}")
-        await migrate(db)
+        try:
+            for pragma in (
+                "journal_mode=WAL",
+                "synchronous=FULL",
+                "foreign_keys=ON",
+                f"busy_timeout={busy_timeout_ms}",
+            ):
+                await db.execute(f"PRAGMA {pragma}")
+            await migrate(db)
+        except BaseException:
+            await db.close()  # else aiosqlite's thread keeps the process alive
+            raise
         return cls(db, clock=clock)
 
     async def close(self) -> None:
@@ -197,7 +208,10 @@ class Store:
         return [job_from_row(row, ()) for row in rows]
 
     async def next_submission_at(self) -> float | None:
-        rows = await self._read("SELECT min(next_attempt_at) FROM jobs WHERE status = 'queued'")
+        """The next future retry time. Jobs due now but waiting for a slot wake with the callback that frees it."""
+        rows = await self._read(
+            "SELECT min(next_attempt_at) FROM jobs WHERE status = 'queued' AND next_attempt_at > ?", (self._clock(),)
+        )
         return _float_or_none(rows[0][0])
 
     async def claim_submission(self, job_id: str) -> Job:
@@ -309,7 +323,9 @@ class Store:
         return [video for video in videos if (video.job_id, video.index) not in skip][:limit]
 
     async def next_download_at(self) -> float | None:
-        rows = await self._read("SELECT min(next_attempt_at) FROM videos WHERE status = 'pending'")
+        rows = await self._read(
+            "SELECT min(next_attempt_at) FROM videos WHERE status = 'pending' AND next_attempt_at > ?", (self._clock(),)
+        )
         return _float_or_none(rows[0][0])
 
     async def record_download(self, job_id: str, index: int, *, path: str, sha256: str, size: int) -> bool:

@@ -1,0 +1,67 @@
+"""The ASGI application: `create_app(settings)` for uvicorn.
+
+The I/O boundaries are arguments: tests hand in a store on a temporary file and an `httpx.AsyncClient` of their
+choosing; by default the app opens its own in the lifespan and closes them at shutdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from receiver import api, hooks
+from receiver.rules import RuleSet
+from receiver.service import Service
+from receiver.settings import Settings, SettingsError
+from storage import Store
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"ok": True})
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    http: httpx.AsyncClient | None = None,
+    rules: RuleSet | None = None,
+    trusted_origins: Collection[str] = (),
+) -> Starlette:
+    """Build the app. Raises SettingsError or RuleError at once for a bad setting or rules file."""
+    if not settings.secrets or settings.api_token is None:
+        raise SettingsError("REELHOOK_SECRET and REELHOOK_API_TOKEN must be set (or use Settings.with_local_secrets)")
+    if rules is None:
+        rules = RuleSet.load(settings.rules_path) if settings.rules_path else RuleSet.empty()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            own_store = store
+            if own_store is None:
+                settings.data_dir.mkdir(parents=True, exist_ok=True)
+                own_store = await stack.enter_async_context(await Store.open(settings.database_path))
+            own_http = http
+            if own_http is None:
+                own_http = await stack.enter_async_context(
+                    httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=False)
+                )
+            service = Service(settings, own_store, own_http, rules, trusted_origins=trusted_origins)
+            app.state.service = await stack.enter_async_context(service.running())
+            yield
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/hooks/{provider}/{token}", hooks.receive_callback, methods=["POST"]),
+        Route("/hooks/{provider}/{token}/callback", hooks.receive_callback, methods=["POST"]),
+        Route("/api/jobs", api.create_job, methods=["POST"]),
+        Route("/api/jobs", api.list_jobs, methods=["GET"]),
+        Route("/api/jobs/{job_id}", api.get_job, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,41 @@
+"""The event worker: reads the event outbox and turns each event into follow-up jobs, as the rules say.
+
+Each event is handled in one transaction that records its follow-ups and marks it processed, so a crash either
+replays the whole event or none of it; and a follow-up's `origin` is unique, so a replay never doubles a job.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from receiver.rules import RuleSet
+from storage import Store
+
+log = logging.getLogger("reelhook.followups")
+
+
+class FollowUps:
+    def __init__(self, store: Store, rules: RuleSet, *, on_recorded: Callable[[], None] = lambda: None) -> None:
+        self._store = store
+        self._rules = rules
+        self._on_recorded = on_recorded
+
+    async def run_once(self) -> int:
+        events = await self._store.pending_events(limit=100)
+        created = 0
+        for event in events:
+            job = await self._store.get_job(event.job_id)
+            if job is None:  # events reference jobs by foreign key; this cannot happen short of manual edits
+                await self._store.complete_event(event.id)
+                continue
+            followups, skips = self._rules.followups(event, job)
+            for skip in skips:
+                log.info("rule %s: no follow-up for job %s: %s", skip.rule, skip.job_id, skip.reason)
+            new_ids = await self._store.complete_event(event.id, followups)
+            for new in new_ids:
+                log.info("event %s on job %s: follow-up job %s recorded", event.type, job.id, new)
+            created += len(new_ids)
+        if created:
+            self._on_recorded()
+        return len(events)

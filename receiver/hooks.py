@@ -1,0 +1,72 @@
+"""`POST /hooks/{provider}/{token}`: where providers deliver results.
+
+The order is the promise. Check the token (403), read at most 1 MiB (413), parse with the provider's module
+(400), then store the raw callback and apply it in one transaction; only after the commit answer 200, since a
+provider stops re-delivering once it has a 200 (TTAPI counts nothing else). Our own failure answers 503 so the
+provider tries again. A refused callback changes nothing; a re-delivered one is stored and changes nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+
+from starlette.background import BackgroundTask
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from receiver.requests import BodyTooLarge, error, read_body
+from receiver.service import Service
+from storage import JobMismatch
+from submitter.providers import PROVIDERS, MalformedCallback
+from submitter.tokens import BadHookToken
+
+log = logging.getLogger("reelhook.hooks")
+
+MAX_BODY = 1024 * 1024
+
+
+async def receive_callback(request: Request) -> Response:
+    service: Service = request.app.state.service
+    name = request.path_params["provider"]
+    provider = PROVIDERS.get(name)
+    if provider is None or name not in service.settings.providers:
+        return error(404, "unknown_provider", f"no provider named {name!r}")
+    if request.url.path.endswith("/callback") and not provider.callback_suffix:
+        return error(404, "not_found", f"{name} callbacks have no /callback suffix")
+    try:
+        claim = service.signer.verify_hook_token(request.path_params["token"], name)
+    except BadHookToken as exc:
+        log.warning("refused %s callback: %s", name, exc)
+        return error(403, "forbidden", str(exc))
+    try:
+        body = await read_body(request, MAX_BODY)
+    except BodyTooLarge:
+        return error(413, "too_large", f"callback bodies are limited to {MAX_BODY} bytes")
+    except ClientDisconnect:
+        return error(400, "disconnected", "the body was not received in full")
+    try:
+        result = provider.parse_callback(body, request.headers)
+    except MalformedCallback as exc:
+        log.warning("refused %s callback for job %s: %s", name, claim.job_id, exc)
+        return error(400, "malformed", str(exc))
+    try:
+        outcome = await service.store.record_callback(
+            claim.job_id, name, body=body, headers=request.headers.items(), result=result
+        )
+    except JobMismatch as exc:
+        log.warning("refused %s callback: %s", name, exc)
+        return error(403, "forbidden", str(exc))
+    except LookupError:
+        return error(403, "forbidden", f"job {claim.job_id} does not exist")
+    except sqlite3.Error as exc:
+        log.error("could not store %s callback for job %s: %s", name, claim.job_id, exc)
+        return error(503, "unavailable", "could not store the callback; please retry")
+    log.info("%s callback for job %s: %s (%s)", name, claim.job_id, result.status, outcome)
+    service.faults.trip("callback.stored")
+    return JSONResponse({"ok": True, "effect": outcome.value}, background=BackgroundTask(_after_ack, service))
+
+
+async def _after_ack(service: Service) -> None:
+    service.faults.trip("callback.acked")
+    service.wake_all()

@@ -1,0 +1,101 @@
+"""Which URLs reelhook will fetch.
+
+Media URLs come from provider callbacks, and a callback is only as trustworthy as the provider behind it: a URL
+pointing at 127.0.0.1, the LAN or the cloud metadata service would turn the downloader into a way to read inside
+the host's network (SSRF). So before every request, and again for every redirect, the host is resolved and the
+URL refused if *any* address it resolves to is not a public one. `allowed_origins` lets a known local peer through
+(the built-in simulator, a test CDN); `allow_private` (REELHOOK_ALLOW_PRIVATE_URLS=1) lets everything through.
+
+This checks the name, then the client resolves it again to connect. A DNS server that answers differently the
+second time (DNS rebinding) gets past this check; closing that gap means checking the address at connect time, in
+the transport, which is a later issue.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Collection
+from urllib.parse import urlsplit
+
+import anyio
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+_HINT = "set REELHOOK_ALLOW_PRIVATE_URLS=1 to allow"
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class UnsafeURL(Exception):
+    """A URL reelhook refuses to fetch; the message says which and why."""
+
+
+def origin(url: str) -> str:
+    """`scheme://host:port`, lower-cased, with the default port made explicit: the form `allowed_origins` match."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").rstrip(".")
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        raise UnsafeURL(f"refusing {url}: the port is not a number from 0 to 65535") from None
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+async def check_url(url: str, *, allow_private: bool = False, allowed_origins: Collection[str] = ()) -> None:
+    """Raise UnsafeURL unless `url` is http(s) and every address its host resolves to is public."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in _DEFAULT_PORTS:
+        raise UnsafeURL(f"refusing {url}: only http and https URLs are fetched")
+    host = parts.hostname
+    if not host:
+        raise UnsafeURL(f"refusing {url}: it names no host")
+    here = origin(url)
+    if allow_private or here in {origin(allowed) for allowed in allowed_origins}:
+        return
+    literal = _literal(host)
+    addresses = [literal] if literal else await _resolve(url, host, int(here.rsplit(":", 1)[1]))
+    for address in addresses:
+        reason = _why_not_public(address)
+        if reason is not None:
+            subject = host if literal else f"{host} resolves to {address}, which"
+            raise UnsafeURL(f"refusing {url}: {subject} is {reason} ({_HINT})")
+
+
+def _literal(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+async def _resolve(url: str, host: str, port: int) -> list[IPAddress]:
+    try:
+        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:  # socket.gaierror, or a name IDNA cannot encode
+        raise UnsafeURL(f"refusing {url}: cannot resolve {host} ({exc})") from None
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+    if not addresses:
+        raise UnsafeURL(f"refusing {url}: cannot resolve {host} (no addresses)")
+    return addresses
+
+
+def _why_not_public(address: IPAddress) -> str | None:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        # ::ffff:10.0.0.1 reaches 10.0.0.1 (and Python before 3.11.10 judges the IPv6 form on its own).
+        reason = _why_not_public(address.ipv4_mapped)
+        return None if reason is None else f"{reason} in IPv4-mapped form ({address.ipv4_mapped})"
+    if address in _METADATA:
+        return "the cloud metadata address"
+    checks = (
+        (address.is_unspecified, "an unspecified address"),
+        (address.is_loopback, "a loopback address"),
+        (address.is_link_local, "a link-local address"),
+        (address.is_multicast, "a multicast address"),
+        (address.is_private, "a private address"),
+        (address.is_reserved, "a reserved address"),
+        # Carrier-grade NAT (100.64.0.0/10), 6to4 relays and the like: not private, not global either.
+        (not address.is_global, "not a globally routable address"),
+    )
+    return next((reason for failed, reason in checks if failed), None)

@@ -1,0 +1,157 @@
+"""Follow-up rules: which jobs to submit next when an event arrives.
+
+The user's rules file is read once (`RuleSet.load`; the parsing and every check live in `receiver.rulefile`) and
+then asked once per event (`RuleSet.followups`). Answering is pure: it returns the jobs to record and the
+follow-ups a limit stopped; the caller records them. Re-delivery is safe because of the store, not because of any
+memory here: each follow-up carries `origin = "<rule>:<source job id>:<index>"`, which is unique in the jobs table,
+so the same event handled twice (or a job.succeeded and a video.downloaded rule racing) can never extend the same
+take of the same job twice under one rule.
+
+Limits are enforced here, where the depth is known: a follow-up deeper than `max_depth` becomes a `Skip`, as does
+one whose provider cannot do it (a rule without a provider filter applies to every provider) or whose job has not
+succeeded. Skips are logged and returned so the caller can record them where a user will see them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from receiver.rulefile import Extend, Limits, Rule, RuleError, parse_rules
+from storage import Event, EventType, Job, JobStatus, NewJob
+from submitter.providers import PROVIDERS, Provider
+
+logger = logging.getLogger("reelhook.rules")
+
+__all__ = ["Extend", "Limits", "Rule", "RuleError", "RuleSet", "Skip", "check_rules_file"]
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A follow-up that a rule asked for and a limit stopped."""
+
+    rule: str
+    job_id: str
+    reason: str
+
+
+def _default_providers() -> Mapping[str, Provider]:
+    return PROVIDERS
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    limits: Limits
+    rules: tuple[Rule, ...]
+    # What the rules were checked against, and what `followups` asks whether a job's provider can follow up.
+    providers: Mapping[str, Provider] = field(default_factory=_default_providers, repr=False, compare=False)
+
+    @classmethod
+    def parse(cls, text: str, *, source: str = "rules.toml", providers: Mapping[str, Provider] = PROVIDERS) -> RuleSet:
+        """Read rules from TOML text; a `RuleError` names `source`, the rule and the field to fix."""
+        limits, rules = parse_rules(text, source, providers)
+        return cls(limits, rules, providers)
+
+    @classmethod
+    def load(cls, path: Path, *, providers: Mapping[str, Provider] = PROVIDERS) -> RuleSet:
+        """Read a rules file; errors name the file."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise RuleError(f"{path}: cannot read the rules file: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise RuleError(
+                f"{path.name}: the rules file is not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from None
+        return cls.parse(text, source=path.name, providers=providers)
+
+    @classmethod
+    def empty(cls) -> RuleSet:
+        return cls(Limits(), ())
+
+    def followups(self, event: Event, job: Job) -> tuple[list[NewJob], list[Skip]]:
+        """The jobs that the rules ask for when `event` happens to `job` (the job the event names)."""
+        if event.job_id != job.id:
+            raise ValueError(f"event {event.id} is about job {event.job_id}, not {job.id}")
+        jobs: list[NewJob] = []
+        skips: list[Skip] = []
+        for rule in self.rules:
+            if rule.on != event.type or not rule.matches(job):
+                continue
+            if rule.extend is not None:
+                self._extend(rule, rule.extend, event, job, jobs, skips)
+        return jobs, skips
+
+    def _extend(
+        self, rule: Rule, extend: Extend, event: Event, job: Job, jobs: list[NewJob], skips: list[Skip]
+    ) -> None:
+        indexes = _indexes_to_extend(extend, event, job)
+        if not indexes:
+            return
+        reason = self._blocked(job, extend.action)
+        if reason is not None:
+            logger.info('rule "%s" did not follow up job %s: %s', rule.name, job.id, reason)
+            skips.append(Skip(rule.name, job.id, reason))
+            return
+        for index in indexes:
+            params: dict[str, Any] = {"index": index}
+            if extend.prompt is not None:
+                params["prompt"] = extend.prompt.format(**_template_fields(job, index, rule.name))
+            if extend.motion is not None:
+                params["motion"] = extend.motion
+            jobs.append(
+                NewJob(
+                    provider=job.provider,
+                    action=extend.action,
+                    params=params,
+                    parent_id=job.id,
+                    rule=rule.name,
+                    origin=f"{rule.name}:{job.id}:{index}",
+                )
+            )
+
+    def _blocked(self, job: Job, action: str) -> str | None:
+        """Why no follow-up of `job` may be created, or None."""
+        if job.status is not JobStatus.SUCCEEDED:
+            return f"job is {job.status}; only a succeeded job can be followed up"
+        provider = self.providers.get(job.provider)
+        if provider is None or action not in provider.actions:
+            return f"provider {job.provider} cannot {action}"
+        if job.depth + 1 > self.limits.max_depth:
+            return f"max_depth {self.limits.max_depth} reached (job depth {job.depth})"
+        return None
+
+
+def _indexes_to_extend(extend: Extend, event: Event, job: Job) -> list[int]:
+    if event.type is EventType.VIDEO_DOWNLOADED:
+        index = event.video_index
+        wanted = index is not None and (extend.indexes is None or index in extend.indexes)
+        return [index] if wanted and index is not None else []
+    # job.succeeded: the listed takes the job has (a batch of 1 has no take 3), or all of them
+    present = sorted(video.index for video in job.videos)
+    return present if extend.indexes is None else [index for index in extend.indexes if index in present]
+
+
+def _template_fields(job: Job, index: int, rule: str) -> dict[str, str | int]:
+    # the same fields, with the same types, as rulefile.TEMPLATE_SAMPLE that each template was checked against
+    return {
+        "prompt": job.prompt or "",
+        "id": job.id,
+        "provider": job.provider,
+        "action": job.action,
+        "provider_job_id": job.provider_job_id or "",
+        "root_id": job.root_id,
+        "depth": job.depth,
+        "index": index,
+        "rule": rule,
+    }
+
+
+def check_rules_file(path: Path) -> str:
+    """`reelhook rules check FILE`: a one-line summary of a valid rules file, or a `RuleError`."""
+    ruleset = RuleSet.load(path)
+    count = len(ruleset.rules)
+    return f"{path.name}: {count} rule{'' if count == 1 else 's'}, max_depth {ruleset.limits.max_depth}"

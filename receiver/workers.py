@@ -1,0 +1,63 @@
+"""The loop around a worker's `run_once()`: drain, then sleep until woken or until the next retry is due.
+
+Nothing here polls the database or a provider on a timer. A worker wakes when another part of the process records
+work for it (`wake()`, an in-process anyio Event), or at the earliest retry time its own queue reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+log = logging.getLogger("reelhook.workers")
+
+ERROR_PAUSE = 1.0  # after an unexpected error, before draining again
+
+
+class Worker:
+    def __init__(
+        self,
+        name: str,
+        run_once: Callable[[], Awaitable[int]],
+        next_due: Callable[[], Awaitable[float | None]] | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self._run_once = run_once
+        self._next_due = next_due
+        self._clock = clock
+        self._wakeup: anyio.Event | None = None
+        self._pending = True  # drain once at start-up: work recorded before a restart is picked up
+
+    def wake(self) -> None:
+        self._pending = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wakeup = anyio.Event()
+            if self._pending:
+                self._pending = False
+                try:
+                    while await self._run_once():
+                        pass
+                except Exception:
+                    log.exception("%s worker failed; draining again shortly", self.name)
+                    self._pending = True
+                    await anyio.sleep(ERROR_PAUSE)
+                    continue
+            with anyio.move_on_after(await self._timeout()):
+                await self._wakeup.wait()
+            self._pending = True  # woken, or a retry came due
+
+    async def _timeout(self) -> float:
+        if self._next_due is None:
+            return math.inf
+        due = await self._next_due()
+        return math.inf if due is None else max(0.0, due - self._clock())

@@ -1,0 +1,153 @@
+"""The submission worker: sends queued jobs to their providers, at most `max_in_flight` per provider.
+
+The rule that keeps money safe is "never send twice what may have been accepted". So a job is claimed (committed
+as SUBMITTED) before its request leaves, and only a failure that proves the provider never took it puts it back in
+the queue: a connection that was never made, or an answer that refuses it for now (429, TTAPI's 499, 5xx). A
+timeout or a dropped connection after the request went out leaves the job SUBMITTED with no provider id; the
+callback, whose token names our job, still completes it.
+
+The worker never polls: `run_once()` drains what is due, and the loop that calls it waits to be woken (a job was
+recorded, a callback freed a slot) or for the next retry time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import anyio
+import httpx
+
+from storage import Job, Store
+from submitter.backoff import next_attempt_at
+from submitter.providers import InvalidParams, Provider, ProviderError, Rejection
+from submitter.tokens import HookSigner
+
+log = logging.getLogger("reelhook.submitter")
+
+# Errors raised before a single byte of the request could have reached the provider.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+MAX_ATTEMPTS = 10
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to reach one provider."""
+
+    provider: Provider
+    base_url: str
+    api_key: str
+    max_in_flight: int | None = None  # None: the provider's documented limit
+
+    @property
+    def slots(self) -> int:
+        return self.max_in_flight if self.max_in_flight is not None else self.provider.max_in_flight
+
+
+class Submitter:
+    def __init__(
+        self,
+        store: Store,
+        http: httpx.AsyncClient,
+        endpoints: Mapping[str, Endpoint],
+        *,
+        signer: HookSigner,
+        public_url: str,
+        on_recorded: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._http = http
+        self._endpoints = endpoints
+        self._signer = signer
+        self._public_url = public_url.rstrip("/")
+        self._on_recorded = on_recorded
+        self._clock = clock
+
+    def hook_url(self, job_id: str, provider: str) -> str:
+        # A provider with a callback_suffix appends it itself; the receiver routes both forms.
+        return f"{self._public_url}/hooks/{provider}/{self._signer.sign_hook_token(job_id, provider)}"
+
+    async def next_due(self) -> float | None:
+        return await self._store.next_submission_at()
+
+    async def run_once(self) -> int:
+        """Send every queued job that is due and has a free slot; return how many were sent or settled."""
+        handled = 0
+        for name in await self._store.queued_providers():
+            endpoint = self._endpoints.get(name)
+            free = (endpoint.slots if endpoint else 1) - await self._store.in_flight(name)
+            if free <= 0:
+                continue
+            jobs = await self._store.due_submissions(name, limit=free)
+            async with anyio.create_task_group() as tg:
+                for job in jobs:
+                    tg.start_soon(self._submit_logged, job, endpoint)
+            handled += len(jobs)
+        if handled:
+            self._on_recorded()
+        return handled
+
+    async def _submit_logged(self, job: Job, endpoint: Endpoint | None) -> None:
+        # One job's failure (say, the database is locked) must not cancel its siblings' requests mid-flight.
+        try:
+            await self._submit(job, endpoint)
+        except Exception:
+            log.exception("job %s: submission step failed; it resumes from its recorded state", job.id)
+
+    async def _submit(self, job: Job, endpoint: Endpoint | None) -> None:
+        if endpoint is None:
+            await self._store.fail_job(job.id, f"provider {job.provider!r} is not configured")
+            return
+        parent = await self._store.get_job(job.parent_id) if job.parent_id else None
+        job = await self._store.claim_submission(job.id)
+        try:
+            request = endpoint.provider.build_request(
+                job, parent, endpoint.api_key, self.hook_url(job.id, job.provider)
+            )
+        except InvalidParams as exc:
+            await self._store.fail_job(job.id, f"{job.provider}: {exc}")
+            return
+        try:
+            response = await self._http.request(
+                request.method,
+                endpoint.base_url + request.path,
+                headers=dict(request.headers),
+                json=request.json,
+                params=dict(request.params),
+            )
+        except NOT_SENT as exc:
+            await self._retry(job, f"{job.provider}: not sent: {type(exc).__name__}: {exc}")
+            return
+        except httpx.HTTPError as exc:
+            # The request may have been taken: keep the job SUBMITTED and let its callback settle it.
+            log.warning(
+                "job %s: %s outcome unknown (%s: %s); not resending", job.id, job.provider, type(exc).__name__, exc
+            )
+            return
+        try:
+            provider_job_id = endpoint.provider.parse_submit_response(response.status_code, response.content)
+        except ProviderError as exc:
+            await self._rejected(job, exc)
+            return
+        await self._store.record_submitted(job.id, provider_job_id)
+        log.info("job %s: submitted to %s as %s", job.id, job.provider, provider_job_id)
+
+    async def _rejected(self, job: Job, exc: ProviderError) -> None:
+        if exc.kind is Rejection.RETRY:
+            await self._retry(job, exc.message)
+        elif exc.kind is Rejection.FATAL:
+            log.warning("job %s: %s refused it: %s", job.id, job.provider, exc.message)
+            await self._store.fail_job(job.id, exc.message)
+        else:
+            log.warning("job %s: %s outcome unknown (%s); not resending", job.id, job.provider, exc.message)
+
+    async def _retry(self, job: Job, error: str) -> None:
+        if job.attempts >= MAX_ATTEMPTS:
+            await self._store.fail_job(job.id, f"gave up after {job.attempts} attempts: {error}")
+            return
+        retry_at = next_attempt_at(job.attempts, self._clock())
+        log.info("job %s: %s; retrying in %.1fs", job.id, error, retry_at - self._clock())
+        await self._store.release_submission(job.id, error=error, retry_at=retry_at)

@@ -1,0 +1,106 @@
+"""check_url on literal addresses and `localhost` only: nothing here leaves the machine."""
+
+from __future__ import annotations
+
+import pytest
+
+from receiver.netguard import UnsafeURL, check_url, origin
+
+pytestmark = pytest.mark.anyio
+
+HINT = "REELHOOK_ALLOW_PRIVATE_URLS=1"
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1/x.mp4", "127.0.0.1 is a loopback address"),
+        ("http://127.8.9.10:8080/x.mp4", "loopback"),
+        ("https://10.0.0.1/x.mp4", "10.0.0.1 is a private address"),
+        ("http://172.16.5.4/x.mp4", "private"),
+        ("http://192.168.1.1/x.mp4", "private"),
+        ("http://169.254.10.20/x.mp4", "link-local"),
+        ("http://169.254.169.254/latest/meta-data/", "the cloud metadata address"),
+        ("http://0.0.0.0/x.mp4", "unspecified"),
+        ("http://224.0.0.1/x.mp4", "multicast"),
+        ("http://100.64.0.1/x.mp4", "not a globally routable address"),
+        ("http://[::1]/x.mp4", "::1 is a loopback address"),
+        ("http://[::]/x.mp4", "unspecified"),
+        ("http://[fe80::1]/x.mp4", "link-local"),
+        ("http://[fc00::1]/x.mp4", "private"),
+        ("http://[fd00:ec2::254]/x.mp4", "the cloud metadata address"),
+        ("http://[ff02::1]/x.mp4", "multicast"),
+        ("http://[::ffff:127.0.0.1]/x.mp4", "loopback address in IPv4-mapped form (127.0.0.1)"),
+        ("http://[::ffff:10.0.0.1]/x.mp4", "private address in IPv4-mapped form (10.0.0.1)"),
+        ("http://[::ffff:169.254.169.254]/x.mp4", "the cloud metadata address in IPv4-mapped form"),
+        ("http://localhost:9/x.mp4", "localhost resolves to "),
+    ],
+)
+async def test_refuses_addresses_that_are_not_public(url: str, reason: str) -> None:
+    with pytest.raises(UnsafeURL) as caught:
+        await check_url(url)
+    message = str(caught.value)
+    assert message.startswith(f"refusing {url}: ")
+    assert reason in message and HINT in message
+
+
+async def test_localhost_names_each_address_it_resolves_to() -> None:
+    with pytest.raises(UnsafeURL, match=r"localhost resolves to (127\.0\.0\.1|::1), which is a loopback address"):
+        await check_url("http://localhost/x.mp4")
+
+
+@pytest.mark.parametrize(
+    "url", ["http://93.184.216.34/x.mp4", "https://93.184.216.34:8443/x.mp4", "https://[2606:2800:220:1::1946]/x"]
+)
+async def test_allows_public_literal_addresses_without_dns(url: str) -> None:
+    await check_url(url)  # raises UnsafeURL otherwise; a literal address is never looked up
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://93.184.216.34/x.mp4", "file:///etc/passwd", "gopher://93.184.216.34/", "//93.184.216.34/x"]
+)
+@pytest.mark.parametrize("allow_private", [False, True])
+async def test_refuses_other_schemes_even_when_private_urls_are_allowed(url: str, allow_private: bool) -> None:
+    with pytest.raises(UnsafeURL, match="only http and https"):
+        await check_url(url, allow_private=allow_private)
+
+
+async def test_refuses_a_url_without_a_host() -> None:
+    with pytest.raises(UnsafeURL, match="names no host"):
+        await check_url("http:///x.mp4")
+
+
+async def test_refuses_a_host_that_does_not_resolve() -> None:
+    # A 70-character label is not a valid DNS name: the resolver gives up without sending a query.
+    host = "a" * 70 + ".invalid"
+    with pytest.raises(UnsafeURL, match=f"cannot resolve {host}"):
+        await check_url(f"http://{host}/x.mp4")
+
+
+async def test_allow_private_lets_any_http_address_through() -> None:
+    for url in ("http://127.0.0.1/x", "http://169.254.169.254/", "http://[::1]:8080/x", "http://localhost/x"):
+        await check_url(url, allow_private=True)
+
+
+async def test_allowed_origins_let_exactly_that_origin_through() -> None:
+    allowed = {"http://127.0.0.1:8080"}
+    await check_url("http://127.0.0.1:8080/videos/0.mp4?sig=abc", allowed_origins=allowed)
+    await check_url("HTTP://127.0.0.1:8080/x", allowed_origins={"http://127.0.0.1:8080/"})
+    for other in ("http://127.0.0.1:8081/x", "https://127.0.0.1:8080/x", "http://localhost:8080/x"):
+        with pytest.raises(UnsafeURL):
+            await check_url(other, allowed_origins=allowed)
+
+
+async def test_default_ports_are_explicit_on_both_sides() -> None:
+    await check_url("http://127.0.0.1:80/x", allowed_origins={"http://127.0.0.1"})
+    await check_url("https://[::1]/x", allowed_origins={"https://[::1]:443"})
+    with pytest.raises(UnsafeURL):
+        await check_url("http://127.0.0.1:443/x", allowed_origins={"https://127.0.0.1"})
+
+
+def test_origin_normalises_scheme_host_and_port() -> None:
+    assert origin("HTTPS://Example.COM/a/b?c") == "https://example.com:443"
+    assert origin("http://example.com:8080") == "http://example.com:8080"
+    assert origin("http://[::1]/") == "http://[::1]:80"
+    with pytest.raises(UnsafeURL, match="port"):
+        origin("http://example.com:99999/")
