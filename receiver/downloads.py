@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,7 +64,6 @@ class Downloader:
         concurrency: int = 4,
         max_attempts: int = 8,
         on_recorded: Callable[[], None] = lambda: None,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         if concurrency < 1 or max_attempts < 1:
             raise ValueError("Downloader: concurrency and max_attempts must be at least 1")
@@ -77,7 +75,7 @@ class Downloader:
         self._concurrency = concurrency
         self._max_attempts = max_attempts
         self._on_recorded = on_recorded
-        self._clock = clock
+        self._clock = store.clock
         # Shared by every run_once in flight: they draw from one pool of slots and never pick the same video.
         self._limiter = anyio.CapacityLimiter(concurrency)
         self._claim_lock = anyio.Lock()

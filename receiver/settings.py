@@ -83,7 +83,10 @@ class Settings:
                 api_key=Secret(key) if key else None,
                 base_url=_url(environ, f"{prefix}_BASE_URL", provider.default_base_url),
             )
-        if any(not p.simulated for p in providers.values()) and urlsplit(public_url).hostname in _LOCAL_HOSTS:
+        remote = [
+            p for p in providers.values() if not p.simulated and urlsplit(p.base_url).hostname not in _LOCAL_HOSTS
+        ]
+        if remote and urlsplit(public_url).hostname in _LOCAL_HOSTS:
             raise SettingsError(
                 f"REELHOOK_PUBLIC_URL is {public_url}, which a real provider cannot reach: set it to the tunnel's"
                 " public https URL (see ngrok.yml)"

@@ -75,6 +75,11 @@ class Store:
             raise
         return cls(db, clock=clock)
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The store's time source; workers schedule retries on it so that 'due' means one thing everywhere."""
+        return self._clock
+
     async def close(self) -> None:
         await self._db.close()
 

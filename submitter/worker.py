@@ -13,7 +13,6 @@ recorded, a callback freed a slot) or for the next retry time.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -56,7 +55,6 @@ class Submitter:
         signer: HookSigner,
         public_url: str,
         on_recorded: Callable[[], None] = lambda: None,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._http = http
@@ -64,7 +62,7 @@ class Submitter:
         self._signer = signer
         self._public_url = public_url.rstrip("/")
         self._on_recorded = on_recorded
-        self._clock = clock
+        self._clock = store.clock
 
     def hook_url(self, job_id: str, provider: str) -> str:
         # A provider with a callback_suffix appends it itself; the receiver routes both forms.
