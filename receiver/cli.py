@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import httpx
 
-from receiver.rules import RuleError, check_rules_file
+from receiver.rules import RuleError, RuleSet, check_rules_file
 from receiver.serving import bind_socket, make_server, running, socket_url
 from receiver.settings import ProviderSettings, Settings, SettingsError
 
@@ -90,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env(environ).with_local_secrets()
+    rules = RuleSet.load(settings.rules_path) if settings.rules_path else RuleSet.empty()  # refuse before binding
     if args.fd is not None:
         sock = socket.socket(fileno=args.fd)
         sock.setblocking(False)
@@ -97,11 +98,14 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         sock = bind_socket(args.host, args.port)
     if "REELHOOK_PUBLIC_URL" not in environ:
         settings = replace(settings, public_url=socket_url(sock))
-    anyio.run(_serve_async, settings, sock)
+    try:
+        anyio.run(_serve_async, settings, rules, sock)
+    finally:
+        sock.close()
     return 0
 
 
-async def _serve_async(settings: Settings, sock: socket.socket) -> None:
+async def _serve_async(settings: Settings, rules: RuleSet, sock: socket.socket) -> None:
     from receiver.app import create_app  # the client commands need none of the server's imports
     from submitter.simulators.ttapi import TTAPISimulator
 
@@ -116,7 +120,7 @@ async def _serve_async(settings: Settings, sock: socket.socket) -> None:
                 trusted.add(url)
                 log.info("no REELHOOK_TTAPI_API_KEY: the built-in TTAPI simulator answers at %s", url)
         settings = replace(settings, providers=providers)
-        app = create_app(settings, trusted_origins=trusted)
+        app = create_app(settings, rules=rules, trusted_origins=trusted)
         log.info("reelhook listening on %s (public URL %s); data in %s", socket_url(sock), settings.public_url,
                  settings.data_dir)  # fmt: skip
         await make_server(app, log_level="info", handle_signals=True).serve([sock])

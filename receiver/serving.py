@@ -55,7 +55,7 @@ def make_server(
 
 @contextlib.asynccontextmanager
 async def running(app: ASGIApp, sock: socket.socket | None = None, **options: object) -> AsyncIterator[str]:
-    """Serve `app` in the background for the duration of the block; yields its base URL."""
+    """Serve `app` in the background for the duration of the block; yields its base URL. Closes `sock` after."""
     sock = sock or bind_socket()
     server = make_server(app, **options)  # type: ignore[arg-type]
     stopped = anyio.Event()
@@ -66,13 +66,14 @@ async def running(app: ASGIApp, sock: socket.socket | None = None, **options: ob
         finally:
             stopped.set()
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(serve)
-        while not server.started:  # uvicorn offers a flag, not an event
-            if stopped.is_set():
-                raise RuntimeError("server failed to start (see the log above)")
-            await anyio.sleep(0.005)
-        try:
-            yield socket_url(sock)
-        finally:
-            server.should_exit = True
+    with contextlib.closing(sock):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve)
+            while not server.started:  # uvicorn offers a flag, not an event
+                if stopped.is_set():
+                    raise RuntimeError("server failed to start (see the log above)")
+                await anyio.sleep(0.005)
+            try:
+                yield socket_url(sock)
+            finally:
+                server.should_exit = True

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+import pytest
+
+from receiver.cli import main
+from tests.e2e.conftest import API_TOKEN, deployment, wait_until
+
+RULES = Path(__file__).parents[2] / "rules.example.toml"
+
+
+def test_rules_check_accepts_a_valid_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", "check", str(RULES)], {}) == 0
+    assert capsys.readouterr().out.strip() == "rules.example.toml: 2 rules, max_depth 2"
+
+
+def test_rules_check_names_the_rule_and_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "rules.toml"
+    bad.write_text('[[rule]]\nname = "extend-first"\non = "job.succeeded"\nextend.index = 7\n')
+    assert main(["rules", "check", str(bad)], {}) == 2
+    err = capsys.readouterr().err
+    assert 'rules.toml: rule "extend-first": extend.index' in err and "7" in err
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"REELHOOK_PUBLIC_URL": "ftp://x"}, "REELHOOK_PUBLIC_URL must be an http(s) URL"),
+        ({"REELHOOK_TTAPI_API_KEY": "k"}, "REELHOOK_PUBLIC_URL is http://127.0.0.1:8000, which a real provider"),
+        ({"REELHOOK_RULES": "/nonexistent/rules.toml"}, "REELHOOK_RULES: no such file"),
+        ({"REELHOOK_ALLOW_PRIVATE_URLS": "maybe"}, "REELHOOK_ALLOW_PRIVATE_URLS must be 1 or 0"),
+        ({"REELHOOK_SECRET": "short"}, "REELHOOK_SECRET: each secret must be at least 16 characters"),
+    ],
+)
+def test_serve_refuses_a_wrong_setting_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], env: dict[str, str], needle: str
+) -> None:
+    assert main(["serve", "--port", "0"], {"REELHOOK_DATA_DIR": str(tmp_path)} | env) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_serve_refuses_an_invalid_rules_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "rules.toml"
+    bad.write_text('[[rule]]\nname = "x"\non = "job.succeeded"\nextnd.index = 0\n')
+    env = {"REELHOOK_DATA_DIR": str(tmp_path), "REELHOOK_RULES": str(bad)}
+    assert main(["serve", "--port", "0"], env) == 2
+    assert 'rules.toml: rule "x": unknown key "extnd"' in capsys.readouterr().err
+
+
+@pytest.mark.anyio
+async def test_client_commands_talk_to_a_running_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async with deployment(tmp_path) as deployed:
+        env = {"REELHOOK_SERVER_URL": deployed.url, "REELHOOK_API_TOKEN": API_TOKEN}
+
+        async def cli(*argv: str) -> tuple[int, str, str]:
+            code = await anyio.to_thread.run_sync(main, list(argv), env)
+            out, err = capsys.readouterr()
+            return code, out, err
+
+        code, out, _ = await cli("submit", "--prompt", "a fox", "--image-url", "https://img.example/a.png", "--json")
+        assert code == 0
+        job_id = json.loads(out)["id"]
+
+        async def done() -> bool:
+            return (await cli("show", job_id, "--json"))[1].count('"downloaded"') == 4
+
+        await wait_until(done)
+        code, out, _ = await cli("extend", job_id, "--index", "1", "--json")
+        assert code == 0 and json.loads(out)["parent_id"] == job_id
+        code, out, _ = await cli("jobs")
+        assert code == 0 and job_id in out and len(out.strip().splitlines()) == 2
+        code, out, _ = await cli("show", job_id)
+        assert code == 0 and out.startswith(f"job {job_id}: succeeded") and out.count("video ") == 4
+
+        code, _, err = await cli("extend", job_id, "--index", "9")
+        assert code == 1 and "index must be 0-3" in err
+        bad_token = env | {"REELHOOK_API_TOKEN": "wrong"}
+        assert await anyio.to_thread.run_sync(main, ["jobs"], bad_token) == 1
+        assert "401 unauthorized" in capsys.readouterr().err
