@@ -89,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs each request's full URL at INFO; a hook URL's token is a credential, so keep those out of the log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = Settings.from_env(environ).with_local_secrets()
     rules = RuleSet.load(settings.rules_path) if settings.rules_path else RuleSet.empty()  # refuse before binding
     if args.fd is not None:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
+import pytest
 
 from receiver.app import create_app
 from receiver.rules import RuleSet
@@ -101,3 +106,34 @@ def assert_videos_on_disk(job: dict[str, Any], data_dir: Path) -> None:
             == expected_sha256(job["provider_job_id"], video["index"])
         )
         assert video["bytes"] == len(content) and content[4:8] == b"ftyp"
+
+
+@contextmanager
+def server(env: dict[str, str], sock_fd: int, log: Path, cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """`reelhook serve` in its own process, on a socket the test bound (so restarts keep the address)."""
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "receiver.cli", "serve", "--fd", str(sock_fd)],
+            env=env,
+            pass_fds=[sock_fd],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def sock() -> Iterator[socket.socket]:
+    listening = bind_socket()
+    yield listening
+    listening.close()

@@ -6,19 +6,16 @@ import os
 import signal
 import socket
 import sqlite3
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
 
-from receiver.serving import bind_socket, running, socket_url
+from receiver.serving import running, socket_url
 from submitter.simulators.ttapi import TTAPISimulator
-from tests.e2e.conftest import API_TOKEN, SECRET, TT_KEY, assert_videos_on_disk, wait_until
+from tests.e2e.conftest import API_TOKEN, SECRET, TT_KEY, assert_videos_on_disk, server, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -33,39 +30,9 @@ extend.index = 0
 """
 
 
-@contextmanager
-def server(env: dict[str, str], sock_fd: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`reelhook serve` in its own process, on a socket the test bound (so restarts keep the address)."""
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "receiver.cli", "serve", "--fd", str(sock_fd)],
-            env=env,
-            pass_fds=[sock_fd],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
     with closing(sqlite3.connect(db)) as conn:
         return conn.execute(sql).fetchall()
-
-
-@pytest.fixture
-def sock() -> Iterator[socket.socket]:
-    listening = bind_socket()
-    yield listening
-    listening.close()
 
 
 async def test_killed_after_acknowledging_a_callback(tmp_path: Path, sock: socket.socket) -> None:
