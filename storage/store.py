@@ -1,29 +1,20 @@
-"""The Store: reelhook's one SQLite database, through one aiosqlite connection.
+"""The Store: every query reelhook makes, grouped by the queue it serves.
 
-Durability rule: every method that changes state runs as one `BEGIN IMMEDIATE … COMMIT` and returns only after the
-commit, so a caller that answers a provider or acts on a record after `await store.x()` never acts on something a
-crash could take back. State changes and the events they emit are written in the same transaction: the event
-outbox can never disagree with the jobs table.
-
-One connection serves the whole process; an asyncio lock keeps one transaction at a time on it (aiosqlite runs
-the connection on a single thread, so interleaved statements from two tasks would share a transaction).
+Jobs and the submission outbox, the callback inbox, the download queue and the event outbox. The connection, the
+transaction discipline and the writes they share live in `storage.database`.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from storage.lifecycle import check_transition
+from storage.database import Database, float_or_none
 from storage.records import (
     CallbackResult,
     Event,
@@ -34,7 +25,6 @@ from storage.records import (
     Video,
 )
 from storage.rows import job_from_row, video_from_row
-from storage.schema import migrate
 
 
 class CallbackOutcome(StrEnum):
@@ -47,63 +37,7 @@ class JobMismatch(Exception):
     """A callback that does not belong to the job its token names."""
 
 
-class Store:
-    def __init__(self, db: aiosqlite.Connection, *, clock: Callable[[], float] = time.time) -> None:
-        self._db = db
-        self._clock = clock
-        self._lock = _Lock()
-
-    @classmethod
-    async def open(
-        cls, path: str | Path, *, clock: Callable[[], float] = time.time, busy_timeout_ms: int = 5000
-    ) -> Store:
-        db = await aiosqlite.connect(str(path), isolation_level=None)
-        db.row_factory = aiosqlite.Row
-        # WAL lets readers in other processes (the CLI, backups) work during writes; synchronous=FULL makes a
-        # COMMIT survive power loss, not only a process crash, since a 200 to a provider depends on it.
-        try:
-            for pragma in (
-                "journal_mode=WAL",
-                "synchronous=FULL",
-                "foreign_keys=ON",
-                f"busy_timeout={busy_timeout_ms}",
-            ):
-                await db.execute(f"PRAGMA {pragma}")
-            await migrate(db)
-        except BaseException:
-            await db.close()  # else aiosqlite's thread keeps the process alive
-            raise
-        return cls(db, clock=clock)
-
-    @property
-    def clock(self) -> Callable[[], float]:
-        """The store's time source; workers schedule retries on it so that 'due' means one thing everywhere."""
-        return self._clock
-
-    async def close(self) -> None:
-        await self._db.close()
-
-    async def __aenter__(self) -> Store:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
-
-    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        async with self._lock:
-            return list(await self._db.execute_fetchall(sql, params))
-
+class Store(Database):
     # -- jobs ---------------------------------------------------------------------------------------------------
 
     async def create_job(self, new: NewJob) -> tuple[Job, bool]:
@@ -144,53 +78,6 @@ class Store:
         rows = await self._read(sql, [*params, limit])
         return [job_from_row(row, await self.get_videos(row["id"])) for row in rows]
 
-    async def _insert_job(self, db: aiosqlite.Connection, new: NewJob) -> str | None:
-        job_id = uuid.uuid4().hex
-        root_id, depth = job_id, 0
-        if new.parent_id is not None:
-            async with db.execute("SELECT root_id, depth FROM jobs WHERE id = ?", (new.parent_id,)) as cursor:
-                parent = await cursor.fetchone()
-            if parent is None:
-                raise LookupError(f"parent job {new.parent_id} does not exist")
-            root_id, depth = parent["root_id"], parent["depth"] + 1
-        now = self._clock()
-        cursor = await db.execute(
-            """INSERT INTO jobs (id, provider, action, status, params, parent_id, root_id, depth, rule, origin,
-                                 created_at, updated_at)
-               VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT (origin) DO NOTHING""",
-            (job_id, new.provider, new.action, json.dumps(new.params), new.parent_id, root_id, depth, new.rule,
-             new.origin, now, now),
-        )  # fmt: skip
-        return job_id if cursor.rowcount == 1 else None
-
-    async def _job_id_for_origin(self, origin: str | None) -> str:
-        rows = await self._read("SELECT id FROM jobs WHERE origin = ?", (origin,))
-        return str(rows[0]["id"])
-
-    async def _set_status(
-        self, db: aiosqlite.Connection, job: Job | sqlite3.Row, target: JobStatus, **fields: Any
-    ) -> None:
-        job_id, current = (job.id, job.status) if isinstance(job, Job) else (job["id"], JobStatus(job["status"]))
-        if target != current:
-            check_transition(job_id, current, target)
-        assignments = ", ".join(f"{name} = ?" for name in fields)
-        sql = f"UPDATE jobs SET status = ?, updated_at = ?{', ' if fields else ''}{assignments} WHERE id = ?"
-        await db.execute(sql, (target.value, self._clock(), *fields.values(), job_id))
-
-    async def _emit(self, db: aiosqlite.Connection, type: EventType, job_id: str, index: int | None = None) -> None:
-        await db.execute(
-            "INSERT INTO events (type, job_id, video_index, created_at) VALUES (?, ?, ?, ?)",
-            (type.value, job_id, index, self._clock()),
-        )
-
-    async def _locked_job(self, db: aiosqlite.Connection, job_id: str) -> sqlite3.Row:
-        async with db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
-            raise LookupError(f"job {job_id} does not exist")
-        return row
-
     # -- submissions (the outbox towards providers) --------------------------------------------------------------
 
     async def in_flight(self, provider: str) -> int:
@@ -217,7 +104,7 @@ class Store:
         rows = await self._read(
             "SELECT min(next_attempt_at) FROM jobs WHERE status = 'queued' AND next_attempt_at > ?", (self._clock(),)
         )
-        return _float_or_none(rows[0][0])
+        return float_or_none(rows[0][0])
 
     async def claim_submission(self, job_id: str) -> Job:
         """Mark a queued job as handed to its provider, before the request leaves.
@@ -331,7 +218,7 @@ class Store:
         rows = await self._read(
             "SELECT min(next_attempt_at) FROM videos WHERE status = 'pending' AND next_attempt_at > ?", (self._clock(),)
         )
-        return _float_or_none(rows[0][0])
+        return float_or_none(rows[0][0])
 
     async def record_download(self, job_id: str, index: int, *, path: str, sha256: str, size: int) -> bool:
         """Mark a video downloaded; False (and no event) if it already was."""
@@ -391,27 +278,3 @@ class Store:
                     created.append(job_id)
             await db.execute("UPDATE events SET processed_at = ? WHERE id = ?", (self._clock(), event_id))
         return created
-
-
-class _Lock:
-    """An asyncio.Lock created lazily, so a Store can be built outside a running loop."""
-
-    def __init__(self) -> None:
-        import asyncio
-
-        self._lock: asyncio.Lock | None = None
-
-    async def __aenter__(self) -> None:
-        import asyncio
-
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        await self._lock.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._lock is not None
-        self._lock.release()
-
-
-def _float_or_none(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]

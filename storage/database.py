@@ -1,0 +1,137 @@
+"""The connection under the Store: opening, migrating, one transaction at a time, and the writes every part shares.
+
+Durability rule: every method that changes state runs as one `BEGIN IMMEDIATE … COMMIT` and returns only after the
+commit, so a caller that answers a provider or acts on a record after `await store.x()` never acts on something a
+crash could take back. A state change and the events it emits are written in the same transaction: the event
+outbox can never disagree with the jobs table.
+
+One connection serves the whole process; an asyncio lock keeps one transaction at a time on it (aiosqlite runs
+the connection on a single thread, so interleaved statements from two tasks would share a transaction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Self
+
+import aiosqlite
+
+from storage.lifecycle import check_transition
+from storage.records import EventType, Job, JobStatus, NewJob
+from storage.schema import migrate
+
+
+class Database:
+    def __init__(self, db: aiosqlite.Connection, *, clock: Callable[[], float] = time.time) -> None:
+        self._db = db
+        self._clock = clock
+        self._lock = asyncio.Lock()  # binds to the running loop on first use
+
+    @classmethod
+    async def open(
+        cls, path: str | Path, *, clock: Callable[[], float] = time.time, busy_timeout_ms: int = 5000
+    ) -> Self:
+        db = await aiosqlite.connect(str(path), isolation_level=None)
+        db.row_factory = aiosqlite.Row
+        # WAL lets readers in other processes (the CLI, backups) work during writes; synchronous=FULL makes a
+        # COMMIT survive power loss, not only a process crash, since a 200 to a provider depends on it.
+        try:
+            for pragma in (
+                "journal_mode=WAL",
+                "synchronous=FULL",
+                "foreign_keys=ON",
+                f"busy_timeout={busy_timeout_ms}",
+            ):
+                await db.execute(f"PRAGMA {pragma}")
+            await migrate(db)
+        except BaseException:
+            await db.close()  # else aiosqlite's thread keeps the process alive
+            raise
+        return cls(db, clock=clock)
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The store's time source; workers schedule retries on it so that 'due' means one thing everywhere."""
+        return self._clock
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        async with self._lock:
+            return list(await self._db.execute_fetchall(sql, params))
+
+    async def _insert_job(self, db: aiosqlite.Connection, new: NewJob) -> str | None:
+        job_id = uuid.uuid4().hex
+        root_id, depth = job_id, 0
+        if new.parent_id is not None:
+            async with db.execute("SELECT root_id, depth FROM jobs WHERE id = ?", (new.parent_id,)) as cursor:
+                parent = await cursor.fetchone()
+            if parent is None:
+                raise LookupError(f"parent job {new.parent_id} does not exist")
+            root_id, depth = parent["root_id"], parent["depth"] + 1
+        now = self._clock()
+        cursor = await db.execute(
+            """INSERT INTO jobs (id, provider, action, status, params, parent_id, root_id, depth, rule, origin,
+                                 created_at, updated_at)
+               VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (origin) DO NOTHING""",
+            (job_id, new.provider, new.action, json.dumps(new.params), new.parent_id, root_id, depth, new.rule,
+             new.origin, now, now),
+        )  # fmt: skip
+        return job_id if cursor.rowcount == 1 else None
+
+    async def _job_id_for_origin(self, origin: str | None) -> str:
+        rows = await self._read("SELECT id FROM jobs WHERE origin = ?", (origin,))
+        return str(rows[0]["id"])
+
+    async def _set_status(
+        self, db: aiosqlite.Connection, job: Job | sqlite3.Row, target: JobStatus, **fields: Any
+    ) -> None:
+        job_id, current = (job.id, job.status) if isinstance(job, Job) else (job["id"], JobStatus(job["status"]))
+        if target != current:
+            check_transition(job_id, current, target)
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        sql = f"UPDATE jobs SET status = ?, updated_at = ?{', ' if fields else ''}{assignments} WHERE id = ?"
+        await db.execute(sql, (target.value, self._clock(), *fields.values(), job_id))
+
+    async def _emit(self, db: aiosqlite.Connection, type: EventType, job_id: str, index: int | None = None) -> None:
+        await db.execute(
+            "INSERT INTO events (type, job_id, video_index, created_at) VALUES (?, ?, ?, ?)",
+            (type.value, job_id, index, self._clock()),
+        )
+
+    async def _locked_job(self, db: aiosqlite.Connection, job_id: str) -> sqlite3.Row:
+        async with db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise LookupError(f"job {job_id} does not exist")
+        return row
+
+
+def float_or_none(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
