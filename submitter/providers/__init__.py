@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from submitter.providers import ttapi
 from submitter.providers.base import (
+    BadSignature,
     InvalidParams,
     MalformedCallback,
     Provider,
@@ -16,6 +17,7 @@ PROVIDERS: dict[str, Provider] = {provider.name: provider for provider in (ttapi
 
 __all__ = [
     "PROVIDERS",
+    "BadSignature",
     "InvalidParams",
     "MalformedCallback",
     "Provider",

@@ -46,6 +46,10 @@ class InvalidParams(ValueError):
     """A job's parameters that this provider cannot take; the message names the field and the fix."""
 
 
+class BadSignature(Exception):
+    """A signed callback whose signature is missing, wrong, or too old."""
+
+
 @dataclass(frozen=True)
 class Provider:
     name: str
@@ -62,6 +66,20 @@ class Provider:
     validate_params: Callable[[str, Mapping[str, Any]], None]
     # appended by the provider to the URL we give it (APIMart POSTs to <webhook>/callback)
     callback_suffix: str = ""
+    # Signed callbacks (WaveSpeed): (raw body, headers, secret, now) -> None, or BadSignature. Checked before parsing.
+    verify_signature: Callable[[bytes, Mapping[str, str], str, float], None] | None = None
+    # Where that secret comes from when it is not configured: a request (api key -> request) and its answer's parser
+    # ((HTTP status, body) -> secret, or ProviderError).
+    secret_request: Callable[[str], ProviderRequest] | None = None
+    parse_secret: Callable[[int, bytes], str] | None = None
+    # The provider's fetch endpoint for one job ((provider job id, api key) -> request); its answer is read with
+    # `parse_fetch_response` ((HTTP status, body) -> CallbackResult), the same result a callback gives.
+    fetch_request: Callable[[str, str], ProviderRequest] | None = None
+    parse_fetch_response: Callable[[int, bytes], CallbackResult] | None = None
+    # Image frames larger than this are refused before anything is sent (APIMart: 12 MiB).
+    max_frame_bytes: int | None = None
+    # Besides `actions`, any action a parent result lists in result["components"] (TTAPI's U1-U4, V1-V4, ...).
+    component_actions: bool = False
 
 
 def classify_status(status_code: int) -> Rejection | None:

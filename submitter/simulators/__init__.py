@@ -1,16 +1,19 @@
 """Fake providers that speak each provider's wire contract, for tests and `make run`.
 
-Every simulator serves its "CDN" from one real sample video: `sample.mp4` (H.264, 1 s, 64x64). To give each video
-its own bytes, and so its own sha256, `video_bytes` appends a top-level ISO-BMFF `free` box naming the job and the
-index: players skip `free` boxes, so every video stays a valid MP4.
+Every simulator serves its "CDN" from one real sample file per kind: `sample.mp4` (H.264, 1 s, 64x64) for videos,
+`sample.png` (64x64) for images. To give each file its own bytes, and so its own sha256, the job and index are
+written into a chunk the format defines as skippable: a top-level ISO-BMFF `free` box after the MP4, a `tEXt`
+chunk before the PNG's `IEND`. Players and decoders skip both, so every file stays valid.
 """
 
 from __future__ import annotations
 
 import struct
+import zlib
 from importlib import resources
 
 SAMPLE_MP4: bytes = resources.files(__name__).joinpath("sample.mp4").read_bytes()
+SAMPLE_PNG: bytes = resources.files(__name__).joinpath("sample.png").read_bytes()
 
 
 def video_bytes(job_id: str, index: int) -> bytes:
@@ -19,4 +22,16 @@ def video_bytes(job_id: str, index: int) -> bytes:
     return SAMPLE_MP4 + struct.pack(">I", 8 + len(payload)) + b"free" + payload
 
 
-__all__ = ["SAMPLE_MP4", "video_bytes"]
+def image_bytes(job_id: str, index: int) -> bytes:
+    """The sample PNG with a `tEXt` chunk `reelhook\\0{job_id}/{index}` before its IEND chunk."""
+    data = b"tEXt" + b"reelhook\0" + f"{job_id}/{index}".encode()
+    chunk = struct.pack(">I", len(data) - 4) + data + struct.pack(">I", zlib.crc32(data))
+    end = SAMPLE_PNG.rindex(b"IEND") - 4
+    return SAMPLE_PNG[:end] + chunk + SAMPLE_PNG[end:]
+
+
+def media_bytes(job_id: str, index: int, ext: str) -> bytes:
+    return image_bytes(job_id, index) if ext == "png" else video_bytes(job_id, index)
+
+
+__all__ = ["SAMPLE_MP4", "SAMPLE_PNG", "image_bytes", "media_bytes", "video_bytes"]

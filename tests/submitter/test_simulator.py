@@ -174,7 +174,7 @@ async def test_extend_of_a_finished_job_names_action_extend() -> None:
     async with serving(sim, recorder) as (client, hook):
         parent = job_id_of(await submit(client, hook, bs=2))
         await until(lambda: len(recorder.bodies) == 1)
-        assert len(sim.job(parent).videos) == 2  # bs picks how many videos a job has
+        assert len(sim.job(parent).media) == 2  # bs picks how many videos a job has
 
         response = await client.post("/midjourney/video/extend", json={"jobId": parent, "index": 1, "hookUrl": hook})
         child = job_id_of(response)
@@ -354,7 +354,7 @@ async def test_job_without_hook_finishes_for_fetch_and_frees_its_slot() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, max_in_flight=1), Recorder()
     async with serving(sim, recorder) as (client, _hook):
         job_id = job_id_of(await submit(client, None))
-        await until(lambda: sim.job(job_id).status == "SUCCESS")
+        await until(lambda: sim.job(job_id).status == "succeeded")
         fetched = await client.post("/midjourney/video/fetch", json={"jobId": job_id})
         assert len(ttapi.parse_callback(fetched.content, {}).media_urls) == 4
         assert sim.in_flight == 0 and sim.deliveries == [] and recorder.bodies == []
