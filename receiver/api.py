@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from receiver.requests import BodyTooLarge, error, read_body
 from receiver.service import Service
+from receiver.views import job_json
 from storage import Job, JobStatus, NewJob
 from submitter.providers import PROVIDERS, InvalidParams
 
@@ -80,43 +80,6 @@ async def get_job(request: Request) -> Response:
     if job is None:
         return error(404, "not_found", f"no job {request.path_params['job_id']}")
     return JSONResponse(job_json(job))
-
-
-def job_json(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "provider": job.provider,
-        "action": job.action,
-        "status": job.status.value,
-        "provider_job_id": job.provider_job_id,
-        "parent_id": job.parent_id,
-        "root_id": job.root_id,
-        "depth": job.depth,
-        "rule": job.rule,
-        "prompt": job.prompt,
-        "params": job.params,
-        "progress": job.progress,
-        "error": job.error,
-        "attempts": job.attempts,
-        "created_at": _iso(job.created_at),
-        "updated_at": _iso(job.updated_at),
-        "videos": [
-            {
-                "index": video.index,
-                "url": video.url,
-                "status": video.status.value,
-                "path": video.path,
-                "sha256": video.sha256,
-                "bytes": video.bytes,
-                "error": video.error,
-            }
-            for video in job.videos
-        ],
-    }
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def _json_object(request: Request) -> dict[str, Any]:

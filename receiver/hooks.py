@@ -1,15 +1,17 @@
 """`POST /hooks/{provider}/{token}`: where providers deliver results.
 
-The order is the promise. Check the token (403), read at most 1 MiB (413), parse with the provider's module
-(400), then store the raw callback and apply it in one transaction; only after the commit answer 200, since a
-provider stops re-delivering once it has a 200 (TTAPI counts nothing else). Our own failure answers 503 so the
-provider tries again. A refused callback changes nothing; a re-delivered one is stored and changes nothing else.
+The order is the promise. Check the token (403), read at most 1 MiB (413), check the signature where the provider
+signs (WaveSpeed; 403), parse with the provider's module (400), then store the raw callback and apply it in one
+transaction; only after the commit answer 200, since a provider stops re-delivering once it has a 200 (TTAPI counts
+nothing else). Our own failure answers 503 so the provider tries again. A refused callback changes nothing; a
+re-delivered one is stored and changes nothing else.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
@@ -18,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from receiver.requests import BodyTooLarge, error, read_body
 from receiver.service import Service
 from storage import JobMismatch
-from submitter.providers import PROVIDERS, MalformedCallback
+from submitter.providers import PROVIDERS, BadSignature, MalformedCallback
 from submitter.tokens import BadHookToken
 
 log = logging.getLogger("reelhook.hooks")
@@ -45,6 +47,17 @@ async def receive_callback(request: Request) -> Response:
         return error(413, "too_large", f"callback bodies are limited to {MAX_BODY} bytes")
     except ClientDisconnect:
         return error(400, "disconnected", "the body was not received in full")
+    if provider.verify_signature is not None:
+        try:
+            secret = await service.webhook_secret(name)
+        except Exception as exc:
+            log.error("cannot check a %s callback's signature: %s", name, exc)
+            return error(503, "unavailable", "cannot check the signature now; please retry")
+        try:
+            provider.verify_signature(body, request.headers, secret, time.time())
+        except BadSignature as exc:
+            log.warning("refused %s callback for job %s: %s", name, claim.job_id, exc)
+            return error(403, "forbidden", f"bad signature: {exc}")
     try:
         result = provider.parse_callback(body, request.headers)
     except MalformedCallback as exc:

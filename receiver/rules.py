@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from receiver.rulefile import Extend, Limits, Rule, RuleError, parse_rules
+from receiver.effects import Act, Extend, Notify, Video, template_fields
+from receiver.rulefile import Limits, Rule, RuleError, can, parse_rules
 from storage import Event, EventType, Job, JobStatus, NewJob
 from submitter.providers import PROVIDERS, Provider
 
 logger = logging.getLogger("reelhook.rules")
 
-__all__ = ["Extend", "Limits", "Rule", "RuleError", "RuleSet", "Skip", "check_rules_file"]
+__all__ = ["Act", "Extend", "Limits", "Notify", "Rule", "RuleError", "RuleSet", "Skip", "Video", "check_rules_file"]
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,46 @@ class RuleSet:
                 continue
             if rule.extend is not None:
                 self._extend(rule, rule.extend, event, job, jobs, skips)
+            if rule.video is not None:
+                self._video(rule, rule.video, event, job, jobs, skips)
+            if rule.act is not None:
+                self._act(rule, rule.act, job, jobs, skips)
         return jobs, skips
+
+    def notifications(self, event: Event, job: Job) -> list[tuple[str, str]]:
+        """(rule name, URL) for each `notify` rule that `event` on `job` fires."""
+        return [
+            (rule.name, rule.notify.url)
+            for rule in self.rules
+            if rule.notify is not None and rule.on == event.type and rule.matches(job)
+        ]
+
+    def _video(self, rule: Rule, video: Video, event: Event, job: Job, jobs: list[NewJob], skips: list[Skip]) -> None:
+        index = event.video_index if event.type is EventType.VIDEO_DOWNLOADED else None
+        reason = self._blocked(job, None)
+        if reason is None:
+            try:
+                params = video.params(template_fields(job, index or 0, rule.name))
+            except IndexError:  # {images[2]} of a job with one image
+                reason = f"the job has {len(job.videos)} result file(s), fewer than the template asks for"
+        if reason is not None:
+            logger.info('rule "%s" did not follow up job %s: %s', rule.name, job.id, reason)
+            skips.append(Skip(rule.name, job.id, reason))
+            return
+        origin = f"{rule.name}:{job.id}:{'video' if index is None else index}"
+        jobs.append(NewJob(video.provider, "generate", params, parent_id=job.id, rule=rule.name, origin=origin))
+
+    def _act(self, rule: Rule, act: Act, job: Job, jobs: list[NewJob], skips: list[Skip]) -> None:
+        reason = self._blocked(job, act.name)
+        components = job.result.get("components")
+        if reason is None and isinstance(components, list) and act.name not in components:
+            reason = f"{act.name} is not among the job's components ({', '.join(map(str, components))})"
+        if reason is not None:
+            logger.info('rule "%s" did not follow up job %s: %s', rule.name, job.id, reason)
+            skips.append(Skip(rule.name, job.id, reason))
+            return
+        origin = f"{rule.name}:{job.id}:{act.name}"
+        jobs.append(NewJob(job.provider, act.name, {}, parent_id=job.id, rule=rule.name, origin=origin))
 
     def _extend(
         self, rule: Rule, extend: Extend, event: Event, job: Job, jobs: list[NewJob], skips: list[Skip]
@@ -99,7 +139,7 @@ class RuleSet:
         for index in indexes:
             params: dict[str, Any] = {"index": index}
             if extend.prompt is not None:
-                params["prompt"] = extend.prompt.format(**_template_fields(job, index, rule.name))
+                params["prompt"] = extend.prompt.format(**template_fields(job, index, rule.name))
             if extend.motion is not None:
                 params["motion"] = extend.motion
             jobs.append(
@@ -113,12 +153,12 @@ class RuleSet:
                 )
             )
 
-    def _blocked(self, job: Job, action: str) -> str | None:
-        """Why no follow-up of `job` may be created, or None."""
+    def _blocked(self, job: Job, action: str | None) -> str | None:
+        """Why no follow-up of `job` may be created, or None. `action` is what the job's own provider must do."""
         if job.status is not JobStatus.SUCCEEDED:
             return f"job is {job.status}; only a succeeded job can be followed up"
         provider = self.providers.get(job.provider)
-        if provider is None or action not in provider.actions:
+        if action is not None and (provider is None or not can(provider, action)):
             return f"provider {job.provider} cannot {action}"
         if job.depth + 1 > self.limits.max_depth:
             return f"max_depth {self.limits.max_depth} reached (job depth {job.depth})"
@@ -133,21 +173,6 @@ def _indexes_to_extend(extend: Extend, event: Event, job: Job) -> list[int]:
     # job.succeeded: the listed takes the job has (a batch of 1 has no take 3), or all of them
     present = sorted(video.index for video in job.videos)
     return present if extend.indexes is None else [index for index in extend.indexes if index in present]
-
-
-def _template_fields(job: Job, index: int, rule: str) -> dict[str, str | int]:
-    # the same fields, with the same types, as rulefile.TEMPLATE_SAMPLE that each template was checked against
-    return {
-        "prompt": job.prompt or "",
-        "id": job.id,
-        "provider": job.provider,
-        "action": job.action,
-        "provider_job_id": job.provider_job_id or "",
-        "root_id": job.root_id,
-        "depth": job.depth,
-        "index": index,
-        "rule": rule,
-    }
 
 
 def check_rules_file(path: Path) -> str:

@@ -5,6 +5,7 @@ Built in the app's lifespan, once the store is open, and reached by the routes a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 
@@ -14,6 +15,7 @@ import httpx
 from receiver.downloads import Downloader
 from receiver.faults import Faults
 from receiver.followups import FollowUps
+from receiver.notify import Notifier
 from receiver.rules import RuleSet
 from receiver.settings import Settings
 from receiver.workers import Worker
@@ -21,6 +23,8 @@ from storage import Store
 from submitter.providers import PROVIDERS
 from submitter.tokens import HookSigner
 from submitter.worker import Endpoint, Submitter
+
+log = logging.getLogger("reelhook.service")
 
 
 class Service:
@@ -38,12 +42,22 @@ class Service:
         self.rules = rules
         self.faults = Faults(settings.faults)
         self.signer = HookSigner([str(secret) for secret in settings.secrets], max_age=settings.token_max_age)
-        endpoints = {
-            name: Endpoint(PROVIDERS[name], config.base_url, str(config.api_key or "simulator"))
+        self._http = http
+        self.endpoints = {
+            name: Endpoint(PROVIDERS[name], config.base_url, str(config.api_key or "simulator"), config.max_in_flight)
             for name, config in settings.providers.items()
         }
+        self._webhook_secrets = {
+            name: str(config.webhook_secret) for name, config in settings.providers.items() if config.webhook_secret
+        }
+        self._secret_lock = anyio.Lock()
         submitter = Submitter(
-            store, http, endpoints, signer=self.signer, public_url=settings.public_url, on_recorded=self.wake_events
+            store,
+            http,
+            self.endpoints,
+            signer=self.signer,
+            public_url=settings.public_url,
+            on_recorded=self.wake_events,
         )
         downloader = Downloader(
             store,
@@ -53,10 +67,15 @@ class Service:
             allowed_origins=trusted_origins,
             on_recorded=self.wake_events,
         )
-        followups = FollowUps(store, rules, on_recorded=self.wake_submitter)
+        followups = FollowUps(store, rules, on_recorded=self.wake_submitter, on_notify=self.wake_notifier)
+        if settings.notify_secret is None:
+            raise ValueError("Settings.notify_secret must be set (Settings.with_local_secrets fills it in)")
+        notifier = Notifier(store, http, str(settings.notify_secret))
         self.submitter = Worker("submitter", submitter.run_once, submitter.next_due)
         self.downloads = Worker("downloads", downloader.run_once, downloader.next_due)
         self.events = Worker("events", followups.run_once)
+        self.notifier = Worker("notifier", notifier.run_once, notifier.next_due)
+        self.workers = (self.submitter, self.downloads, self.events, self.notifier)
 
     def wake_submitter(self) -> None:
         self.submitter.wake()
@@ -64,15 +83,40 @@ class Service:
     def wake_events(self) -> None:
         self.events.wake()
 
+    def wake_notifier(self) -> None:
+        self.notifier.wake()
+
     def wake_all(self) -> None:
-        for worker in (self.submitter, self.downloads, self.events):
+        for worker in self.workers:
             worker.wake()
+
+    async def webhook_secret(self, provider: str) -> str:
+        """The secret a provider signs its callbacks with: configured, or asked of the provider once and kept."""
+        async with self._secret_lock:
+            if provider not in self._webhook_secrets:
+                endpoint = self.endpoints[provider]
+                spec = endpoint.provider
+                if spec.secret_request is None or spec.parse_secret is None:
+                    raise LookupError(f"{provider} signs its callbacks: set REELHOOK_{provider.upper()}_WEBHOOK_SECRET")
+                request = spec.secret_request(endpoint.api_key)
+                response = await self._http.request(
+                    request.method, endpoint.base_url + request.path, headers=dict(request.headers)
+                )
+                self._webhook_secrets[provider] = spec.parse_secret(response.status_code, response.content)
+                log.info("fetched the %s webhook secret from %s", provider, endpoint.base_url)
+            return self._webhook_secrets[provider]
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Service]:
         """Run the workers for the duration of the block; each drains what was left before a restart."""
+        for name, endpoint in self.endpoints.items():
+            if endpoint.provider.verify_signature is not None:
+                try:
+                    await self.webhook_secret(name)
+                except Exception as exc:  # callbacks answer 503 (the provider retries) until the fetch succeeds
+                    log.error("cannot get the %s webhook secret yet: %s", name, exc)
         async with anyio.create_task_group() as tg:
-            for worker in (self.submitter, self.downloads, self.events):
+            for worker in self.workers:
                 tg.start_soon(worker.run)
             try:
                 yield self

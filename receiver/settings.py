@@ -6,8 +6,9 @@ Secrets print as '**********' so that a logged Settings never leaks a key.
 
 from __future__ import annotations
 
+import base64
 import secrets as _secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -43,6 +44,8 @@ class Secret:
 class ProviderSettings:
     api_key: Secret | None
     base_url: str
+    webhook_secret: Secret | None = None  # for providers that sign callbacks; fetched from the provider when unset
+    max_in_flight: int | None = None  # None: the provider's documented limit
 
     @property
     def simulated(self) -> bool:
@@ -62,6 +65,7 @@ class Settings:
     token_max_age: float = SEVEN_DAYS
     simulator_delay: float = 2.0
     faults: frozenset[str] = frozenset()  # fault-injection points (tests/faults), never set in production
+    notify_secret: Secret | None = None  # whsec_… key that signs the rules' notifications
 
     @property
     def database_path(self) -> Path:
@@ -79,9 +83,15 @@ class Settings:
         for name, provider in PROVIDERS.items():
             prefix = f"REELHOOK_{name.upper()}"
             key = environ.get(f"{prefix}_API_KEY") or None
+            webhook_secret = environ.get(f"{prefix}_WEBHOOK_SECRET") or None
+            max_in_flight = environ.get(f"{prefix}_MAX_IN_FLIGHT") or None
+            if max_in_flight is not None and not (max_in_flight.isdigit() and int(max_in_flight) > 0):
+                raise SettingsError(f"{prefix}_MAX_IN_FLIGHT must be a whole number above 0, got {max_in_flight!r}")
             providers[name] = ProviderSettings(
                 api_key=Secret(key) if key else None,
                 base_url=_url(environ, f"{prefix}_BASE_URL", provider.default_base_url),
+                webhook_secret=Secret(webhook_secret) if webhook_secret else None,
+                max_in_flight=int(max_in_flight) if max_in_flight else None,
             )
         remote = [
             p for p in providers.values() if not p.simulated and urlsplit(p.base_url).hostname not in _LOCAL_HOSTS
@@ -98,6 +108,9 @@ class Settings:
         if any(len(secret) < 16 for secret in secret_list):
             raise SettingsError("REELHOOK_SECRET: each secret must be at least 16 characters")
         token = environ.get("REELHOOK_API_TOKEN") or None
+        notify_secret = environ.get("REELHOOK_NOTIFY_SECRET") or None
+        if notify_secret is not None and not _is_webhook_secret(notify_secret):
+            raise SettingsError("REELHOOK_NOTIFY_SECRET must be whsec_ followed by base64 (at least 24 bytes)")
         return cls(
             data_dir=data_dir,
             public_url=public_url,
@@ -109,6 +122,7 @@ class Settings:
             token_max_age=_number(environ, "REELHOOK_TOKEN_MAX_AGE", SEVEN_DAYS),
             simulator_delay=_number(environ, "REELHOOK_SIMULATOR_DELAY", 2.0),
             faults=frozenset(filter(None, environ.get("REELHOOK_FAULTS", "").split(","))),
+            notify_secret=Secret(notify_secret) if notify_secret else None,
         )
 
     def with_local_secrets(self) -> Settings:
@@ -116,16 +130,28 @@ class Settings:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         secrets = self.secrets or (Secret(_stored_secret(self.data_dir / "secret")),)
         api_token = self.api_token or Secret(_stored_secret(self.data_dir / "api-token"))
-        return replace(self, secrets=secrets, api_token=api_token)
+        notify = self.notify_secret or Secret(_stored_secret(self.data_dir / "notify-secret", _new_webhook_secret))
+        return replace(self, secrets=secrets, api_token=api_token, notify_secret=notify)
 
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 
 
-def _stored_secret(path: Path) -> str:
+def _new_webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(_secrets.token_bytes(32)).decode()
+
+
+def _is_webhook_secret(value: str) -> bool:
+    try:
+        return value.startswith("whsec_") and len(base64.b64decode(value[6:], validate=True)) >= 24
+    except ValueError:
+        return False
+
+
+def _stored_secret(path: Path, make: Callable[[], str] = lambda: _secrets.token_urlsafe(32)) -> str:
     if path.exists():
         return path.read_text().strip()
-    value = _secrets.token_urlsafe(32)
+    value = make()
     path.touch(mode=0o600)
     path.write_text(value + "\n")
     return value

@@ -12,6 +12,8 @@ from storage.records import (
     Job,
     JobStatus,
     NewJob,
+    NewNotification,
+    Notification,
     Video,
     VideoStatus,
 )
@@ -28,6 +30,8 @@ __all__ = [
     "JobMismatch",
     "JobStatus",
     "NewJob",
+    "NewNotification",
+    "Notification",
     "Store",
     "Video",
     "VideoStatus",

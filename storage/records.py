@@ -107,6 +107,29 @@ class Event:
 
 
 @dataclass(frozen=True)
+class NewNotification:
+    """A signed POST of an event to a URL, recorded with the event it reports."""
+
+    rule: str
+    url: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Notification:
+    id: int
+    event_id: int
+    rule: str
+    url: str
+    message_id: str
+    body: bytes
+    attempts: int
+    next_attempt_at: float | None
+    delivered_at: float | None
+    error: str | None
+
+
+@dataclass(frozen=True)
 class CallbackResult:
     """What a provider's callback (or fetch answer) says about one of its jobs, in reelhook's terms.
 

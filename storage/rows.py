@@ -6,7 +6,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from storage.records import Job, JobStatus, Video, VideoStatus
+from storage.records import Job, JobStatus, Notification, Video, VideoStatus
 
 
 def job_from_row(row: sqlite3.Row, videos: Sequence[Video]) -> Job:
@@ -46,4 +46,19 @@ def video_from_row(row: sqlite3.Row) -> Video:
         next_attempt_at=row["next_attempt_at"],
         error=row["error"],
         updated_at=row["updated_at"],
+    )
+
+
+def notification_from_row(row: sqlite3.Row) -> Notification:
+    return Notification(
+        id=row["id"],
+        event_id=row["event_id"],
+        rule=row["rule"],
+        url=row["url"],
+        message_id=row["message_id"],
+        body=row["body"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        delivered_at=row["delivered_at"],
+        error=row["error"],
     )

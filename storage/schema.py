@@ -74,6 +74,24 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_pending ON events (processed_at, id);
     """,
+    # 2: the notification outbox (rules' `notify`): each is recorded with its event, sent until answered 2xx.
+    """
+    CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY,
+        event_id INTEGER NOT NULL REFERENCES events(id),
+        rule TEXT NOT NULL,
+        url TEXT NOT NULL,
+        message_id TEXT NOT NULL UNIQUE,    -- webhook-id: the same on every retry, so receivers can deduplicate
+        body BLOB NOT NULL,                 -- fixed when recorded: a retry sends the same bytes
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        delivered_at REAL,
+        error TEXT,
+        created_at REAL NOT NULL,
+        UNIQUE (event_id, rule)
+    );
+    CREATE INDEX notifications_due ON notifications (delivered_at, next_attempt_at);
+    """,
 )
 
 

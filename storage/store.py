@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from typing import Any
@@ -22,9 +23,11 @@ from storage.records import (
     Job,
     JobStatus,
     NewJob,
+    NewNotification,
+    Notification,
     Video,
 )
-from storage.rows import job_from_row, video_from_row
+from storage.rows import job_from_row, notification_from_row, video_from_row
 
 
 class CallbackOutcome(StrEnum):
@@ -265,10 +268,16 @@ class Store(Database):
             for row in rows
         ]
 
-    async def complete_event(self, event_id: int, followups: Sequence[NewJob] = ()) -> list[str]:
-        """Record an event's follow-up jobs and mark it processed, atomically; return the ids of new jobs.
+    async def complete_event(
+        self,
+        event_id: int,
+        followups: Sequence[NewJob] = (),
+        notifications: Sequence[NewNotification] = (),
+    ) -> list[str]:
+        """Record an event's follow-up jobs and notifications and mark it processed, atomically; return new job ids.
 
-        A follow-up whose `origin` exists already is skipped, so replaying an event never doubles a job.
+        A follow-up whose `origin` exists already is skipped, and so is a second notification of the same event by
+        the same rule, so replaying an event never doubles anything.
         """
         created: list[str] = []
         async with self._transaction() as db:
@@ -276,5 +285,43 @@ class Store(Database):
                 job_id = await self._insert_job(db, new)
                 if job_id is not None:
                     created.append(job_id)
+            await db.executemany(
+                """INSERT OR IGNORE INTO notifications (event_id, rule, url, message_id, body, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?)""",
+                [(event_id, n.rule, n.url, f"msg_{uuid.uuid4().hex}", n.body, self._clock()) for n in notifications],
+            )
             await db.execute("UPDATE events SET processed_at = ? WHERE id = ?", (self._clock(), event_id))
         return created
+
+    # -- notifications -------------------------------------------------------------------------------------------
+
+    async def due_notifications(self, *, limit: int) -> list[Notification]:
+        rows = await self._read(
+            """SELECT * FROM notifications WHERE delivered_at IS NULL
+                 AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
+               ORDER BY id LIMIT ?""",
+            (self._clock(), limit),
+        )
+        return [notification_from_row(row) for row in rows]
+
+    async def next_notification_at(self) -> float | None:
+        rows = await self._read(
+            "SELECT min(next_attempt_at) FROM notifications WHERE delivered_at IS NULL AND next_attempt_at > ?",
+            (self._clock(),),
+        )
+        return float_or_none(rows[0][0])
+
+    async def record_notification(self, notification_id: int, *, error: str | None, retry_at: float | None) -> None:
+        """An attempt's outcome: delivered (no error), or failed with the time of the next try."""
+        async with self._transaction() as db:
+            if error is None:
+                await db.execute(
+                    "UPDATE notifications SET delivered_at = ?, attempts = attempts + 1, error = NULL WHERE id = ?",
+                    (self._clock(), notification_id),
+                )
+            else:
+                await db.execute(
+                    """UPDATE notifications SET attempts = attempts + 1, error = ?, next_attempt_at = ?
+                       WHERE id = ? AND delivered_at IS NULL""",
+                    (error, retry_at, notification_id),
+                )

@@ -24,6 +24,7 @@ from receiver.settings import ProviderSettings, Secret, Settings
 from submitter.simulators import video_bytes
 from submitter.simulators.ttapi import TTAPISimulator
 
+NOTIFY_SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # base64 of 32 bytes
 API_TOKEN = "e2e-api-token"
 TT_KEY = "e2e-ttapi-key"
 SECRET = "e2e-secret-0123456789abcdef"
@@ -68,6 +69,7 @@ def settings_for(data_dir: Path, public_url: str, sim_url: str, **overrides: Any
         "public_url": public_url,
         "secrets": (Secret(SECRET),),
         "api_token": Secret(API_TOKEN),
+        "notify_secret": Secret(NOTIFY_SECRET),
         "providers": {"ttapi": ProviderSettings(Secret(TT_KEY), sim_url)},
     }
     return Settings(**(values | overrides))

@@ -18,6 +18,7 @@ from receiver.settings import ProviderSettings, Secret, Settings
 from storage import NewJob, Store
 
 SECRET = "test-secret-0123456789abcdef"
+NOTIFY_SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # base64 of 32 bytes
 API_TOKEN = "test-api-token"
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
@@ -70,6 +71,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "public_url": "http://testserver",
         "secrets": (Secret(SECRET),),
         "api_token": Secret(API_TOKEN),
+        "notify_secret": Secret(NOTIFY_SECRET),
         "providers": {"ttapi": ProviderSettings(Secret("tt-key"), "http://ttapi.test")},
     }
     return Settings(**(values | overrides))

@@ -296,7 +296,7 @@ def test_unsucceeded_job_is_skipped() -> None:
 # --- validation errors -----------------------------------------------------------------------------------------------
 
 EVENTS = "job.submitted, job.succeeded, job.failed, video.downloaded, video.failed"
-FIELDS = "prompt, id, provider, action, provider_job_id, root_id, depth, index, rule"
+FIELDS = "prompt, id, provider, action, provider_job_id, root_id, depth, index, rule, image, images"
 
 
 @pytest.mark.parametrize(
@@ -376,7 +376,7 @@ FIELDS = "prompt, id, provider, action, provider_job_id, root_id, depth, index, 
         (
             extend_rule("extnd.index = 0", name="extend-first"),
             'rules.toml: rule "extend-first": unknown key "extnd" (did you mean "extend"?); '
-            "expected name, on, when, extend",
+            "expected name, on, when, extend, video, action, notify",
         ),
         (
             extend_rule("extend.index = 0", "extend.indexes = 1"),

@@ -1,0 +1,89 @@
+"""Notifications: the rules' `notify`, delivered as Standard Webhooks until the receiver answers 2xx.
+
+A notification is recorded in the same transaction as the event that caused it (see `FollowUps`), so it cannot be
+lost to a crash; its body and `webhook-id` are fixed then, so every retry sends the same message and a receiver can
+drop a duplicate by id. Each attempt is signed afresh (the timestamp is part of what is signed):
+
+    webhook-id: msg_…
+    webhook-timestamp: <unix seconds>
+    webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>
+
+where the key is the base64 part of a `whsec_…` secret, decoded (the Standard Webhooks scheme; WaveSpeed's inbound
+variant differs, see submitter/providers/wavespeed.py). Retries back off up to ten minutes and never give up: a
+receiver that was down for a day gets its backlog when it returns. Notification URLs come from the user's own rules
+file, so they are not held to the download guard's public-address rule: a local service is a normal target.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+
+import anyio
+import httpx
+
+from storage import Notification, Store
+from submitter.backoff import next_attempt_at
+
+log = logging.getLogger("reelhook.notify")
+
+MAX_BACKOFF = 600.0
+CONCURRENCY = 8
+
+
+def sign_webhook(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` header value for one message under a `whsec_` secret."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+class Notifier:
+    def __init__(self, store: Store, http: httpx.AsyncClient, secret: str, *, retry_base: float = 2.0) -> None:
+        base64.b64decode(secret.removeprefix("whsec_"), validate=True)  # a bad secret fails at start-up, not later
+        self._store = store
+        self._http = http
+        self._secret = secret
+        self._retry_base = retry_base
+        self._clock = store.clock
+
+    async def next_due(self) -> float | None:
+        return await self._store.next_notification_at()
+
+    async def run_once(self) -> int:
+        due = await self._store.due_notifications(limit=100)
+        limiter = anyio.CapacityLimiter(CONCURRENCY)
+
+        async def send(notification: Notification) -> None:
+            async with limiter:
+                await self._send(notification)
+
+        async with anyio.create_task_group() as tg:
+            for notification in due:
+                tg.start_soon(send, notification)
+        return len(due)
+
+    async def _send(self, notification: Notification) -> None:
+        timestamp = int(self._clock())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": notification.message_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign_webhook(self._secret, notification.message_id, timestamp, notification.body),
+        }
+        try:
+            response = await self._http.post(notification.url, content=notification.body, headers=headers)
+            error = None if response.is_success else f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        if error is None:
+            log.info("notification %s (rule %s) delivered to %s", notification.message_id, notification.rule,
+                     notification.url)  # fmt: skip
+            await self._store.record_notification(notification.id, error=None, retry_at=None)
+            return
+        retry_at = next_attempt_at(notification.attempts + 1, self._clock(), base=self._retry_base, cap=MAX_BACKOFF)
+        log.warning("notification %s to %s failed (%s); retrying in %.0fs", notification.message_id,
+                    notification.url, error, retry_at - self._clock())  # fmt: skip
+        await self._store.record_notification(notification.id, error=error, retry_at=retry_at)
