@@ -10,27 +10,17 @@ import base64
 import json
 import secrets
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from receiver.jobrequests import BadRequest, read_job_request
 from receiver.requests import BodyTooLarge, error, read_body
 from receiver.service import Service
 from receiver.views import job_json
-from storage import Job, JobStatus, NewJob
-from submitter.providers import PROVIDERS, InvalidParams
+from storage import Job, JobStatus
 
 MAX_REQUEST = 64 * 1024
-GENERATE_FIELDS = {"provider", "action", "prompt", "image_url", "end_image_url", "motion", "resolution", "batch_size"}
-EXTEND_FIELDS = {"provider", "action", "parent_id", "index", "prompt", "motion"}
-DEFAULT_PROVIDER = "ttapi"
-
-
-class BadRequest(Exception):
-    def __init__(self, detail: str, status_code: int = 400, error: str = "invalid_request") -> None:
-        super().__init__(detail)
-        self.detail, self.status_code, self.error = detail, status_code, error
 
 
 def authorized(request: Request) -> bool:
@@ -45,7 +35,7 @@ async def create_job(request: Request) -> Response:
     service: Service = request.app.state.service
     try:
         body = await _json_object(request)
-        new = await _new_job(service, body)
+        new = await read_job_request(service, body)
     except BadRequest as exc:
         return error(exc.status_code, exc.error, exc.detail)
     job, _ = await service.store.create_job(new)
@@ -94,66 +84,6 @@ async def _json_object(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body
-
-
-async def _new_job(service: Service, body: dict[str, Any]) -> NewJob:
-    action = body.get("action", "generate")
-    if action == "generate":
-        _check_fields(body, GENERATE_FIELDS)
-        provider = body.get("provider", DEFAULT_PROVIDER)
-        params = {key: body[key] for key in GENERATE_FIELDS - {"provider", "action"} if body.get(key) is not None}
-        _require_text(params, "prompt")
-        _require_url(params, "image_url", required=True)
-        _require_url(params, "end_image_url", required=False)
-        parent_id = None
-    elif action == "extend":
-        _check_fields(body, EXTEND_FIELDS)
-        parent = await service.store.get_job(_require_text(body, "parent_id"))
-        if parent is None:
-            raise BadRequest(f"parent_id: no job {body['parent_id']}", 404, "not_found")
-        if parent.status is not JobStatus.SUCCEEDED:
-            raise BadRequest(
-                f"parent_id: job {parent.id} is {parent.status}; only a succeeded job can be extended", 409, "conflict"
-            )
-        provider, parent_id = parent.provider, parent.id
-        if body.get("provider", provider) != provider:
-            raise BadRequest(f"provider: an extend goes to the parent's provider ({provider})")
-        params = {key: body[key] for key in ("index", "prompt", "motion") if body.get(key) is not None}
-        if not isinstance(params.get("index"), int) or not 0 <= params["index"] < max(len(parent.videos), 1):
-            raise BadRequest(
-                f"index must be 0-{max(len(parent.videos), 1) - 1} (the parent has {len(parent.videos)} videos)"
-            )
-    else:
-        raise BadRequest(f"action must be 'generate' or 'extend', got {action!r}")
-    if provider not in PROVIDERS or provider not in service.settings.providers:
-        raise BadRequest(f"provider must be one of {', '.join(service.settings.providers)}, got {provider!r}")
-    try:
-        PROVIDERS[provider].validate_params(action, params)
-    except InvalidParams as exc:
-        raise BadRequest(f"{provider}: {exc}") from None
-    return NewJob(provider=provider, action=action, params=params, parent_id=parent_id)
-
-
-def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise BadRequest(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
-
-
-def _require_text(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value.strip():
-        raise BadRequest(f"{name} is required and must be a non-empty string")
-    return value
-
-
-def _require_url(body: dict[str, Any], name: str, *, required: bool) -> None:
-    value = body.get(name)
-    if value is None and not required:
-        return
-    parts = urlsplit(value) if isinstance(value, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadRequest(f"{name} must be an http(s) URL, got {value!r}")
 
 
 def _encode_cursor(job: Job) -> str:

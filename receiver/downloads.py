@@ -28,8 +28,9 @@ import logging
 import os
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -41,6 +42,7 @@ from submitter.backoff import next_attempt_at
 logger = logging.getLogger("reelhook.downloads")
 
 CHUNK = 64 * 1024
+MEDIA_EXTENSIONS = frozenset({"mp4", "mov", "webm", "png", "jpg", "jpeg", "webp", "gif"})
 MAX_REDIRECTS = 5
 
 
@@ -119,7 +121,7 @@ class Downloader:
         if job is None:  # the foreign key makes this impossible; fail loudly rather than loop
             await self._fail(video, f"job {video.job_id} does not exist")
             return True
-        path = self._media_dir / job.root_id / job.id / f"{video.index}.mp4"
+        path = self._media_dir / job.root_id / job.id / f"{video.index}.{media_extension(video.url)}"
         try:
             size, sha256 = await self._fetch(video.url, path)
             await _write_atomically(path.with_suffix(".json"), _sidecar(job, video, size, sha256, self._clock()))
@@ -243,6 +245,12 @@ def _sidecar(job: Job, video: Video, size: int, sha256: str, now: float) -> byte
         "created_at": _iso(job.created_at),
     }
     return (json.dumps(fields, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def media_extension(url: str) -> str:
+    """The file's extension, from its URL (TTAPI's image tiles are .png); .mp4 when the URL does not say."""
+    suffix = PurePosixPath(urlsplit(url).path).suffix.lower().lstrip(".")
+    return suffix if suffix in MEDIA_EXTENSIONS else "mp4"
 
 
 def _iso(timestamp: float) -> str:

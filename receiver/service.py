@@ -42,7 +42,8 @@ class Service:
         self.rules = rules
         self.faults = Faults(settings.faults)
         self.signer = HookSigner([str(secret) for secret in settings.secrets], max_age=settings.token_max_age)
-        self._http = http
+        self.http = http
+        self.trusted = tuple(trusted_origins)
         self.endpoints = {
             name: Endpoint(PROVIDERS[name], config.base_url, str(config.api_key or "simulator"), config.max_in_flight)
             for name, config in settings.providers.items()
@@ -99,7 +100,7 @@ class Service:
                 if spec.secret_request is None or spec.parse_secret is None:
                     raise LookupError(f"{provider} signs its callbacks: set REELHOOK_{provider.upper()}_WEBHOOK_SECRET")
                 request = spec.secret_request(endpoint.api_key)
-                response = await self._http.request(
+                response = await self.http.request(
                     request.method, endpoint.base_url + request.path, headers=dict(request.headers)
                 )
                 self._webhook_secrets[provider] = spec.parse_secret(response.status_code, response.content)

@@ -61,7 +61,7 @@ async def test_generate_records_and_submits_a_job(harness: Harness) -> None:
         (GENERATE | {"motion": "fast"}, 400, "motion must be 'low' or 'high'"),
         (GENERATE | {"batch_size": 3}, 400, "batch_size must be 1, 2 or 4"),
         (GENERATE | {"provider": "nosuch"}, 400, "provider must be one of ttapi"),
-        (GENERATE | {"action": "dance"}, 400, "action must be 'generate' or 'extend'"),
+        (GENERATE | {"action": "dance"}, 400, "action 'dance' follows up a job and needs parent_id"),
         ({"action": "extend", "parent_id": "nosuch", "index": 0}, 404, "no job nosuch"),
     ],
 )

@@ -17,7 +17,7 @@ import anyio
 import httpx
 import pytest
 
-from receiver.downloads import Downloader
+from receiver.downloads import Downloader, media_extension
 from receiver.serving import running
 from storage import CallbackResult, EventType, Job, JobStatus, NewJob, Store, Video, VideoStatus
 
@@ -454,3 +454,18 @@ async def test_a_large_file_streams_to_disk_intact(
     row = await video(store, job)
     assert (row.status, row.bytes, row.sha256) == (VideoStatus.DOWNLOADED, len(body), sha(body))
     assert sha((media / job.root_id / job.id / "0.mp4").read_bytes()) == sha(body)
+
+
+@pytest.mark.parametrize(
+    ("url", "ext"),
+    [
+        ("https://cdnb.ttapi.io/2024-04-02/27024084.png", "png"),
+        ("https://cdn.midjourney.com/video/780b1227/0.mp4", "mp4"),
+        ("https://x.example/a.JPEG?sig=1", "jpeg"),
+        ("https://storage.fonedis.cc//video/1c67/0_0.mp4", "mp4"),
+        ("https://x.example/download?id=7", "mp4"),
+        ("https://x.example/evil.sh", "mp4"),
+    ],
+)
+def test_the_file_extension_comes_from_the_url(url: str, ext: str) -> None:
+    assert media_extension(url) == ext
