@@ -437,8 +437,8 @@ FIELDS = "prompt, id, provider, action, provider_job_id, root_id, depth, index, 
         (
             extend_rule('when.action = "generat"', "extend.index = 0"),
             'rules.toml: rule "r": when.action names unknown action "generat"; known: blend, describe, extend, '
-            "generate, imagine, inpaint, seed, upsample1, upsample2, upsample3, upsample4, variation1, variation2, variation3, "
-            "variation4",
+            "generate, imagine, inpaint, seed, upsample1, upsample2, upsample3, upsample4, variation1, variation2, "
+            "variation3, variation4",
         ),
         (
             extend_rule("when.action = []", "extend.index = 0"),
