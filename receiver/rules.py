@@ -23,7 +23,7 @@ from typing import Any
 from receiver.effects import Act, Extend, Notify, Video, template_fields
 from receiver.rulefile import Limits, Rule, RuleError, can, parse_rules
 from storage import Event, EventType, Job, JobStatus, NewJob
-from submitter.providers import PROVIDERS, Provider
+from submitter.providers import PROVIDERS, InvalidParams, Provider
 
 logger = logging.getLogger("reelhook.rules")
 
@@ -88,7 +88,24 @@ class RuleSet:
                 self._video(rule, rule.video, event, job, jobs, skips)
             if rule.act is not None:
                 self._act(rule, rule.act, job, jobs, skips)
-        return jobs, skips
+        return self._acceptable(jobs, skips), skips
+
+    def _acceptable(self, jobs: list[NewJob], skips: list[Skip]) -> list[NewJob]:
+        """The follow-ups their provider would take; the rest become skips (a rule's extend.motion on AceData)."""
+        kept = []
+        for new in jobs:
+            provider = self.providers.get(new.provider)
+            try:
+                if provider is None:
+                    raise InvalidParams(f"no provider {new.provider}")
+                provider.validate_params(new.action, new.params)
+            except InvalidParams as exc:
+                reason = f"{new.provider} would refuse the {new.action}: {exc}"
+                logger.info('rule "%s" did not follow up job %s: %s', new.rule, new.parent_id, reason)
+                skips.append(Skip(new.rule or "", new.parent_id or "", reason))
+                continue
+            kept.append(new)
+        return kept
 
     def notifications(self, event: Event, job: Job) -> list[tuple[str, str]]:
         """(rule name, URL) for each `notify` rule that `event` on `job` fires."""

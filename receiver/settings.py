@@ -101,6 +101,12 @@ class Settings:
                 f"REELHOOK_PUBLIC_URL is {public_url}, which a real provider cannot reach: set it to the tunnel's"
                 " public https URL (see ngrok.yml)"
             )
+        apimart = providers.get("apimart")
+        if apimart is not None and apimart in remote and urlsplit(public_url).port not in (None, 80, 443):
+            raise SettingsError(
+                f"REELHOOK_PUBLIC_URL is {public_url}: APIMart only calls back on ports 80 and 443 (and silently drops"
+                " other URLs); use the tunnel's https URL without a port"
+            )
         rules = environ.get("REELHOOK_RULES")
         if rules and not Path(rules).is_file():
             raise SettingsError(f"REELHOOK_RULES: no such file: {rules}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from submitter.providers import ttapi
+from submitter.providers import acedata, apimart, ttapi, wavespeed
 from submitter.providers.base import (
     BadSignature,
     InvalidParams,
@@ -13,7 +13,9 @@ from submitter.providers.base import (
     Rejection,
 )
 
-PROVIDERS: dict[str, Provider] = {provider.name: provider for provider in (ttapi.PROVIDER,)}
+PROVIDERS: dict[str, Provider] = {
+    provider.name: provider for provider in (ttapi.PROVIDER, acedata.PROVIDER, wavespeed.PROVIDER, apimart.PROVIDER)
+}
 
 __all__ = [
     "PROVIDERS",

@@ -282,8 +282,8 @@ class Simulator:
             if attempt:
                 await anyio.sleep(self.delay)
             if not self.redeliver(await self._post(job_id)):
-                return
-        self._in_flight.discard(job_id)  # the provider gives up
+                break
+        self._in_flight.discard(job_id)  # acknowledged, or the provider gave up: the slot is free either way
 
     async def _post(self, job_id: str) -> int | None:
         if self._http is None:

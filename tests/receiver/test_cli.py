@@ -33,6 +33,12 @@ def test_rules_check_names_the_rule_and_field(tmp_path: Path, capsys: pytest.Cap
         ({"REELHOOK_RULES": "/nonexistent/rules.toml"}, "REELHOOK_RULES: no such file"),
         ({"REELHOOK_ALLOW_PRIVATE_URLS": "maybe"}, "REELHOOK_ALLOW_PRIVATE_URLS must be 1 or 0"),
         ({"REELHOOK_SECRET": "short"}, "REELHOOK_SECRET: each secret must be at least 16 characters"),
+        (
+            {"REELHOOK_APIMART_API_KEY": "k", "REELHOOK_PUBLIC_URL": "https://hooks.example:8443"},
+            "APIMart only calls back on ports 80 and 443",
+        ),
+        ({"REELHOOK_NOTIFY_SECRET": "not-a-secret"}, "REELHOOK_NOTIFY_SECRET must be whsec_"),
+        ({"REELHOOK_WAVESPEED_MAX_IN_FLIGHT": "0"}, "REELHOOK_WAVESPEED_MAX_IN_FLIGHT must be a whole number above 0"),
     ],
 )
 def test_serve_refuses_a_wrong_setting_by_name(

@@ -140,3 +140,14 @@ def test_refused_at_load_naming_the_rule_and_field(body: str, message: str) -> N
     with pytest.raises(RuleError) as caught:
         RuleSet.parse(f'[[rule]]\nname = "r"\n{body}\n', providers=PROVIDERS_PLUS)
     assert message in str(caught.value) and str(caught.value).startswith('rules.toml: rule "r": ')
+
+
+def test_a_follow_up_its_provider_would_refuse_is_skipped_with_the_reason() -> None:
+    # AceData has no motion setting: an extend rule asking for one must not quietly drop it.
+    ruleset = RuleSet.parse('[[rule]]\nname = "r"\non = "job.succeeded"\nextend.index = 0\nextend.motion = "high"\n')
+    acedata_job = dataclasses.replace(job(provider="acedata"), result={"video_id": "1751816807896311"})
+    jobs, skips = ruleset.followups(SUCCEEDED, acedata_job)
+    assert jobs == [] and skips[0].rule == "r" and skips[0].reason.startswith("acedata would refuse the extend: ")
+    assert "motion" in skips[0].reason
+    ttapi_jobs, _ = ruleset.followups(SUCCEEDED, job())
+    assert [new.params for new in ttapi_jobs] == [{"index": 0, "motion": "high"}]

@@ -432,7 +432,8 @@ FIELDS = "prompt, id, provider, action, provider_job_id, root_id, depth, index, 
         ),
         (
             extend_rule('when.provider = ["ttapi", "ttapii"]', "extend.index = 0"),
-            'rules.toml: rule "r": when.provider names unknown provider "ttapii"; known: ttapi',
+            'rules.toml: rule "r": when.provider names unknown provider "ttapii"; known: '
+            + ", ".join(sorted(PROVIDERS)),
         ),
         (
             extend_rule('when.action = "generat"', "extend.index = 0"),

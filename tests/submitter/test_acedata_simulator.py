@@ -1,0 +1,371 @@
+"""The AceData simulator under real uvicorn, talking to a tiny recording callback receiver."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from anyio.abc import TaskStatus
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from receiver.serving import running
+from storage import Job, JobStatus
+from submitter.providers import ProviderError, Rejection, acedata
+from submitter.simulators import video_bytes
+from submitter.simulators.acedata import AceDataSimulator
+
+pytestmark = pytest.mark.anyio
+
+KEY = "sim-token"
+PROMPT = "A cat sitting on a table"
+IMAGE = "https://cdn.acedata.cloud/jgo1cw.jpg"
+SEED_KEYS = ["image_url", "image_width", "image_height", "progress", "video_id", "video_urls", "task_id", "success"]
+ERROR_KEYS = ["success", "error", "trace_id"]
+
+
+class Recorder:
+    """A callback receiver: records every POST and answers the scripted statuses in turn, then 200."""
+
+    def __init__(self, statuses: tuple[int, ...] = ()) -> None:
+        self.statuses = list(statuses)
+        self.bodies: list[bytes] = []
+        self.headers: list[dict[str, str]] = []
+        self.app = Starlette(routes=[Route("/hook", self.receive, methods=["POST"])])
+
+    async def receive(self, request: Request) -> Response:
+        self.bodies.append(await request.body())
+        self.headers.append(dict(request.headers))
+        return Response("ok", status_code=self.statuses.pop(0) if self.statuses else 200)
+
+    def payloads(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for body in self.bodies]
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    with anyio.fail_after(2):
+        while not condition():
+            await anyio.sleep(0.002)
+
+
+@contextlib.asynccontextmanager
+async def serving(sim: AceDataSimulator, recorder: Recorder) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """The receiver and the simulator on loopback; yields a client for the simulator and the hook URL."""
+    stop = anyio.Event()
+
+    async def serve(app: Starlette, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with running(app) as base_url:
+            task_status.started(base_url)
+            await stop.wait()
+
+    failure: Exception | None = None
+    async with anyio.create_task_group() as tg:
+        hook_base, sim_base = await tg.start(serve, recorder.app), await tg.start(serve, sim.app)
+        try:
+            async with httpx.AsyncClient(base_url=sim_base, headers={"authorization": f"Bearer {KEY}"}) as client:
+                yield client, f"{hook_base}/hook"
+        except Exception as exc:  # stop the servers gently, then fail as the test failed
+            failure = exc
+        finally:
+            stop.set()
+    if failure is not None:
+        raise failure
+
+
+async def submit(client: httpx.AsyncClient, hook: str | None, **fields: Any) -> httpx.Response:
+    body = {"action": "generate", "prompt": PROMPT, "image_url": IMAGE} | fields
+    if hook is not None:
+        body["callback_url"] = hook
+    return await client.post("/midjourney/videos", json=body)
+
+
+def task_id_of(response: httpx.Response) -> str:
+    return acedata.parse_submit_response(response.status_code, response.content)
+
+
+def parent_job(result: dict[str, Any]) -> Job:
+    return Job(
+        id="parent",
+        provider="acedata",
+        action="generate",
+        status=JobStatus.SUCCEEDED,
+        params={"prompt": PROMPT, "image_url": IMAGE},
+        provider_job_id="p",
+        parent_id=None,
+        root_id="parent",
+        depth=0,
+        rule=None,
+        origin=None,
+        error=None,
+        progress=100,
+        result=result,
+        attempts=1,
+        next_attempt_at=None,
+        created_at=1.0,
+        updated_at=1.0,
+    )
+
+
+async def send(client: httpx.AsyncClient, request: Any) -> httpx.Response:
+    """A ProviderRequest from the module, sent as the submission worker sends it."""
+    return await client.request(request.method, request.path, headers=dict(request.headers), json=request.json)
+
+
+async def test_generate_answers_the_task_id_and_delivers_the_seed_callback() -> None:
+    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01), Recorder()
+    async with serving(sim, recorder) as (client, hook):
+        job = dataclasses.replace(parent_job({}), status=JobStatus.QUEUED)
+        response = await send(client, acedata.build_request(job, None, KEY, hook))
+        assert response.status_code == 200
+        task_id = task_id_of(response)
+        assert response.json() == {"task_id": task_id}
+        await until(lambda: sim.in_flight == 0)
+
+        [payload] = recorder.payloads()
+        assert list(payload) == SEED_KEYS
+        assert recorder.headers[0]["content-type"] == "application/json"
+        assert not any("signature" in name for name in recorder.headers[0])
+        assert payload["success"] is True and payload["task_id"] == task_id and payload["progress"] == 100
+        assert payload["image_url"] == IMAGE and (payload["image_width"], payload["image_height"]) == (560, 688)
+        assert payload["video_id"].isdigit() and len(payload["video_id"]) == 16
+
+        result = acedata.parse_callback(recorder.bodies[0], {})
+        assert result.status is JobStatus.SUCCEEDED and result.provider_job_id == task_id
+        assert result.result["video_id"] == payload["video_id"]
+        base = str(client.base_url).rstrip("/")
+        assert result.media_urls == tuple(f"{base}/cdn/{task_id}/{i}.mp4" for i in range(4))
+        for index, url in enumerate(result.media_urls):
+            video = await client.get(url)
+            assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+            assert hashlib.sha256(video.content).digest() == hashlib.sha256(video_bytes(task_id, index)).digest()
+        [submission] = sim.submissions
+        assert (submission.path, submission.status_code, submission.job_id) == ("/midjourney/videos", 200, task_id)
+        assert submission.body == {
+            "action": "generate",
+            "prompt": PROMPT,
+            "image_url": IMAGE,
+            "mode": "fast",
+            "callback_url": hook,
+        }
+
+
+async def test_extend_by_the_modules_request_names_the_video_id_and_gets_a_fresh_one() -> None:
+    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01), Recorder()
+    async with serving(sim, recorder) as (client, hook):
+        parent_task = task_id_of(await submit(client, hook, resolution="480p", loop=True))
+        await until(lambda: len(recorder.bodies) == 1)
+        parent = parent_job(acedata.parse_callback(recorder.bodies[0], {}).result)
+
+        child = dataclasses.replace(parent, id="child", action="extend", params={"index": 2}, result={})
+        response = await send(client, acedata.build_request(child, parent, KEY, hook))
+        child_task = task_id_of(response)
+        assert child_task != parent_task
+        await until(lambda: len(recorder.bodies) == 2)
+
+        body = sim.job(child_task).body
+        assert body["video_id"] == parent.result["video_id"] and body["video_index"] == 2 and "prompt" not in body
+        payload = recorder.payloads()[1]
+        assert payload["task_id"] == child_task and payload["success"] is True
+        assert payload["video_id"] != parent.result["video_id"] and payload["video_id"].isdigit()
+        assert payload["image_url"] == IMAGE  # the parent's cover
+        assert sim.job(child_task).kind == "extend" and sim.job(child_task).prompt == PROMPT
+        assert len(acedata.parse_callback(recorder.bodies[1], {}).media_urls) == 4
+
+
+async def test_extend_needs_the_video_id_of_a_finished_job_and_a_valid_index() -> None:
+    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
+    async with serving(sim, recorder) as (client, hook):
+        unfinished = task_id_of(await submit(client, hook))
+        cases: list[tuple[dict[str, Any], str]] = [
+            ({"video_id": "1751816807896311"}, "not found"),
+            ({"video_id": unfinished}, "not found"),  # a task id is not a video id, and it has none yet
+            ({"video_index": 0}, "video_id is required"),
+        ]
+        for fields, message in cases:
+            response = await client.post("/midjourney/videos", json={"action": "extend", "prompt": PROMPT} | fields)
+            assert response.status_code == 400, fields
+            assert list(response.json()) == ERROR_KEYS and response.json()["error"]["code"] == "bad_request"
+            assert message in response.json()["error"]["message"]
+        await sim.deliver(unfinished)
+        video_id = sim.job(unfinished).extra["video_id"]
+        for index in (4, -1, "1"):
+            extend = {"action": "extend", "video_id": video_id, "video_index": index}
+            response = await client.post("/midjourney/videos", json=extend)
+            assert response.status_code == 400 and "video_index must be 0-3" in response.json()["error"]["message"]
+        response = await client.post("/midjourney/videos", json={"action": "extend", "video_id": video_id})
+        assert response.status_code == 200  # video_index defaults to 0
+        assert [s.status_code for s in sim.submissions] == [200, 400, 400, 400, 400, 400, 400, 200]
+
+
+BAD_GENERATE_BODIES: list[
+    tuple[dict[str, Any], str]
+] = [  # (fields changed, None meaning left out; what the refusal says)
+    ({"action": None}, "action must be generate or extend"),
+    ({"action": "upscale"}, "action must be generate or extend"),
+    ({"prompt": None}, "prompt is required"),
+    ({"image_url": ""}, "image_url is required"),
+    ({"mode": "relax"}, "mode must be one of fast, turbo"),
+    ({"resolution": "1080p"}, "resolution must be one of 480p, 720p"),
+    ({"loop": "yes"}, "loop must be one of"),
+    ({"loop": 1}, "loop must be one of"),
+    ({"end_image_url": 3}, "end_image_url must be a string"),
+]
+
+
+async def test_bad_generate_bodies_are_400_bad_request() -> None:
+    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01), Recorder()
+    async with serving(sim, recorder) as (client, hook):
+        for fields, message in BAD_GENERATE_BODIES:
+            body: dict[str, Any] = {"action": "generate", "prompt": PROMPT, "image_url": IMAGE, "callback_url": hook}
+            body |= fields
+            response = await client.post("/midjourney/videos", json={k: v for k, v in body.items() if v is not None})
+            assert response.status_code == 400, fields
+            assert response.json()["success"] is False and response.json()["error"]["code"] == "bad_request"
+            assert message in response.json()["error"]["message"], fields
+            with pytest.raises(ProviderError) as caught:
+                task_id_of(response)
+            assert caught.value.kind is Rejection.FATAL and "400 bad_request" in caught.value.message
+        response = await client.post("/midjourney/videos", content=b"not json")
+        assert response.status_code == 400 and response.json()["error"]["code"] == "bad_request"
+        assert sim.in_flight == 0 and sim.jobs() == []
+        assert [s.status_code for s in sim.submissions] == [400] * (len(BAD_GENERATE_BODIES) + 1)
+
+
+async def test_wrong_token_is_401_invalid_token() -> None:
+    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01), Recorder()
+    async with serving(sim, recorder) as (client, hook):
+        body = {"action": "generate", "prompt": PROMPT, "image_url": IMAGE, "callback_url": hook}
+        for headers in ({"authorization": "Bearer wrong"}, {"authorization": KEY}, {"authorization": ""}):
+            response = await client.post("/midjourney/videos", json=body, headers=headers)
+            assert response.status_code == 401 and list(response.json()) == ERROR_KEYS
+            assert response.json()["error"]["code"] == "invalid_token"
+            with pytest.raises(ProviderError) as caught:
+                task_id_of(response)
+            assert caught.value.kind is Rejection.FATAL
+            assert caught.value.message.startswith("acedata: 401 invalid_token: invalid or missing")
+        retrieve = {"action": "retrieve", "id": "x"}
+        fetched = await client.post("/midjourney/tasks", json=retrieve, headers={"authorization": "Bearer wrong"})
+        assert fetched.status_code == 401 and fetched.json()["error"]["code"] == "invalid_token"
+        assert [s.status_code for s in sim.submissions] == [401, 401, 401] and sim.jobs() == []
+
+
+async def test_too_many_requests_until_a_callback_is_acknowledged_with_any_2xx() -> None:
+    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01, auto_deliver=False, max_in_flight=2), Recorder((500, 204))
+    async with serving(sim, recorder) as (client, hook):
+        first, _second = task_id_of(await submit(client, hook)), task_id_of(await submit(client, hook))
+        full = await submit(client, hook)
+        assert full.status_code == 429 and full.json()["error"]["code"] == "too_many_requests"
+        with pytest.raises(ProviderError) as caught:
+            task_id_of(full)
+        assert caught.value.kind is Rejection.RETRY and "429 too_many_requests" in caught.value.message
+
+        assert await sim.deliver(first) == [500]  # not acknowledged: the slot stays taken
+        assert sim.in_flight == 2 and (await submit(client, hook)).status_code == 429
+        assert await sim.deliver(first) == [204]  # AceData asks for any 2xx
+        assert sim.in_flight == 1 and (await submit(client, hook)).status_code == 200
+        assert [s.status_code for s in sim.submissions] == [200, 200, 429, 429, 200]
+
+
+async def test_reject_next_uses_acedatas_codes() -> None:
+    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
+    sim.reject_next(403, "your balance is used up")
+    sim.reject_next(500, "fetch failed")
+    sim.reject_next(504, "upstream timed out")
+    async with serving(sim, recorder) as (client, hook):
+        kinds = []
+        for code in ("used_up", "api_error", "timeout"):
+            refused = await submit(client, hook)
+            assert refused.json()["error"]["code"] == code
+            with pytest.raises(ProviderError) as caught:
+                task_id_of(refused)
+            kinds.append(caught.value.kind)
+            assert ("out of credit" in caught.value.message) is (code == "used_up")
+        assert kinds == [Rejection.FATAL, Rejection.RETRY, Rejection.RETRY]
+        assert (await submit(client, hook)).status_code == 200
+        assert [s.status_code for s in sim.submissions] == [403, 500, 504, 200] and sim.in_flight == 1
+
+
+async def test_fail_job_when_sends_the_failure_callback() -> None:
+    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01), Recorder()
+    sim.fail_job_when("cat", "prompt violation")
+    async with serving(sim, recorder) as (client, hook):
+        failed = task_id_of(await submit(client, hook))
+        fine = task_id_of(await submit(client, hook, prompt="a calm lake"))
+        await until(lambda: sim.in_flight == 0)
+        by_task = {payload["task_id"]: payload for payload in recorder.payloads()}
+        assert list(by_task[failed]) == ["success", "task_id", "trace_id", "error"]
+        assert by_task[failed]["error"] == {"code": "api_error", "message": "prompt violation"}
+        result = acedata.parse_callback(json.dumps(by_task[failed]).encode(), {})
+        assert result.status is JobStatus.FAILED and result.error == "api_error: prompt violation"
+        assert by_task[fine]["success"] is True
+        assert "video_id" not in sim.job(failed).extra  # nothing to extend
+
+
+async def test_unacknowledged_callback_is_delivered_three_times() -> None:
+    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01), Recorder((500, 500, 500, 500))
+    async with serving(sim, recorder) as (client, hook):
+        task_id = task_id_of(await submit(client, hook))
+        await until(lambda: sim.in_flight == 0)  # AceData gave up: the slot is free
+        assert len(recorder.bodies) == 3 and len(set(recorder.bodies)) == 1
+        assert [(d.job_id, d.status_code) for d in sim.deliveries] == [(task_id, 500)] * 3
+
+
+async def test_callback_answered_204_on_the_second_try_is_not_sent_again() -> None:
+    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01), Recorder((503, 204))
+    async with serving(sim, recorder) as (client, hook):
+        task_id_of(await submit(client, hook))
+        await until(lambda: sim.in_flight == 0)
+        await anyio.sleep(0.05)  # room for a third delivery, which must not come
+        assert [d.status_code for d in sim.deliveries] == [503, 204] and len(recorder.bodies) == 2
+
+
+async def test_retrieve_answers_the_task_record() -> None:
+    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
+    async with serving(sim, recorder) as (client, hook):
+        task_id = task_id_of(await submit(client, hook))
+        request = acedata.fetch_request(task_id, KEY)
+        pending = await send(client, request)
+        assert pending.status_code == 200
+        assert pending.json()["id"] == task_id and pending.json()["request"]["prompt"] == PROMPT
+        assert "finished_at" not in pending.json() and "response" not in pending.json()
+        assert acedata.parse_fetch_response(pending.status_code, pending.content).status is JobStatus.RUNNING
+
+        assert await sim.deliver(task_id) == [200]
+        done = await send(client, request)
+        assert done.json()["response"] == json.loads(recorder.bodies[0])
+        assert done.json()["finished_at"] >= done.json()["created_at"]
+        fetched = acedata.parse_fetch_response(done.status_code, done.content)
+        assert fetched == acedata.parse_callback(recorder.bodies[0], {})
+        assert fetched.status is JobStatus.SUCCEEDED
+
+        by_task_id = await client.post("/midjourney/tasks", json={"action": "retrieve", "task_id": task_id})
+        assert by_task_id.json() == done.json()
+        batch = await client.post("/midjourney/tasks", json={"action": "retrieve_batch", "ids": [task_id, "nope"]})
+        assert batch.json() == {"items": [done.json()], "count": 1}
+
+        unknown = await send(client, acedata.fetch_request("no-such-task", KEY))
+        assert unknown.status_code == 404
+        with pytest.raises(ProviderError) as caught:
+            acedata.parse_fetch_response(unknown.status_code, unknown.content)
+        assert caught.value.kind is Rejection.FATAL and "task not found" in caught.value.message
+        assert (await client.post("/midjourney/tasks", json={"id": task_id})).status_code == 400
+
+
+async def test_without_callback_url_the_call_blocks_and_answers_the_result() -> None:
+    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01, max_in_flight=1), Recorder()
+    async with serving(sim, recorder) as (client, _hook):
+        response = await submit(client, None)
+        assert response.status_code == 200 and list(response.json()) == SEED_KEYS
+        task_id = task_id_of(response)
+        assert acedata.parse_callback(response.content, {}).media_urls[0].endswith(f"/cdn/{task_id}/0.mp4")
+        assert sim.in_flight == 0 and sim.deliveries == [] and recorder.bodies == []
+        assert (await submit(client, None)).status_code == 200
