@@ -109,18 +109,18 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 async def _serve_async(settings: Settings, rules: RuleSet, sock: socket.socket) -> None:
     from receiver.app import create_app  # the client commands need none of the server's imports
-    from submitter.simulators.ttapi import TTAPISimulator
+    from submitter.simulators.registry import SIMULATORS
 
     async with AsyncExitStack() as stack:
         trusted: set[str] = set()
         providers = dict(settings.providers)
         for name, config in settings.providers.items():
-            if config.simulated and name == "ttapi":
-                simulator = TTAPISimulator(delay=settings.simulator_delay)
+            if config.simulated and name in SIMULATORS:
+                simulator = SIMULATORS[name](delay=settings.simulator_delay)
                 url = await stack.enter_async_context(running(simulator.app))
                 providers[name] = ProviderSettings(api_key=None, base_url=url)
                 trusted.add(url)
-                log.info("no REELHOOK_TTAPI_API_KEY: the built-in TTAPI simulator answers at %s", url)
+                log.info("no REELHOOK_%s_API_KEY: the built-in %s simulator answers at %s", name.upper(), name, url)
         settings = replace(settings, providers=providers)
         app = create_app(settings, rules=rules, trusted_origins=trusted)
         log.info("reelhook listening on %s (public URL %s); data in %s", socket_url(sock), settings.public_url,
