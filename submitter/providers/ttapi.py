@@ -1,10 +1,19 @@
-"""TTAPI's Midjourney video API (seed 000), as pure functions.
+"""TTAPI's Midjourney video API (seed 000) and image API (seed 001, in `ttapi_image`), as pure functions.
 
 Wire facts (seed 000, providers.md §2): header `TT-API-KEY`; generate `POST /midjourney/video/submit` with `prompt`,
 `imageUrl`, `mode`, `manual` (motion), `hookUrl`; extend `POST /midjourney/video/extend` with the parent's `jobId`
 and `index`. The submit answer names the job in `data.jobId` (seed) or `data.job_id` (newer docs). The callback
 has the fetch endpoint's shape: top-level `status` (PENDING_QUEUE, ON_QUEUE, SUCCESS, FAILED; anything unknown is
-read as still running), `jobId`, and `data.videos`. At most 10 jobs in progress per account.
+read as still running), `jobId`, and `data.videos`. At most 10 jobs in progress per account, images and videos
+alike (both seeds say so).
+
+Both APIs call back to the same route with the same envelope; `data.action` (video) or `data.actions` (image,
+seed 001) tells them apart. A video job that succeeds without videos failed; an image job's media are read by
+`ttapi_image.image_urls`, and a seed or describe job succeeds with none.
+
+Fetching: the video API answers at `GET /midjourney/video/fetch?jobId=`, the image API at `/midjourney/v1/fetch`,
+and a bare TTAPI job id does not say which API made it. `fetch_request` (what `Provider` can call, with the id
+alone) asks the video endpoint, reelhook's main path; `fetch_request_for(job, key)` picks by the job's action.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from storage import CallbackResult, Job, JobStatus
+from submitter.providers import ttapi_image
 from submitter.providers.base import (
     InvalidParams,
     MalformedCallback,
@@ -28,11 +38,20 @@ from submitter.providers.base import (
 MOTIONS = ("low", "high")
 RESOLUTIONS = {"480p": "sd", "720p": "hd", "sd": "sd", "hd": "hd"}
 BATCH_SIZES = (1, 2, 4)
+VIDEO_ACTIONS = ("generate", "extend")
+VIDEO_FETCH_PATH = "/midjourney/video/fetch"
 
 
 def validate_params(action: str, params: Mapping[str, Any]) -> None:
-    if action not in ("generate", "extend"):
-        raise InvalidParams(f"ttapi cannot {action!r}: it supports generate and extend")
+    if action not in VIDEO_ACTIONS:
+        if not ttapi_image.is_image_action(action):
+            known = ", ".join(sorted(ttapi_image.ACTIONS))
+            raise InvalidParams(
+                f"ttapi cannot {action!r}: it supports generate, extend, {known}, "
+                "and any component a parent result lists (lower-case letters, digits, _)"
+            )
+        ttapi_image.validate_params(action, params)
+        return
     motion = params.get("motion")
     if motion is not None and motion not in MOTIONS:
         raise InvalidParams(f"motion must be 'low' or 'high', got {motion!r}")
@@ -49,6 +68,8 @@ def validate_params(action: str, params: Mapping[str, Any]) -> None:
 
 
 def build_request(job: Job, parent: Job | None, api_key: str, hook_url: str) -> ProviderRequest:
+    if job.action not in VIDEO_ACTIONS:
+        return ttapi_image.build_request(job, parent, api_key, hook_url)
     params = job.params
     headers = {"TT-API-KEY": api_key}
     if job.action == "extend":
@@ -107,13 +128,50 @@ def parse_callback(body: bytes, headers: Mapping[str, str]) -> CallbackResult:
         return CallbackResult(job_id, JobStatus.FAILED, progress, error=str(message))
     if status != "SUCCESS":
         return CallbackResult(job_id, JobStatus.RUNNING, progress)
-    media = data.get("videos") or data.get("images") or []
-    if not isinstance(media, list) or not all(isinstance(url, str) and url for url in media):
-        raise MalformedCallback("ttapi callback: data.videos must be a list of URLs")
-    if not media:
-        return CallbackResult(job_id, JobStatus.FAILED, progress, error="ttapi reported SUCCESS without any video")
-    kept = {key: data[key] for key in ("action", "quota", "prompt", "components", "seed") if key in data}
+    action = data.get("action") or data.get("actions")  # the image API's callback says "actions"
+    action = action if isinstance(action, str) and action else None
+    kept = {key: data[key] for key in ("quota", "prompt") if key in data}
+    if action is not None:
+        kept["action"] = action
+    video_job = action in VIDEO_ACTIONS if action else "videos" in data
+    if video_job or data.get("videos"):  # whatever made videos is read for its videos
+        media = data.get("videos") or []
+        if not isinstance(media, list) or not all(isinstance(url, str) and url for url in media):
+            raise MalformedCallback("ttapi callback: data.videos must be a list of URLs")
+        if not media:
+            return CallbackResult(job_id, JobStatus.FAILED, progress, error="ttapi reported SUCCESS without any video")
+    else:
+        media = list(ttapi_image.image_urls(data))
+        kept |= ttapi_image.image_result(data, action)
+        if "prompts" in kept:  # a describe's prompt field is its four prompts, kept once, as a list
+            kept.pop("prompt", None)
     return CallbackResult(job_id, JobStatus.SUCCEEDED, progress, tuple(media), result=kept)
+
+
+def fetch_request(provider_job_id: str, api_key: str) -> ProviderRequest:
+    """The video API's fetch: the one `Provider.fetch_request` can choose with a job id alone."""
+    return ProviderRequest("GET", VIDEO_FETCH_PATH, {"TT-API-KEY": api_key}, params={"jobId": provider_job_id})
+
+
+def fetch_request_for(job: Job, api_key: str) -> ProviderRequest:
+    """The fetch of the API that made `job`: video jobs at the video fetch, image jobs at /midjourney/v1/fetch."""
+    if not job.provider_job_id:
+        raise InvalidParams(f"job {job.id} has no TTAPI jobId to fetch")
+    path = VIDEO_FETCH_PATH if job.action in VIDEO_ACTIONS else ttapi_image.FETCH_PATH
+    return ProviderRequest("GET", path, {"TT-API-KEY": api_key}, params={"jobId": job.provider_job_id})
+
+
+def parse_fetch_response(status_code: int, body: bytes) -> CallbackResult:
+    rejection = classify_status(status_code)
+    if rejection is not None:
+        raise ProviderError(
+            rejection, f"ttapi fetch: HTTP {status_code}: {error_message(body, 'message')}", status_code=status_code
+        )
+    try:
+        return parse_callback(body, {})
+    except MalformedCallback as exc:
+        reason = error_message(body, "message")
+        raise ProviderError(Rejection.UNKNOWN, f"ttapi fetch: {exc} ({reason})", status_code=status_code) from None
 
 
 def _progress(value: object) -> int | None:
@@ -127,9 +185,12 @@ PROVIDER = Provider(
     name="ttapi",
     default_base_url="https://api.ttapi.io",
     max_in_flight=10,
-    actions=frozenset({"generate", "extend"}),
+    actions=frozenset(VIDEO_ACTIONS) | ttapi_image.ACTIONS,
     build_request=build_request,
     parse_submit_response=parse_submit_response,
     parse_callback=parse_callback,
     validate_params=validate_params,
+    fetch_request=fetch_request,
+    parse_fetch_response=parse_fetch_response,
+    component_actions=True,
 )

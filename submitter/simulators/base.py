@@ -218,7 +218,7 @@ class Simulator:
             hook_url=hook_url or None,
             prompt=prompt,
             base_url=str(request.base_url).rstrip("/"),
-            count=count or self.videos_per_job,
+            count=self.videos_per_job if count is None else count,
             ext=ext,
             extra=dict(extra or {}),
         )

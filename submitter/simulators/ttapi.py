@@ -3,7 +3,9 @@
 It takes `submit` and `extend`, answers `{"status":"SUCCESS","message":"","data":{"jobId":…}}`, and `delay` seconds
 later POSTs the job's result to its `hookUrl` in the seed's "Async callback & fetch json" shape; `fetch` answers the
 same body. The videos live on its own CDN (`/cdn/<jobId>/<i>.mp4`), addressed by the base URL the submitting
-request used.
+request used. Its image API (seed 001) comes from `ImageEndpoints` (ttapi_image.py), with the same key, errors,
+queue and deliveries, and its own `/midjourney/v1/fetch`: each fetch knows only its own API's jobs, since nothing
+says TTAPI's do more.
 
 TTAPI's own misbehaviour is here on purpose: a wrong `TT-API-KEY` (401), a full queue (499 "Queue exhausted" once
 `max_in_flight` jobs await an acknowledged callback), and callbacks not answered 200 delivered again (three
@@ -19,17 +21,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from submitter.simulators import SAMPLE_MP4, video_bytes
-from submitter.simulators.base import FAILED, SUCCEEDED, Delivery, SimJob, Simulator, Submission, read_json
+from submitter.simulators.base import SUCCEEDED, Delivery, SimJob, Submission, read_json
+from submitter.simulators.ttapi_image import STATUS, ImageEndpoints
 
 BAD_KEY = "Wrong TT-API-KEY or email is not activated."
 OPTIONS = {"mode": ("fast",), "manual": ("low", "high"), "resolution": ("sd", "hd"), "bs": (1, 2, 4)}
 OPTIONS_EXTEND = {"manual": ("low", "high"), "animateMode": ("auto", "manual"), "bs": (1, 2, 4)}
-STATUS = {SUCCEEDED: "SUCCESS", FAILED: "FAILED"}  # anything else: ON_QUEUE
 
 __all__ = ["SAMPLE_MP4", "Delivery", "SimJob", "Submission", "TTAPISimulator", "video_bytes"]
 
 
-class TTAPISimulator(Simulator):
+class TTAPISimulator(ImageEndpoints):
     name = "ttapi"
 
     def routes(self) -> list[BaseRoute]:
@@ -37,6 +39,8 @@ class TTAPISimulator(Simulator):
             Route("/midjourney/video/submit", self._submit, methods=["POST"]),
             Route("/midjourney/video/extend", self._submit, methods=["POST"]),
             Route("/midjourney/video/fetch", self._fetch, methods=["GET", "POST"]),
+            *self.image_routes(),
+            Route("/midjourney/v1/fetch", self._fetch, methods=["GET", "POST"]),
         ]
 
     def authorized(self, request: Request) -> bool:
@@ -52,6 +56,8 @@ class TTAPISimulator(Simulator):
         return self.error(499, "Queue exhausted")
 
     def payload(self, job: SimJob) -> dict[str, Any]:
+        if job.ext == "png":
+            return self.image_payload(job)
         status = STATUS.get(job.status, "ON_QUEUE")
         progress = {"SUCCESS": "100", "FAILED": "0"}.get(status, "50")
         data: dict[str, Any] = {"action": job.kind, "jobId": job.job_id, "progress": progress, "prompt": job.prompt}
@@ -93,7 +99,7 @@ class TTAPISimulator(Simulator):
                 return f"{name} must be one of {', '.join(map(str, allowed))}"
         if extend:
             parent = self.known(body["jobId"])
-            if parent is None:
+            if parent is None or parent.ext != "mp4":
                 return "job not found"
             if parent.status != SUCCEEDED:
                 return "the previous task must be in completed status"
@@ -112,6 +118,6 @@ class TTAPISimulator(Simulator):
         if not isinstance(job_id, str) or not job_id:
             return self.error(400, "jobId is required")
         job = self.known(job_id)
-        if job is None:
+        if job is None or (job.ext == "png") != request.url.path.startswith("/midjourney/v1/"):
             return self.error(400, "job not found")
         return JSONResponse(self.payload(job))

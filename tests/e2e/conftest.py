@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,9 @@ from receiver.app import create_app
 from receiver.rules import RuleSet
 from receiver.serving import bind_socket, running, socket_url
 from receiver.settings import ProviderSettings, Secret, Settings
-from submitter.simulators import video_bytes
+from submitter.simulators import media_bytes
+from submitter.simulators.base import Simulator
+from submitter.simulators.registry import SIMULATORS
 from submitter.simulators.ttapi import TTAPISimulator
 
 NOTIFY_SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # base64 of 32 bytes
@@ -37,6 +39,7 @@ class Deployment:
     url: str
     api: httpx.AsyncClient
     data_dir: Path
+    sims: dict[str, Simulator]
 
     async def submit(self, prompt: str = "a lighthouse at dusk", **extra: Any) -> dict[str, Any]:
         body = {"provider": "ttapi", "prompt": prompt, "image_url": "https://img.example/frame.png", **extra}
@@ -63,35 +66,45 @@ async def wait_until(condition: Callable[[], Awaitable[bool]], *, timeout: float
             await anyio.sleep(0.02)
 
 
-def settings_for(data_dir: Path, public_url: str, sim_url: str, **overrides: Any) -> Settings:
+def settings_for(data_dir: Path, public_url: str, sim_urls: dict[str, str], **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "data_dir": data_dir,
         "public_url": public_url,
         "secrets": (Secret(SECRET),),
         "api_token": Secret(API_TOKEN),
         "notify_secret": Secret(NOTIFY_SECRET),
-        "providers": {"ttapi": ProviderSettings(Secret(TT_KEY), sim_url)},
+        "providers": {name: ProviderSettings(Secret(TT_KEY), url) for name, url in sim_urls.items()},
     }
     return Settings(**(values | overrides))
 
 
 @asynccontextmanager
-async def deployment(tmp_path: Path, *, rules: str = "", **sim_options: Any) -> AsyncIterator[Deployment]:
-    sim = TTAPISimulator(api_key=TT_KEY, **({"delay": 0.02} | sim_options))
-    async with running(sim.app) as sim_url:
+async def deployment(
+    tmp_path: Path, *, rules: str = "", options: dict[str, dict[str, Any]] | None = None, **ttapi_options: Any
+) -> AsyncIterator[Deployment]:
+    """reelhook on real uvicorn with every provider's simulator beside it (each on its own port, key TT_KEY).
+
+    `ttapi_options` configure the TTAPI simulator; `options` the others, by provider name.
+    """
+    per_provider = {name: {"delay": 0.02} for name in SIMULATORS} | {"ttapi": {"delay": 0.02} | ttapi_options}
+    for name, extra in (options or {}).items():
+        per_provider[name] = per_provider[name] | extra
+    sims = {name: SIMULATORS[name](api_key=TT_KEY, **per_provider[name]) for name in SIMULATORS}
+    async with AsyncExitStack() as stack:
+        sim_urls = {name: await stack.enter_async_context(running(sim.app)) for name, sim in sims.items()}
         sock = bind_socket()
         url = socket_url(sock)
-        settings = settings_for(tmp_path / "data", url, sim_url)
-        app = create_app(settings, rules=RuleSet.parse(rules), trusted_origins={sim_url})
-        async with (
-            running(app, sock),
-            httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"}) as api,
-        ):
-            yield Deployment(sim, sim_url, url, api, settings.data_dir)
+        settings = settings_for(tmp_path / "data", url, sim_urls)
+        app = create_app(settings, rules=RuleSet.parse(rules), trusted_origins=set(sim_urls.values()))
+        await stack.enter_async_context(running(app, sock))
+        api = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"})
+        )
+        yield Deployment(sims["ttapi"], sim_urls["ttapi"], url, api, settings.data_dir, sims)  # type: ignore[arg-type]
 
 
-def expected_sha256(provider_job_id: str, index: int) -> str:
-    return hashlib.sha256(video_bytes(provider_job_id, index)).hexdigest()
+def expected_sha256(provider_job_id: str, index: int, ext: str = "mp4") -> str:
+    return hashlib.sha256(media_bytes(provider_job_id, index, ext)).hexdigest()
 
 
 def assert_videos_on_disk(job: dict[str, Any], data_dir: Path) -> None:
