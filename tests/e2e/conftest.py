@@ -80,7 +80,12 @@ def settings_for(data_dir: Path, public_url: str, sim_urls: dict[str, str], **ov
 
 @asynccontextmanager
 async def deployment(
-    tmp_path: Path, *, rules: str = "", options: dict[str, dict[str, Any]] | None = None, **ttapi_options: Any
+    tmp_path: Path,
+    *,
+    rules: str = "",
+    options: dict[str, dict[str, Any]] | None = None,
+    trusted: tuple[str, ...] = (),
+    **ttapi_options: Any,
 ) -> AsyncIterator[Deployment]:
     """reelhook on real uvicorn with every provider's simulator beside it (each on its own port, key TT_KEY).
 
@@ -95,7 +100,7 @@ async def deployment(
         sock = bind_socket()
         url = socket_url(sock)
         settings = settings_for(tmp_path / "data", url, sim_urls)
-        app = create_app(settings, rules=RuleSet.parse(rules), trusted_origins=set(sim_urls.values()))
+        app = create_app(settings, rules=RuleSet.parse(rules), trusted_origins={*sim_urls.values(), *trusted})
         await stack.enter_async_context(running(app, sock))
         api = await stack.enter_async_context(
             httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {API_TOKEN}"})
@@ -108,19 +113,20 @@ def expected_sha256(provider_job_id: str, index: int, ext: str = "mp4") -> str:
 
 
 def assert_videos_on_disk(job: dict[str, Any], data_dir: Path) -> None:
-    """Every video downloaded, at its place under media/, with the simulator's bytes."""
+    """Every file downloaded, at its place under media/, with exactly the bytes the simulator's CDN served."""
     assert job["videos"], job
     for video in job["videos"]:
         path = Path(video["path"])
+        ext = path.suffix.lstrip(".")
         assert video["status"] == "downloaded", video
-        assert path == data_dir.resolve() / "media" / job["root_id"] / job["id"] / f"{video['index']}.mp4"
+        assert path == data_dir.resolve() / "media" / job["root_id"] / job["id"] / f"{video['index']}.{ext}"
         content = path.read_bytes()
-        assert (
-            hashlib.sha256(content).hexdigest()
-            == video["sha256"]
-            == expected_sha256(job["provider_job_id"], video["index"])
-        )
-        assert video["bytes"] == len(content) and content[4:8] == b"ftyp"
+        # The simulators write the id of the job into each file, so the bytes prove whose file it is.
+        cdn_id = video["url"].split("/cdn/", 1)[1].split("/", 1)[0]
+        assert job["provider_job_id"].endswith(cdn_id)  # APIMart prefixes its task ids with task_
+        assert hashlib.sha256(content).hexdigest() == video["sha256"] == expected_sha256(cdn_id, video["index"], ext)
+        assert video["bytes"] == len(content)
+        assert content[4:8] == b"ftyp" if ext == "mp4" else content.startswith(b"\x89PNG")
 
 
 @contextmanager
