@@ -144,6 +144,7 @@ def parse_video(raw: object, where: str, providers: Mapping[str, Any]) -> Video:
         raise RuleError(f'{where}video.provider "{provider}" cannot make videos')
     templates = {"image_url": "image", "end_image_url": "end_image", "prompt": "prompt", "task_id": "task_id"}
     rendered = {param: t for param, key in templates.items() if (t := _template(table, key, where, "video."))}
+    rendered.setdefault("prompt", "{prompt}")  # a new video carries on its parent's prompt unless told otherwise
     values: dict[str, Any] = {}
     if (motion := _motion(table, where, "video.")) is not None:
         values["motion"] = motion

@@ -93,8 +93,11 @@ class Job:
 
     @property
     def prompt(self) -> str | None:
-        value = self.params.get("prompt")
-        return value if isinstance(value, str) else None
+        """The prompt asked for, or else the one the provider reports (an upsample carries its imagine's)."""
+        for value in (self.params.get("prompt"), self.result.get("prompt")):
+            if isinstance(value, str) and value:
+                return value
+        return None
 
 
 @dataclass(frozen=True)

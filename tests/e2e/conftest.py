@@ -98,6 +98,7 @@ async def deployment(
     async with AsyncExitStack() as stack:
         sim_urls = {name: await stack.enter_async_context(running(sim.app)) for name, sim in sims.items()}
         sock = bind_socket()
+        stack.callback(sock.close)  # running() closes it too; this covers a create_app that raises
         url = socket_url(sock)
         settings = settings_for(tmp_path / "data", url, sim_urls)
         app = create_app(settings, rules=RuleSet.parse(rules), trusted_origins={*sim_urls.values(), *trusted})

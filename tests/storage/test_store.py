@@ -170,3 +170,15 @@ async def test_complete_event_is_atomic_and_idempotent(store: Store) -> None:
     assert len(await store.complete_event(event.id, [followup, followup])) == 1
     assert await store.pending_events() == []
     assert await store.complete_event(event.id, [followup]) == []
+
+
+async def test_a_job_without_its_own_prompt_reports_the_providers(store: Store) -> None:
+    parent_id = await submitted(store)
+    child, _ = await store.create_job(NewJob("ttapi", "upsample1", {}, parent_id=parent_id))
+    await store.claim_submission(child.id)
+    result = CallbackResult("p-2", JobStatus.SUCCEEDED, 100, URLS[:1], result={"prompt": "a cat --v 7"})
+    await store.record_callback(child.id, "ttapi", body=b"", headers=[], result=result)
+    upscaled = await store.get_job(child.id)
+    assert upscaled is not None and upscaled.prompt == "a cat --v 7"
+    own = await store.get_job(parent_id)
+    assert own is not None and own.prompt == "a cat"
