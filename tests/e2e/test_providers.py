@@ -150,21 +150,30 @@ async def test_wavespeed_forged_callbacks_get_403_and_change_nothing(tmp_path: P
 
 @pytest.mark.parametrize("wrapped", [False, True], ids=["bare", "wrapped"])
 async def test_apimart_calls_back_on_the_callback_suffix_in_either_shape(tmp_path: Path, wrapped: bool) -> None:
-    async with deployment(tmp_path, options={"apimart": {"wrap_callbacks": wrapped}}) as deployed:
-        job = await deployed.submit("a tram", provider="apimart", batch_size=2, resolution="720p")
-        await wait_until(lambda: settled(deployed, 1))
-        sim: APIMartSimulator = deployed.sims["apimart"]  # type: ignore[assignment]
-        [sent] = [s for s in sim.submissions if s.status_code == 200]
-        assert (
-            sent.body["image_urls"] == ["https://img.example/frame.png"]
-            and sent.body["video_type"] == "vid_1.1_i2v_720"
-        )
-        assert [d.url.endswith("/callback") and d.status_code == 200 for d in sim.deliveries] == [True]
-        body = json.loads(sim.deliveries[0].body)
-        assert ("data" in body) is wrapped
-        shown = await deployed.job(job["id"])
-        assert shown["status"] == "succeeded" and len(shown["videos"]) == 2
-        assert_videos_on_disk(shown, deployed.data_dir)
+    consumer = Consumer()
+    async with running(consumer.app) as consumer_url:
+        rules = '[[rule]]\nname = "done"\non = "job.succeeded"\nwhen.provider = "apimart"\n'
+        rules += f'notify = {{ url = "{consumer_url}/events" }}\n'
+        options = {"apimart": {"wrap_callbacks": wrapped}}
+        async with deployment(tmp_path, rules=rules, options=options) as deployed:
+            job = await deployed.submit("a tram", provider="apimart", batch_size=2, resolution="720p")
+            await wait_until(lambda: settled(deployed, 1))
+            sim: APIMartSimulator = deployed.sims["apimart"]  # type: ignore[assignment]
+            [sent] = [s for s in sim.submissions if s.status_code == 200]
+            assert sent.body["image_urls"] == ["https://img.example/frame.png"]
+            assert sent.body["video_type"] == "vid_1.1_i2v_720" and sent.body["webhook"].startswith(deployed.url)
+            assert [d.url.endswith("/callback") and d.status_code == 200 for d in sim.deliveries] == [True]
+            assert ("data" in json.loads(sim.deliveries[0].body)) is wrapped
+            shown = await deployed.job(job["id"])
+            assert shown["status"] == "succeeded" and len(shown["videos"]) == 2
+            assert_videos_on_disk(shown, deployed.data_dir)
+
+            async def notified() -> bool:
+                return len(consumer.messages) == 1
+
+            await wait_until(notified)
+            [message] = consumer.messages
+            assert message["type"] == "job.succeeded" and message["data"]["job"]["id"] == job["id"]
 
 
 async def test_apimart_animates_an_imagine_by_task_id(tmp_path: Path) -> None:

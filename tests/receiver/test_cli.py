@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -79,10 +80,51 @@ async def test_client_commands_talk_to_a_running_server(tmp_path: Path, capsys: 
         code, out, _ = await cli("jobs")
         assert code == 0 and job_id in out and len(out.strip().splitlines()) == 2
         code, out, _ = await cli("show", job_id)
-        assert code == 0 and out.startswith(f"job {job_id}: succeeded") and out.count("video ") == 4
+        assert code == 0 and out.startswith(f"job {job_id}: succeeded") and out.count("file ") == 4
 
         code, _, err = await cli("extend", job_id, "--index", "9")
         assert code == 1 and "index must be 0-3" in err
         bad_token = env | {"REELHOOK_API_TOKEN": "wrong"}
         assert await anyio.to_thread.run_sync(main, ["jobs"], bad_token) == 1
         assert "401 unauthorized" in capsys.readouterr().err
+
+
+@pytest.mark.anyio
+async def test_every_action_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    png = tmp_path / "frame.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"pixels")
+    async with deployment(tmp_path) as deployed:
+        env = {"REELHOOK_SERVER_URL": deployed.url, "REELHOOK_API_TOKEN": API_TOKEN}
+
+        async def cli(*argv: str) -> dict[str, object]:
+            code = await anyio.to_thread.run_sync(main, [*argv, "--json"], env)
+            out, err = capsys.readouterr()
+            assert code == 0, err
+            return dict(json.loads(out))
+
+        async def succeeded(job_id: str) -> bool:
+            return (await deployed.job(job_id))["status"] == "succeeded"
+
+        imagine = await cli("imagine", "--prompt", "a fox", "--option", "mode=relax")
+        await wait_until(lambda: succeeded(str(imagine["id"])))
+        imagine_provider_id = (await deployed.job(str(imagine["id"])))["provider_job_id"]
+        upscale = await cli("action", str(imagine["id"]), "upsample1")
+        seed = await cli("seed", str(imagine["id"]))
+        describe = await cli("describe", "--image", str(png))
+        blend = await cli("blend", "--image", str(png), "--image", str(png), "--dimensions", "SQUARE")
+        wave = await cli("submit", "--provider", "wavespeed", "--prompt", "p", "--image-url", "https://i.example/a.png",
+                         "--option", "aspect_ratio=16:9", "--option", "seed=42")  # fmt: skip
+        imagine_task = deployed.sims["apimart"].add_imagine()  # type: ignore[attr-defined]
+        animate = await cli("submit", "--provider", "apimart", "--task-id", imagine_task, "--index", "2")
+        for job in (upscale, seed, describe, blend, wave, animate):
+            await wait_until(lambda job=job: succeeded(str(job["id"])))  # type: ignore[misc]
+
+    tt = {s.path.rsplit("/", 1)[1]: s.body for s in deployed.sims["ttapi"].submissions if s.status_code == 200}
+    assert tt["imagine"]["mode"] == "relax" and tt["action"]["action"] == "upsample1"
+    assert tt["seed"]["jobId"] == tt["action"]["jobId"] == imagine_provider_id
+    png_b64 = base64.b64encode(png.read_bytes()).decode()
+    assert tt["describe"]["base64"] == png_b64 and tt["blend"]["imgBase64Array"] == [png_b64, png_b64]
+    [ws] = [s.body for s in deployed.sims["wavespeed"].submissions if s.status_code == 200]
+    assert (ws["aspect_ratio"], ws["seed"]) == ("16:9", 42)
+    [am] = [s.body for s in deployed.sims["apimart"].submissions if s.status_code == 200]
+    assert (am["task_id"], am["index"]) == (imagine_task, 2)

@@ -1,0 +1,188 @@
+"""The client commands of `reelhook`: each one call to a running service's API (REELHOOK_SERVER_URL)."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+MOTIONS = ["low", "high"]
+STATUSES = ["queued", "submitted", "running", "succeeded", "failed"]
+
+
+class ApiError(Exception):
+    pass
+
+
+def add_client_commands(commands: Any) -> None:
+    """Register the client commands on `reelhook`'s subparsers."""
+    submit = _command(commands, "submit", "animate an image (any provider)", _submit)
+    submit.add_argument("--provider", default="ttapi")
+    submit.add_argument("--prompt")
+    submit.add_argument("--image-url", help="the first frame")
+    submit.add_argument("--end-image-url", help="the last frame")
+    submit.add_argument("--task-id", help="APIMart: animate this finished imagine instead of an image URL")
+    submit.add_argument("--index", type=int, help="APIMart: which tile of --task-id (0-3)")
+    submit.add_argument("--motion", choices=MOTIONS)
+    submit.add_argument("--resolution", help="480p or 720p")
+    submit.add_argument("--batch-size", type=int)
+    submit.add_argument("--loop", action="store_true", default=None, help="AceData: a looping video")
+    option_help = "a provider option, such as aspect_ratio=16:9 (repeatable; JSON values allowed)"
+    submit.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help=option_help)
+
+    extend = _command(commands, "extend", "extend one video of a finished job", _follow_up)
+    extend.add_argument("parent_id")
+    extend.add_argument("--index", type=int, required=True)
+    extend.add_argument("--prompt")
+    extend.add_argument("--motion", choices=MOTIONS)
+    extend.set_defaults(action="extend")
+
+    imagine = _command(commands, "imagine", "make four images from a prompt (TTAPI)", _fresh)
+    imagine.add_argument("--prompt", required=True)
+    imagine.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    imagine.set_defaults(action="imagine")
+
+    act = _command(commands, "action", "run an action a finished image job lists (upsample1, variation2, ...)", _act)
+    act.add_argument("parent_id")
+    act.add_argument("name")
+
+    seed = _command(commands, "seed", "get the seed of a finished image job (TTAPI)", _follow_up)
+    seed.add_argument("parent_id")
+    seed.set_defaults(action="seed")
+
+    blend = _command(commands, "blend", "blend 2-5 image files into new images (TTAPI)", _fresh)
+    blend.add_argument("--image", dest="images_base64", type=_base64_file, action="append", required=True)
+    blend.add_argument("--dimensions", choices=["PORTRAIT", "SQUARE", "LANDSCAPE"])
+    blend.set_defaults(action="blend")
+
+    describe = _command(commands, "describe", "four prompts for an image file (TTAPI)", _fresh)
+    describe.add_argument("--image", dest="image_base64", type=_base64_file, required=True)
+    describe.set_defaults(action="describe")
+
+    inpaint = _command(commands, "inpaint", "repaint a masked region of a finished image job (TTAPI)", _follow_up)
+    inpaint.add_argument("parent_id")
+    inpaint.add_argument("--mask", dest="mask_base64", type=_base64_file, required=True)
+    inpaint.add_argument("--prompt")
+    inpaint.set_defaults(action="inpaint")
+
+    jobs = _command(commands, "jobs", "list jobs, newest first", _jobs)
+    jobs.add_argument("--status", choices=STATUSES)
+    jobs.add_argument("--limit", type=int, default=20)
+
+    show = _command(commands, "show", "show one job and its files", _show)
+    show.add_argument("job_id")
+
+
+def _command(commands: Any, name: str, help: str, run: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=help)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _base64_file(path: str) -> str:
+    try:
+        return base64.b64encode(Path(path).read_bytes()).decode()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _client(environ: Mapping[str, str]) -> httpx.Client:
+    token = environ.get("REELHOOK_API_TOKEN")
+    if not token:
+        stored = Path(environ.get("REELHOOK_DATA_DIR") or "./data") / "api-token"
+        if not stored.exists():
+            raise ApiError("set REELHOOK_API_TOKEN (or run from the folder whose ./data the server uses)")
+        token = stored.read_text().strip()
+    base = environ.get("REELHOOK_SERVER_URL", "http://127.0.0.1:8000").rstrip("/")
+    return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30.0)
+
+
+def _call(environ: Mapping[str, str], method: str, path: str, **kwargs: Any) -> Any:
+    with _client(environ) as client:
+        try:
+            response = client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot reach the server at {client.base_url}: {exc}") from None
+    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+    if response.status_code >= 400:
+        raise ApiError(f"{response.status_code} {body.get('error', '')}: {body.get('detail', response.text)}")
+    return body
+
+
+def _create(environ: Mapping[str, str], body: dict[str, Any], as_json: bool) -> None:
+    job = _call(environ, "POST", "/api/jobs", json={key: value for key, value in body.items() if value is not None})
+    _print_job(job, as_json)
+
+
+def _options(pairs: list[str]) -> dict[str, Any] | None:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ApiError(f"--option takes KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options or None
+
+
+def _submit(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    names = ("provider", "prompt", "image_url", "end_image_url", "task_id", "index", "motion", "resolution",
+             "batch_size", "loop")  # fmt: skip
+    body = {"action": "generate", **{name: getattr(args, name) for name in names}, "options": _options(args.option)}
+    _create(environ, body, args.json)
+
+
+def _fresh(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    fields = ("prompt", "images_base64", "dimensions", "image_base64")
+    body = {"action": args.action, **{name: getattr(args, name, None) for name in fields}}
+    if hasattr(args, "option"):
+        body["options"] = _options(args.option)
+    _create(environ, body, args.json)
+
+
+def _follow_up(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    fields = ("index", "prompt", "motion", "mask_base64")
+    body = {"action": args.action, "parent_id": args.parent_id, **{name: getattr(args, name, None) for name in fields}}
+    _create(environ, body, args.json)
+
+
+def _act(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    _create(environ, {"action": args.name, "parent_id": args.parent_id}, args.json)
+
+
+def _jobs(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    params: dict[str, str | int] = {"limit": args.limit}
+    if args.status:
+        params["status"] = args.status
+    jobs = _call(environ, "GET", "/api/jobs", params=params)["jobs"]
+    if args.json:
+        print(json.dumps(jobs, indent=2))
+        return
+    for job in jobs:
+        done = sum(video["status"] == "downloaded" for video in job["videos"])
+        print(f"{job['id']}  {job['status']:<9}  {job['provider']:<9} {job['action']:<10} depth {job['depth']}  "
+              f"files {done}/{len(job['videos'])}  {job['prompt'] or ''}"[:160])  # fmt: skip
+
+
+def _show(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    _print_job(_call(environ, "GET", f"/api/jobs/{args.job_id}"), args.json)
+
+
+def _print_job(job: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(job, indent=2))
+        return
+    print(f"job {job['id']}: {job['status']} ({job['provider']} {job['action']}, depth {job['depth']})")
+    for key in ("provider_job_id", "parent_id", "rule", "prompt", "error"):
+        if job.get(key):
+            print(f"  {key}: {job[key]}")
+    for video in job["videos"]:
+        print(f"  file {video['index']}: {video['status']}  {video['path'] or video['url']}")
