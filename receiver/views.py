@@ -39,6 +39,8 @@ def job_json(job: Job) -> dict[str, Any]:
             }
             for video in job.videos
         ],
+        # Why a rule's follow-up of this job did not happen (a limit, a pause, a provider that would refuse it).
+        "notes": [{"rule": note.rule, "message": note.message, "at": _iso(note.created_at)} for note in job.notes],
     }
 
 

@@ -70,6 +70,16 @@ class Video:
 
 
 @dataclass(frozen=True)
+class Note:
+    """Something a user should see on a job: a follow-up a rule asked for and a guard stopped, and why."""
+
+    job_id: str
+    rule: str | None
+    message: str
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
 class Job:
     id: str
     provider: str
@@ -90,6 +100,8 @@ class Job:
     created_at: float
     updated_at: float
     videos: tuple[Video, ...] = ()
+    notes: tuple[Note, ...] = ()
+    reconciled_at: float | None = None
 
     @property
     def prompt(self) -> str | None:

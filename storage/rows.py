@@ -6,10 +6,10 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from storage.records import Job, JobStatus, Notification, Video, VideoStatus
+from storage.records import Job, JobStatus, Note, Notification, Video, VideoStatus
 
 
-def job_from_row(row: sqlite3.Row, videos: Sequence[Video]) -> Job:
+def job_from_row(row: sqlite3.Row, videos: Sequence[Video], notes: Sequence[Note] = ()) -> Job:
     return Job(
         id=row["id"],
         provider=row["provider"],
@@ -30,6 +30,8 @@ def job_from_row(row: sqlite3.Row, videos: Sequence[Video]) -> Job:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         videos=tuple(videos),
+        notes=tuple(notes),
+        reconciled_at=row["reconciled_at"],
     )
 
 

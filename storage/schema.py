@@ -92,6 +92,26 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX notifications_due ON notifications (delivered_at, next_attempt_at);
     """,
+    # 3: money guards and missed-callback recovery: service flags (pause), notes on jobs (why a follow-up was
+    # stopped), and when a job's provider was asked about a callback that never came.
+    """
+    ALTER TABLE jobs ADD COLUMN reconciled_at REAL;
+    CREATE TABLE flags (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE job_notes (
+        id INTEGER PRIMARY KEY,
+        job_id TEXT NOT NULL REFERENCES jobs(id),
+        rule TEXT,
+        message TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX job_notes_job ON job_notes (job_id, id);
+    CREATE INDEX jobs_followups_created ON jobs (created_at) WHERE rule IS NOT NULL;
+    CREATE INDEX jobs_awaiting ON jobs (status, reconciled_at, updated_at);
+    """,
 )
 
 

@@ -1,33 +1,30 @@
-"""The Store: every query reelhook makes, grouped by the queue it serves.
-
-Jobs and the submission outbox, the callback inbox, the download queue and the event outbox. The connection, the
-transaction discipline and the writes they share live in `storage.database`.
+"""The Store: every query reelhook makes. Here jobs, the submission outbox and the callback inbox; the queues that
+follow a callback (downloads, events, notifications) are in `storage.queues`; the connection, the transaction
+discipline and the writes they share in `storage.database`.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
 import aiosqlite
 
-from storage.database import Database, float_or_none
+from storage.database import float_or_none
+from storage.guards import Guards
+from storage.queues import Queues
 from storage.records import (
     CallbackResult,
-    Event,
     EventType,
     Job,
     JobStatus,
     NewJob,
-    NewNotification,
-    Notification,
     Video,
 )
-from storage.rows import job_from_row, notification_from_row, video_from_row
+from storage.rows import job_from_row, video_from_row
 
 
 class CallbackOutcome(StrEnum):
@@ -40,7 +37,7 @@ class JobMismatch(Exception):
     """A callback that does not belong to the job its token names."""
 
 
-class Store(Database):
+class Store(Queues, Guards):
     # -- jobs ---------------------------------------------------------------------------------------------------
 
     async def create_job(self, new: NewJob) -> tuple[Job, bool]:
@@ -55,8 +52,7 @@ class Store(Database):
         rows = await self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
         if not rows:
             return None
-        videos = await self.get_videos(job_id)
-        return job_from_row(rows[0], videos)
+        return job_from_row(rows[0], await self.get_videos(job_id), await self.get_notes(job_id))
 
     async def get_videos(self, job_id: str) -> tuple[Video, ...]:
         rows = await self._read("SELECT * FROM videos WHERE job_id = ? ORDER BY idx", (job_id,))
@@ -204,124 +200,3 @@ class Store(Database):
     async def callback_count(self, job_id: str) -> int:
         rows = await self._read("SELECT count(*) FROM callbacks WHERE job_id = ?", (job_id,))
         return int(rows[0][0])
-
-    # -- downloads -----------------------------------------------------------------------------------------------
-
-    async def due_downloads(self, *, limit: int, exclude: Iterable[tuple[str, int]] = ()) -> list[Video]:
-        skip = set(exclude)
-        rows = await self._read(
-            """SELECT * FROM videos WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
-               ORDER BY updated_at, job_id, idx LIMIT ?""",
-            (self._clock(), limit + len(skip)),
-        )
-        videos = [video_from_row(row) for row in rows]
-        return [video for video in videos if (video.job_id, video.index) not in skip][:limit]
-
-    async def next_download_at(self) -> float | None:
-        rows = await self._read(
-            "SELECT min(next_attempt_at) FROM videos WHERE status = 'pending' AND next_attempt_at > ?", (self._clock(),)
-        )
-        return float_or_none(rows[0][0])
-
-    async def record_download(self, job_id: str, index: int, *, path: str, sha256: str, size: int) -> bool:
-        """Mark a video downloaded; False (and no event) if it already was."""
-        async with self._transaction() as db:
-            cursor = await db.execute(
-                """UPDATE videos SET status = 'downloaded', path = ?, sha256 = ?, bytes = ?, error = NULL,
-                          attempts = attempts + 1, next_attempt_at = NULL, updated_at = ?
-                   WHERE job_id = ? AND idx = ? AND status = 'pending'""",
-                (path, sha256, size, self._clock(), job_id, index),
-            )
-            if cursor.rowcount != 1:
-                return False
-            await self._emit(db, EventType.VIDEO_DOWNLOADED, job_id, index)
-        return True
-
-    async def retry_download(self, job_id: str, index: int, *, error: str, retry_at: float) -> None:
-        async with self._transaction() as db:
-            await db.execute(
-                """UPDATE videos SET attempts = attempts + 1, error = ?, next_attempt_at = ?, updated_at = ?
-                   WHERE job_id = ? AND idx = ? AND status = 'pending'""",
-                (error, retry_at, self._clock(), job_id, index),
-            )
-
-    async def fail_download(self, job_id: str, index: int, *, error: str) -> None:
-        async with self._transaction() as db:
-            cursor = await db.execute(
-                """UPDATE videos SET status = 'failed', attempts = attempts + 1, error = ?, next_attempt_at = NULL,
-                          updated_at = ?
-                   WHERE job_id = ? AND idx = ? AND status = 'pending'""",
-                (error, self._clock(), job_id, index),
-            )
-            if cursor.rowcount == 1:
-                await self._emit(db, EventType.VIDEO_FAILED, job_id, index)
-
-    # -- events (what the rules act on) --------------------------------------------------------------------------
-
-    async def pending_events(self, *, limit: int = 100) -> list[Event]:
-        rows = await self._read(
-            "SELECT * FROM events WHERE processed_at IS NULL ORDER BY id LIMIT ?",
-            (limit,),
-        )
-        return [
-            Event(row["id"], EventType(row["type"]), row["job_id"], row["video_index"], row["created_at"])
-            for row in rows
-        ]
-
-    async def complete_event(
-        self,
-        event_id: int,
-        followups: Sequence[NewJob] = (),
-        notifications: Sequence[NewNotification] = (),
-    ) -> list[str]:
-        """Record an event's follow-up jobs and notifications and mark it processed, atomically; return new job ids.
-
-        A follow-up whose `origin` exists already is skipped, and so is a second notification of the same event by
-        the same rule, so replaying an event never doubles anything.
-        """
-        created: list[str] = []
-        async with self._transaction() as db:
-            for new in followups:
-                job_id = await self._insert_job(db, new)
-                if job_id is not None:
-                    created.append(job_id)
-            await db.executemany(
-                """INSERT OR IGNORE INTO notifications (event_id, rule, url, message_id, body, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?)""",
-                [(event_id, n.rule, n.url, f"msg_{uuid.uuid4().hex}", n.body, self._clock()) for n in notifications],
-            )
-            await db.execute("UPDATE events SET processed_at = ? WHERE id = ?", (self._clock(), event_id))
-        return created
-
-    # -- notifications -------------------------------------------------------------------------------------------
-
-    async def due_notifications(self, *, limit: int) -> list[Notification]:
-        rows = await self._read(
-            """SELECT * FROM notifications WHERE delivered_at IS NULL
-                 AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
-               ORDER BY id LIMIT ?""",
-            (self._clock(), limit),
-        )
-        return [notification_from_row(row) for row in rows]
-
-    async def next_notification_at(self) -> float | None:
-        rows = await self._read(
-            "SELECT min(next_attempt_at) FROM notifications WHERE delivered_at IS NULL AND next_attempt_at > ?",
-            (self._clock(),),
-        )
-        return float_or_none(rows[0][0])
-
-    async def record_notification(self, notification_id: int, *, error: str | None, retry_at: float | None) -> None:
-        """An attempt's outcome: delivered (no error), or failed with the time of the next try."""
-        async with self._transaction() as db:
-            if error is None:
-                await db.execute(
-                    "UPDATE notifications SET delivered_at = ?, attempts = attempts + 1, error = NULL WHERE id = ?",
-                    (self._clock(), notification_id),
-                )
-            else:
-                await db.execute(
-                    """UPDATE notifications SET attempts = attempts + 1, error = ?, next_attempt_at = ?
-                       WHERE id = ? AND delivered_at IS NULL""",
-                    (error, retry_at, notification_id),
-                )

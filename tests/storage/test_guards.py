@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from storage import CallbackResult, JobStatus, NewJob, Note, Store
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_flags_set_read_and_clear(store: Store) -> None:
+    assert await store.get_flag("paused") is None
+    await store.set_flag("paused", "by the CLI")
+    await store.set_flag("paused", "again")
+    assert await store.get_flag("paused") == "again"
+    await store.set_flag("paused", None)
+    assert await store.get_flag("paused") is None
+
+
+async def test_notes_are_recorded_with_their_event_and_shown_on_the_job(store: Store) -> None:
+    job, _ = await store.create_job(NewJob("ttapi", "generate", {"prompt": "p", "image_url": "u"}))
+    await store.claim_submission(job.id)
+    await store.record_submitted(job.id, "tt-1")
+    [event] = await store.pending_events()
+    await store.complete_event(event.id, notes=[Note(job.id, "extend-first", "max_jobs_per_root 3 reached")])
+    shown = await store.get_job(job.id)
+    assert shown is not None and [(n.rule, n.message) for n in shown.notes] == [
+        ("extend-first", "max_jobs_per_root 3 reached")
+    ]
+    assert await store.pending_events() == []
+
+
+async def test_counts_for_the_limits(tmp_path: Path) -> None:
+    now = [1000.0]
+    async with await Store.open(tmp_path / "db.sqlite3", clock=lambda: now[0]) as store:
+        root, _ = await store.create_job(NewJob("ttapi", "generate", {}))
+        now[0] = 2000.0
+        await store.create_job(NewJob("ttapi", "extend", {"index": 0}, parent_id=root.id, rule="r", origin="a"))
+        await store.create_job(NewJob("ttapi", "extend", {"index": 1}, parent_id=root.id, rule="r", origin="b"))
+        await store.create_job(NewJob("ttapi", "generate", {}))  # by hand: not a follow-up
+        assert await store.count_root_jobs(root.id) == 3
+        assert await store.count_followups_since(1500.0) == 2
+        assert await store.count_followups_since(2500.0) == 0
+
+
+async def test_jobs_awaiting_a_callback_are_found_once(tmp_path: Path) -> None:
+    now = [1000.0]
+    async with await Store.open(tmp_path / "db.sqlite3", clock=lambda: now[0]) as store:
+        ids = []
+        for n in range(3):
+            job, _ = await store.create_job(NewJob("ttapi", "generate", {}))
+            await store.claim_submission(job.id)
+            ids.append(job.id)
+        await store.record_submitted(ids[0], "tt-0")
+        await store.record_submitted(ids[1], "tt-1")  # ids[2]: never answered, so nothing to look up by
+        await store.record_callback(
+            ids[1], "ttapi", body=b"", headers=[], result=CallbackResult("tt-1", JobStatus.SUCCEEDED, 100, ("u",))
+        )
+        assert await store.jobs_awaiting_callback({"ttapi": 600}) == []  # not late yet
+        now[0] += 601
+        late = await store.jobs_awaiting_callback({"ttapi": 600, "acedata": 1})
+        assert [job.id for job in late] == [ids[0]]
+        await store.mark_reconciled(ids[0])
+        assert await store.jobs_awaiting_callback({"ttapi": 600}) == []
