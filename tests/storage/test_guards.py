@@ -48,7 +48,7 @@ async def test_jobs_awaiting_a_callback_are_found_once(tmp_path: Path) -> None:
     now = [1000.0]
     async with await Store.open(tmp_path / "db.sqlite3", clock=lambda: now[0]) as store:
         ids = []
-        for n in range(3):
+        for _ in range(3):
             job, _ = await store.create_job(NewJob("ttapi", "generate", {}))
             await store.claim_submission(job.id)
             ids.append(job.id)
