@@ -66,6 +66,7 @@ class Downloader:
         concurrency: int = 4,
         max_attempts: int = 8,
         on_recorded: Callable[[], None] = lambda: None,
+        fault: Callable[[str], None] = lambda point: None,
     ) -> None:
         if concurrency < 1 or max_attempts < 1:
             raise ValueError("Downloader: concurrency and max_attempts must be at least 1")
@@ -77,6 +78,7 @@ class Downloader:
         self._concurrency = concurrency
         self._max_attempts = max_attempts
         self._on_recorded = on_recorded
+        self._fault = fault
         self._clock = store.clock
         # Shared by every run_once in flight: they draw from one pool of slots and never pick the same video.
         self._limiter = anyio.CapacityLimiter(concurrency)
@@ -169,14 +171,14 @@ class Downloader:
                     continue
                 status = response.status_code
                 if status == 200:
-                    return await _save(response, path)
+                    return await _save(response, path, self._fault)
                 if status in (408, 429) or status >= 500:
                     raise _Transient(f"HTTP {status} from {url}")
                 raise _Permanent(f"HTTP {status} from {url}")
         raise _Permanent(f"more than {MAX_REDIRECTS} redirects, last to {url}")
 
 
-async def _save(response: httpx.Response, path: Path) -> tuple[int, str]:
+async def _save(response: httpx.Response, path: Path, fault: Callable[[str], None]) -> tuple[int, str]:
     part = path.with_name(path.name + ".part")
     digest = hashlib.sha256()
     size = 0
@@ -187,6 +189,9 @@ async def _save(response: httpx.Response, path: Path) -> tuple[int, str]:
                 digest.update(chunk)
                 size += len(chunk)
                 await file.write(chunk)
+                if size == len(chunk):
+                    await file.flush()
+                    fault("download.streaming")
             await file.flush()
             await anyio.to_thread.run_sync(os.fsync, file.wrapped.fileno())
         expected = response.headers.get("content-length")

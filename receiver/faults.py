@@ -17,6 +17,9 @@ POINTS = frozenset(
     {
         "callback.stored",  # the callback is committed, the answer not yet sent
         "callback.acked",  # the 200 is sent, the workers not yet woken
+        "download.streaming",  # part of a video is on disk, in its .part file
+        "followup.recorded",  # a rule's follow-up job is committed, not yet sent
+        "submit.sent",  # the provider has answered a submission; the answer is not yet recorded
     }
 )
 

@@ -25,11 +25,13 @@ class FollowUps:
         *,
         on_recorded: Callable[[], None] = lambda: None,
         on_notify: Callable[[], None] = lambda: None,
+        fault: Callable[[str], None] = lambda point: None,
     ) -> None:
         self._store = store
         self._rules = rules
         self._on_recorded = on_recorded
         self._on_notify = on_notify
+        self._fault = fault
 
     async def run_once(self) -> int:
         events = await self._store.pending_events(limit=100)
@@ -50,6 +52,8 @@ class FollowUps:
             notified = notified or bool(notifications)
             for new in new_ids:
                 log.info("event %s on job %s: follow-up job %s recorded", event.type, job.id, new)
+            if new_ids:
+                self._fault("followup.recorded")
             created += len(new_ids)
         if created:
             self._on_recorded()

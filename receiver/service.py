@@ -59,6 +59,7 @@ class Service:
             signer=self.signer,
             public_url=settings.public_url,
             on_recorded=self.wake_events,
+            fault=self.faults.trip,
         )
         downloader = Downloader(
             store,
@@ -67,8 +68,11 @@ class Service:
             allow_private=settings.allow_private_urls,
             allowed_origins=trusted_origins,
             on_recorded=self.wake_events,
+            fault=self.faults.trip,
         )
-        followups = FollowUps(store, rules, on_recorded=self.wake_submitter, on_notify=self.wake_notifier)
+        followups = FollowUps(
+            store, rules, on_recorded=self.wake_submitter, on_notify=self.wake_notifier, fault=self.faults.trip
+        )
         if settings.notify_secret is None:
             raise ValueError("Settings.notify_secret must be set (Settings.with_local_secrets fills it in)")
         notifier = Notifier(store, http, str(settings.notify_secret))

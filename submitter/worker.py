@@ -55,6 +55,7 @@ class Submitter:
         signer: HookSigner,
         public_url: str,
         on_recorded: Callable[[], None] = lambda: None,
+        fault: Callable[[str], None] = lambda point: None,
     ) -> None:
         self._store = store
         self._http = http
@@ -62,6 +63,7 @@ class Submitter:
         self._signer = signer
         self._public_url = public_url.rstrip("/")
         self._on_recorded = on_recorded
+        self._fault = fault
         self._clock = store.clock
 
     def hook_url(self, job_id: str, provider: str) -> str:
@@ -125,6 +127,7 @@ class Submitter:
                 "job %s: %s outcome unknown (%s: %s); not resending", job.id, job.provider, type(exc).__name__, exc
             )
             return
+        self._fault("submit.sent")
         try:
             provider_job_id = endpoint.provider.parse_submit_response(response.status_code, response.content)
         except ProviderError as exc:
