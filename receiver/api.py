@@ -1,4 +1,5 @@
-"""The jobs API: `POST /api/jobs`, `GET /api/jobs`, `GET /api/jobs/{id}`, all behind a bearer token.
+"""The API: jobs (`POST /api/jobs`, `GET /api/jobs`, `GET /api/jobs/{id}`), `POST /api/reconcile`, and the kill
+switch (`POST /api/pause`, `POST /api/resume`, `GET /api/status`), all behind a bearer token.
 
 The receiver's port is exposed through a tunnel, so everything here needs `Authorization: Bearer <token>`; only
 `/hooks/*` and `/healthz` are open. Bad input answers 4xx with `{"error", "detail"}` and records nothing.
@@ -8,12 +9,14 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import secrets
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from receiver import guards
 from receiver.jobrequests import BadRequest, read_job_request
 from receiver.requests import BodyTooLarge, error, read_body
 from receiver.service import Service
@@ -21,6 +24,7 @@ from receiver.views import job_json
 from storage import Job, JobStatus
 
 MAX_REQUEST = 64 * 1024
+log = logging.getLogger("reelhook.api")
 
 
 def authorized(request: Request) -> bool:
@@ -70,6 +74,51 @@ async def get_job(request: Request) -> Response:
     if job is None:
         return error(404, "not_found", f"no job {request.path_params['job_id']}")
     return JSONResponse(job_json(job))
+
+
+async def reconcile(request: Request) -> Response:
+    """`POST /api/reconcile`: look up now, once each, the jobs whose callbacks are overdue (receiver/reconcile.py)."""
+    if not authorized(request):
+        return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
+    service: Service = request.app.state.service
+    report = await service.reconciler.run_once()
+    return JSONResponse({"looked_up": report.looked_up, "settled": report.settled})
+
+
+async def pause(request: Request) -> Response:
+    """`POST /api/pause` `{"reason"?}`: the kill switch. Callbacks are still stored; rules' follow-ups wait."""
+    if not authorized(request):
+        return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
+    service: Service = request.app.state.service
+    try:
+        body = await _json_object(request) if (await request.body()) else {}
+    except BadRequest as exc:
+        return error(exc.status_code, exc.error, exc.detail)
+    reason = body.get("reason") or "paused from the API"
+    if not isinstance(reason, str):
+        return error(400, "invalid_request", "reason must be a string")
+    await guards.pause(service.store, reason)
+    log.warning("paused: %s", reason)
+    return JSONResponse({"paused": reason})
+
+
+async def resume(request: Request) -> Response:
+    """`POST /api/resume`: rules may spend again; what waited goes out now."""
+    if not authorized(request):
+        return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
+    service: Service = request.app.state.service
+    await guards.resume(service.store)
+    service.wake_all()
+    log.warning("resumed")
+    return JSONResponse({"paused": None})
+
+
+async def status(request: Request) -> Response:
+    """`GET /api/status`: whether the kill switch is on, and why."""
+    if not authorized(request):
+        return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
+    service: Service = request.app.state.service
+    return JSONResponse({"paused": await guards.paused(service.store)})
 
 
 async def _json_object(request: Request) -> dict[str, Any]:

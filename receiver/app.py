@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver import api, hooks
+from receiver.overload import HookLoadShedder
 from receiver.rules import RuleSet
 from receiver.service import Service
 from receiver.settings import Settings, SettingsError
@@ -63,5 +64,12 @@ def create_app(
         Route("/api/jobs", api.create_job, methods=["POST"]),
         Route("/api/jobs", api.list_jobs, methods=["GET"]),
         Route("/api/jobs/{job_id}", api.get_job, methods=["GET"]),
+        Route("/api/reconcile", api.reconcile, methods=["POST"]),
+        Route("/api/pause", api.pause, methods=["POST"]),
+        Route("/api/resume", api.resume, methods=["POST"]),
+        Route("/api/status", api.status, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    # Outermost, so a shed callback costs no routing, no body read, no database.
+    app.add_middleware(HookLoadShedder, limit=settings.max_hook_requests)
+    return app

@@ -89,7 +89,7 @@ async def _serve_async(settings: Settings, rules: RuleSet, sock: socket.socket) 
             if config.simulated and name in SIMULATORS:
                 simulator = SIMULATORS[name](delay=settings.simulator_delay)
                 url = await stack.enter_async_context(running(simulator.app))
-                providers[name] = ProviderSettings(api_key=None, base_url=url)
+                providers[name] = ProviderSettings(api_key=None, base_url=url, callback_grace=config.callback_grace)
                 trusted.add(url)
                 log.info("no REELHOOK_%s_API_KEY: the built-in %s simulator answers at %s", name.upper(), name, url)
         settings = replace(settings, providers=providers)

@@ -13,6 +13,7 @@ import httpx
 
 MOTIONS = ["low", "high"]
 STATUSES = ["queued", "submitted", "running", "succeeded", "failed"]
+RECONCILE_TIMEOUT = 300.0
 
 
 class ApiError(Exception):
@@ -76,6 +77,16 @@ def add_client_commands(commands: Any) -> None:
 
     show = _command(commands, "show", "show one job and its files", _show)
     show.add_argument("job_id")
+
+    _command(commands, "reconcile", "look up, once each, the jobs whose callbacks are overdue", _reconcile)
+
+    pause = _command(commands, "pause", "kill switch: rules stop submitting (callbacks are still stored)", _switch)
+    pause.add_argument("--reason", default="paused from the command line")
+    pause.set_defaults(path="/api/pause")
+    _command(commands, "resume", "let rules submit again; what waited goes out now", _switch).set_defaults(
+        path="/api/resume"
+    )
+    _command(commands, "status", "whether the service is paused", _status)
 
 
 def _command(commands: Any, name: str, help: str, run: Any) -> argparse.ArgumentParser:
@@ -176,6 +187,30 @@ def _show(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     _print_job(_call(environ, "GET", f"/api/jobs/{args.job_id}"), args.json)
 
 
+def _reconcile(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    # Each lookup is one request to a provider; a backlog after an outage can take longer than one API call.
+    report = _call(environ, "POST", "/api/reconcile", timeout=RECONCILE_TIMEOUT)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"looked up {report['looked_up']} overdue jobs; {report['settled']} settled")
+
+
+def _switch(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    body = {"reason": args.reason} if hasattr(args, "reason") else {}
+    state = _call(environ, "POST", args.path, json=body)
+    print(
+        json.dumps(state, indent=2) if args.json else (f"paused: {state['paused']}" if state["paused"] else "running")
+    )
+
+
+def _status(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    state = _call(environ, "GET", "/api/status")
+    print(
+        json.dumps(state, indent=2) if args.json else (f"paused: {state['paused']}" if state["paused"] else "running")
+    )
+
+
 def _print_job(job: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(job, indent=2))
@@ -186,3 +221,5 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
             print(f"  {key}: {job[key]}")
     for video in job["videos"]:
         print(f"  file {video['index']}: {video['status']}  {video['path'] or video['url']}")
+    for note in job.get("notes", []):
+        print(f"  note ({note['rule']}): {note['message']}")

@@ -15,9 +15,12 @@ What a crash at each point leaves behind, and why the next attempt (the row is s
 
 Recording first would be the unsafe order: a crash would leave a downloaded row, and an event, for a missing file.
 
-Failures split in two. Permanent ones (an unsafe URL, a 4xx such as an expired CDN link) fail the video at once.
+Failures split in two. Permanent ones fail the video at once: an unsafe URL, a 4xx such as an expired CDN link, a
+body over `max_bytes`, or one that is not media (see `filekinds`; a refused body is never renamed into place).
 Transient ones (5xx, 408, 429, a dropped connection, a short body, a full disk) retry with backoff until
-`max_attempts`. Redirects are followed by hand so that each hop passes `check_url` before a byte is requested.
+`max_attempts`. Redirects are followed by hand so that each hop passes `check_url` before a byte is requested;
+`check_url` gives the clear message early, and the client from `guarded_http` checks the address again as it
+connects, where DNS cannot answer differently.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
+from receiver.filekinds import HEAD_BYTES, why_not_kind, why_not_media_type
 from receiver.netguard import UnsafeURL, check_url
 from storage import Job, Store, Video
 from submitter.backoff import next_attempt_at
@@ -44,6 +48,7 @@ logger = logging.getLogger("reelhook.downloads")
 CHUNK = 64 * 1024
 MEDIA_EXTENSIONS = frozenset({"mp4", "mov", "webm", "png", "jpg", "jpeg", "webp", "gif"})
 MAX_REDIRECTS = 5
+MAX_BYTES = 2 * 1024**3
 
 
 class _Permanent(Exception):
@@ -65,11 +70,12 @@ class Downloader:
         allowed_origins: Collection[str] = (),
         concurrency: int = 4,
         max_attempts: int = 8,
+        max_bytes: int = MAX_BYTES,
         on_recorded: Callable[[], None] = lambda: None,
         fault: Callable[[str], None] = lambda point: None,
     ) -> None:
-        if concurrency < 1 or max_attempts < 1:
-            raise ValueError("Downloader: concurrency and max_attempts must be at least 1")
+        if concurrency < 1 or max_attempts < 1 or max_bytes < 1:
+            raise ValueError("Downloader: concurrency, max_attempts and max_bytes must be at least 1")
         self._store = store
         self._http = http
         self._media_dir = media_dir
@@ -77,6 +83,7 @@ class Downloader:
         self._allowed_origins = tuple(allowed_origins)
         self._concurrency = concurrency
         self._max_attempts = max_attempts
+        self._max_bytes = max_bytes
         self._on_recorded = on_recorded
         self._fault = fault
         self._clock = store.clock
@@ -171,23 +178,40 @@ class Downloader:
                     continue
                 status = response.status_code
                 if status == 200:
-                    return await _save(response, path, self._fault)
+                    self._check_head(response)
+                    return await _save(response, path, self._fault, self._max_bytes)
                 if status in (408, 429) or status >= 500:
                     raise _Transient(f"HTTP {status} from {url}")
                 raise _Permanent(f"HTTP {status} from {url}")
         raise _Permanent(f"more than {MAX_REDIRECTS} redirects, last to {url}")
 
+    def _check_head(self, response: httpx.Response) -> None:
+        """Refuse, before reading the body, a response that says it is too big or not media."""
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and int(length) > self._max_bytes:
+            raise _Permanent(f"refusing {response.url}: its Content-Length, {length}, is {_over(self._max_bytes)}")
+        reason = why_not_media_type(response.headers.get("content-type"))
+        if reason is not None:
+            raise _Permanent(f"refusing {response.url}: {reason}")
 
-async def _save(response: httpx.Response, path: Path, fault: Callable[[str], None]) -> tuple[int, str]:
+
+async def _save(response: httpx.Response, path: Path, fault: Callable[[str], None], max_bytes: int) -> tuple[int, str]:
     part = path.with_name(path.name + ".part")
     digest = hashlib.sha256()
     size = 0
+    head = b""
     await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)
     try:
         async with await anyio.open_file(part, "wb") as file:
             async for chunk in response.aiter_bytes(CHUNK):
-                digest.update(chunk)
                 size += len(chunk)
+                if size > max_bytes:  # counts decoded bytes: a small gzip body cannot unpack past the cap
+                    raise _Permanent(f"refusing {response.url}: its body is {_over(max_bytes)}")
+                if len(head) < HEAD_BYTES:
+                    head += chunk[: HEAD_BYTES - len(head)]
+                    if len(head) == HEAD_BYTES:
+                        _check_kind(response, path, head)
+                digest.update(chunk)
                 await file.write(chunk)
                 if size == len(chunk):
                     await file.flush()
@@ -201,11 +225,23 @@ async def _save(response: httpx.Response, path: Path, fault: Callable[[str], Non
             raise _Transient(f"body cut short: {response.num_bytes_downloaded} of {expected} bytes from {response.url}")
         if size == 0:
             raise _Transient(f"empty body from {response.url}")
+        if len(head) < HEAD_BYTES:
+            _check_kind(response, path, head)
         await anyio.to_thread.run_sync(_replace, part, path)
     finally:
         # Synchronous on purpose: an await here would not run once the task is cancelled. Unlinking is quick.
         part.unlink(missing_ok=True)
     return size, digest.hexdigest()
+
+
+def _check_kind(response: httpx.Response, path: Path, head: bytes) -> None:
+    reason = why_not_kind(path.suffix.lstrip("."), head)
+    if reason is not None:
+        raise _Permanent(f"refusing {response.url}: {reason}")
+
+
+def _over(max_bytes: int) -> str:
+    return f"over the download cap of {max_bytes} bytes (REELHOOK_MAX_DOWNLOAD_BYTES raises it)"
 
 
 async def _write_atomically(path: Path, data: bytes) -> None:

@@ -1,8 +1,21 @@
 """The event worker: reads the event outbox and turns each event into follow-up jobs and notifications, as the
 rules say.
 
-Each event is handled in one transaction that records its follow-ups and marks it processed, so a crash either
-replays the whole event or none of it; and a follow-up's `origin` is unique, so a replay never doubles a job.
+Each event is handled in one transaction that records its follow-ups, its notifications and its notes, and marks it
+processed, so a crash either replays the whole event or none of it; and a follow-up's `origin` is unique, so a
+replay never doubles a job.
+
+The money guards sit between the rules and that transaction. The rules answer with follow-ups and the skips
+`max_depth` (or a provider that would refuse) caused; `receiver.guards.apply_limits` cuts the follow-ups at
+`max_jobs_per_root` and `max_jobs_per_day`. Every follow-up stopped either way becomes a note on the job that fired
+the rule, shown in its JSON, and a WARNING in the log.
+
+While the service is paused this worker leaves events unprocessed: it returns without touching them, so their
+follow-ups and notifications are created once, after resume, against the limits as they stand then. Callbacks are
+still stored and videos still downloaded meanwhile (those workers do not look at the flag), and the events they
+cause wait here too. The submission worker holds queued jobs that rules created; jobs a person submits through the
+API still go out, since pausing is about what the rules spend on their own, not about refusing the person at the
+keyboard.
 """
 
 from __future__ import annotations
@@ -10,9 +23,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from receiver.guards import apply_limits, paused
 from receiver.rules import RuleSet
 from receiver.views import event_json
-from storage import NewNotification, Store
+from storage import NewNotification, Note, Store
 
 log = logging.getLogger("reelhook.followups")
 
@@ -34,21 +48,26 @@ class FollowUps:
         self._fault = fault
 
     async def run_once(self) -> int:
-        events = await self._store.pending_events(limit=100)
-        created, notified = 0, False
-        for event in events:
+        """Handle the pending events, up to 100; return how many. 0 while paused: the events wait for resume."""
+        handled, created, notified = 0, 0, False
+        for event in await self._store.pending_events(limit=100):
+            if await paused(self._store) is not None:  # asked per event, so a pause also stops a long batch
+                break
+            handled += 1
             job = await self._store.get_job(event.job_id)
             if job is None:  # events reference jobs by foreign key; this cannot happen short of manual edits
                 await self._store.complete_event(event.id)
                 continue
             followups, skips = self._rules.followups(event, job)
-            for skip in skips:
-                log.info("rule %s: no follow-up for job %s: %s", skip.rule, skip.job_id, skip.reason)
+            followups, stopped = await apply_limits(self._store, self._rules.limits, job, followups)
+            notes = [Note(job.id, skip.rule or None, skip.reason) for skip in skips] + stopped
             notifications = [
                 NewNotification(rule, url, event_json(event, job))
                 for rule, url in self._rules.notifications(event, job)
             ]
-            new_ids = await self._store.complete_event(event.id, followups, notifications)
+            new_ids = await self._store.complete_event(event.id, followups, notifications, notes)
+            for note in notes:
+                log.warning('rule "%s" did not follow up job %s: %s', note.rule, note.job_id, note.message)
             notified = notified or bool(notifications)
             for new in new_ids:
                 log.info("event %s on job %s: follow-up job %s recorded", event.type, job.id, new)
@@ -59,4 +78,4 @@ class FollowUps:
             self._on_recorded()
         if notified:
             self._on_notify()
-        return len(events)
+        return handled

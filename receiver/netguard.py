@@ -7,8 +7,8 @@ URL refused if *any* address it resolves to is not a public one. `allowed_origin
 (the built-in simulator, a test CDN); `allow_private` (REELHOOK_ALLOW_PRIVATE_URLS=1) lets everything through.
 
 This checks the name, then the client resolves it again to connect. A DNS server that answers differently the
-second time (DNS rebinding) gets past this check; closing that gap means checking the address at connect time, in
-the transport, which is a later issue.
+second time (DNS rebinding) would get past this check alone, so it is only the early one, the one with the clear
+message: `receiver.guarded_http` applies the same rules at connect time, to the very address it then connects to.
 """
 
 from __future__ import annotations
@@ -54,37 +54,55 @@ async def check_url(url: str, *, allow_private: bool = False, allowed_origins: C
     here = origin(url)
     if allow_private or here in {origin(allowed) for allowed in allowed_origins}:
         return
+    try:
+        addresses = await resolve(host, int(here.rsplit(":", 1)[1]))
+    except OSError as exc:
+        raise UnsafeURL(f"refusing {url}: cannot resolve {host} ({exc})") from None
+    refusal = refusal_for(host, addresses)
+    if refusal is not None:
+        raise UnsafeURL(f"refusing {url}: {refusal}")
+
+
+async def resolve(host: str, port: int) -> list[IPAddress]:
+    """Every address `host` stands for: itself when it is a literal address, else what the resolver answers.
+
+    Raises OSError (socket.gaierror) when the name does not resolve.
+    """
     literal = _literal(host)
-    addresses = [literal] if literal else await _resolve(url, host, int(here.rsplit(":", 1)[1]))
+    if literal is not None:
+        return [literal]
+    try:
+        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except UnicodeError as exc:  # a name IDNA cannot encode
+        raise socket.gaierror(socket.EAI_NONAME, f"not a valid host name ({exc})") from None
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+    if not addresses:
+        raise socket.gaierror(socket.EAI_NONAME, "no addresses")
+    return addresses
+
+
+def refusal_for(host: str, addresses: Collection[IPAddress]) -> str | None:
+    """Why `host`, which stands for `addresses`, may not be fetched; None when every one of them is public."""
     for address in addresses:
-        reason = _why_not_public(address)
+        reason = why_not_public(address)
         if reason is not None:
-            subject = host if literal else f"{host} resolves to {address}, which"
-            raise UnsafeURL(f"refusing {url}: {subject} is {reason} ({_HINT})")
+            subject = host if _literal(host) == address else f"{host} resolves to {address}, which"
+            return f"{subject} is {reason} ({_HINT})"
+    return None
 
 
 def _literal(host: str) -> IPAddress | None:
     try:
-        return ipaddress.ip_address(host)
+        return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return None
 
 
-async def _resolve(url: str, host: str, port: int) -> list[IPAddress]:
-    try:
-        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:  # socket.gaierror, or a name IDNA cannot encode
-        raise UnsafeURL(f"refusing {url}: cannot resolve {host} ({exc})") from None
-    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
-    if not addresses:
-        raise UnsafeURL(f"refusing {url}: cannot resolve {host} (no addresses)")
-    return addresses
-
-
-def _why_not_public(address: IPAddress) -> str | None:
+def why_not_public(address: IPAddress) -> str | None:
+    """What kind of non-public address `address` is (loopback, private, metadata…); None for a public one."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         # ::ffff:10.0.0.1 reaches 10.0.0.1 (and Python before 3.11.10 judges the IPv6 form on its own).
-        reason = _why_not_public(address.ipv4_mapped)
+        reason = why_not_public(address.ipv4_mapped)
         return None if reason is None else f"{reason} in IPv4-mapped form ({address.ipv4_mapped})"
     if address in _METADATA:
         return "the cloud metadata address"

@@ -41,13 +41,19 @@ from submitter.providers import InvalidParams, Provider
 DEFAULT_MAX_DEPTH = 2
 WHEN_KEYS = ("action", "provider", "prompt_matches")
 RULE_KEYS = ("name", "on", "when", "extend", "video", "action", "notify")
+LIMIT_KEYS = ("max_depth", "max_jobs_per_root", "max_jobs_per_day")
 
 __all__ = ["Act", "Extend", "Limits", "Notify", "Rule", "RuleError", "Video", "parse_rules"]
 
 
 @dataclass(frozen=True)
 class Limits:
+    """The `[limits]` table: how far rules may spend on their own. None means no limit."""
+
     max_depth: int = DEFAULT_MAX_DEPTH  # no rule creates a job deeper than this; a job submitted by hand is 0
+    max_jobs_per_root: int | None = None  # jobs in one chain, its root (the job submitted by hand) included
+    # Jobs created by rules, all rules together, over a rolling 24 hours (not a calendar day); 0 stops them all.
+    max_jobs_per_day: int | None = None
 
 
 @dataclass(frozen=True)
@@ -103,11 +109,20 @@ def parse_rules(text: str, source: str, providers: Mapping[str, Provider]) -> tu
 
 
 def _parse_limits(raw: dict[str, Any], where: str) -> Limits:
-    check_keys(raw, ("max_depth",), where)
-    max_depth = raw.get("max_depth", DEFAULT_MAX_DEPTH)
-    if not is_int(max_depth) or max_depth < 0:
-        raise RuleError(f"{where}max_depth must be a whole number >= 0, got {show(max_depth)}")
-    return Limits(max_depth)
+    check_keys(raw, LIMIT_KEYS, where)
+    max_depth = _whole(raw, "max_depth", 0, where)
+    return Limits(
+        max_depth=DEFAULT_MAX_DEPTH if max_depth is None else max_depth,
+        max_jobs_per_root=_whole(raw, "max_jobs_per_root", 1, where),  # 1: the root alone, no follow-ups
+        max_jobs_per_day=_whole(raw, "max_jobs_per_day", 0, where),
+    )
+
+
+def _whole(raw: dict[str, Any], key: str, least: int, where: str) -> int | None:
+    value = raw.get(key)
+    if value is not None and (not is_int(value) or value < least):
+        raise RuleError(f"{where}{key} must be a whole number >= {least}, got {show(value)}")
+    return value
 
 
 def _parse_rule(raw: object, where: str, source: str, providers: Mapping[str, Provider]) -> Rule:

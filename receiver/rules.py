@@ -7,9 +7,11 @@ memory here: each follow-up carries `origin = "<rule>:<source job id>:<index>"`,
 so the same event handled twice (or a job.succeeded and a video.downloaded rule racing) can never extend the same
 take of the same job twice under one rule.
 
-Limits are enforced here, where the depth is known: a follow-up deeper than `max_depth` becomes a `Skip`, as does
-one whose provider cannot do it (a rule without a provider filter applies to every provider) or whose job has not
-succeeded. Skips are logged and returned so the caller can record them where a user will see them.
+`max_depth` is enforced here, where the depth is known: a follow-up deeper than it becomes a `Skip`, as does one
+whose provider cannot do it (a rule without a provider filter applies to every provider) or whose job has not
+succeeded. Skips are logged and returned so the caller can record them where a user will see them (a note on the
+job). The limits that count jobs (`max_jobs_per_root`, `max_jobs_per_day`) need the store, so the event worker
+applies them to what this returns (`receiver.guards`); answering stays pure.
 """
 
 from __future__ import annotations

@@ -15,7 +15,9 @@ import httpx
 from receiver.downloads import Downloader
 from receiver.faults import Faults
 from receiver.followups import FollowUps
+from receiver.guarded_http import guarded_client
 from receiver.notify import Notifier
+from receiver.reconcile import Reconciler
 from receiver.rules import RuleSet
 from receiver.settings import Settings
 from receiver.workers import Worker
@@ -61,10 +63,18 @@ class Service:
             on_recorded=self.wake_events,
             fault=self.faults.trip,
         )
+        # Downloads follow URLs that providers (or anyone who forges a callback) name: their client checks every
+        # address it connects to, not only the name it was given (receiver/guarded_http.py).
+        self._download_http = guarded_client(
+            allow_private=settings.allow_private_urls,
+            allowed_origins=trusted_origins,
+            timeout=httpx.Timeout(30.0, connect=10.0),
+        )
         downloader = Downloader(
             store,
-            http,
+            self._download_http,
             settings.media_dir,
+            max_bytes=settings.max_download_bytes,
             allow_private=settings.allow_private_urls,
             allowed_origins=trusted_origins,
             on_recorded=self.wake_events,
@@ -81,6 +91,13 @@ class Service:
         self.events = Worker("events", followups.run_once)
         self.notifier = Worker("notifier", notifier.run_once, notifier.next_due)
         self.workers = (self.submitter, self.downloads, self.events, self.notifier)
+        grace = {name: config.callback_grace for name, config in settings.providers.items()}
+        self.reconciler = Reconciler(store, http, self.endpoints, grace, on_recorded=self.wake_all)
+
+    async def wait_idle(self) -> None:
+        """Until every worker has drained what it had and waits for news (tests use this to start from rest)."""
+        for worker in self.workers:
+            await worker.wait_idle()
 
     def wake_submitter(self) -> None:
         self.submitter.wake()
@@ -120,10 +137,18 @@ class Service:
                     await self.webhook_secret(name)
                 except Exception as exc:  # callbacks answer 503 (the provider retries) until the fetch succeeds
                     log.error("cannot get the %s webhook secret yet: %s", name, exc)
-        async with anyio.create_task_group() as tg:
+        async with self._download_http, anyio.create_task_group() as tg:
             for worker in self.workers:
                 tg.start_soon(worker.run)
+            tg.start_soon(self._reconcile_at_start)  # beside serving, not before it: providers can be slow
             try:
                 yield self
             finally:
                 tg.cancel_scope.cancel()
+
+    async def _reconcile_at_start(self) -> None:
+        # The callbacks missed while reelhook was down; failing here costs a log line, never the service.
+        try:
+            await self.reconciler.run_once()
+        except Exception:
+            log.exception("could not look up overdue jobs at start-up; `reelhook reconcile` tries again")

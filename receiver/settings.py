@@ -17,6 +17,17 @@ from submitter.providers import PROVIDERS
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 SEVEN_DAYS = 7 * 24 * 3600
+FIFTEEN_MINUTES = 15 * 60
+
+# How late a callback may be (seconds since the job was submitted or last reported progress) before the job is
+# looked up once at its provider (receiver/reconcile.py). Generous on purpose: asking too early only finds the job
+# still running, and then it is never asked again. Each is many times the provider's usual time plus its retries:
+CALLBACK_GRACE: dict[str, float] = {
+    "ttapi": FIFTEEN_MINUTES,  # fast mode ~90 s (TTAPI documents no time); up to 3 deliveries (providers.md §2.5)
+    "acedata": FIFTEEN_MINUTES,  # "generation takes ~1-2 min" [S002] (providers.md §3.3); retries undocumented
+    "wavespeed": FIFTEEN_MINUTES,  # "30-60 s processing" (providers.md §4.2); retries undocumented
+    "apimart": FIFTEEN_MINUTES,  # ~30 s (actual_time 29 in its example) + retries at 10/30/60 s (providers.md §5.4)
+}
 
 
 class SettingsError(Exception):
@@ -46,6 +57,7 @@ class ProviderSettings:
     base_url: str
     webhook_secret: Secret | None = None  # for providers that sign callbacks; fetched from the provider when unset
     max_in_flight: int | None = None  # None: the provider's documented limit
+    callback_grace: float = FIFTEEN_MINUTES  # seconds a callback may be late before the job is looked up once
 
     @property
     def simulated(self) -> bool:
@@ -66,6 +78,8 @@ class Settings:
     simulator_delay: float = 2.0
     faults: frozenset[str] = frozenset()  # fault-injection points (tests/faults), never set in production
     notify_secret: Secret | None = None  # whsec_… key that signs the rules' notifications
+    max_download_bytes: int = 2 * 1024**3  # a larger file is refused, not half-kept
+    max_hook_requests: int = 256  # callbacks in progress at once; past it /hooks/* answers 503 + Retry-After
 
     @property
     def database_path(self) -> Path:
@@ -92,6 +106,7 @@ class Settings:
                 base_url=_url(environ, f"{prefix}_BASE_URL", provider.default_base_url),
                 webhook_secret=Secret(webhook_secret) if webhook_secret else None,
                 max_in_flight=int(max_in_flight) if max_in_flight else None,
+                callback_grace=_number(environ, f"{prefix}_CALLBACK_GRACE", CALLBACK_GRACE.get(name, FIFTEEN_MINUTES)),
             )
         remote = [
             p for p in providers.values() if not p.simulated and urlsplit(p.base_url).hostname not in _LOCAL_HOSTS
@@ -129,6 +144,8 @@ class Settings:
             simulator_delay=_number(environ, "REELHOOK_SIMULATOR_DELAY", 2.0),
             faults=frozenset(filter(None, environ.get("REELHOOK_FAULTS", "").split(","))),
             notify_secret=Secret(notify_secret) if notify_secret else None,
+            max_download_bytes=_whole(environ, "REELHOOK_MAX_DOWNLOAD_BYTES", 2 * 1024**3),
+            max_hook_requests=_whole(environ, "REELHOOK_MAX_HOOK_REQUESTS", 256),
         )
 
     def with_local_secrets(self) -> Settings:
@@ -169,6 +186,15 @@ def _url(environ: Mapping[str, str], name: str, default: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SettingsError(f"{name} must be an http(s) URL, got {value!r}")
     return value
+
+
+def _whole(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise SettingsError(f"{name} must be a whole number above 0, got {raw!r}")
+    return int(raw)
 
 
 def _flag(environ: Mapping[str, str], name: str) -> bool:

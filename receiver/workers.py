@@ -33,11 +33,21 @@ class Worker:
         self._clock = clock
         self._wakeup: anyio.Event | None = None
         self._pending = True  # drain once at start-up: work recorded before a restart is picked up
+        self._idle: anyio.Event | None = None
 
     def wake(self) -> None:
         self._pending = True
         if self._wakeup is not None:
             self._wakeup.set()
+
+    async def wait_idle(self) -> None:
+        """Until the worker has drained and waits to be woken."""
+        await self._idle_event().wait()
+
+    def _idle_event(self) -> anyio.Event:
+        if self._idle is None:
+            self._idle = anyio.Event()
+        return self._idle
 
     async def run(self) -> None:
         while True:
@@ -52,8 +62,12 @@ class Worker:
                     self._pending = True
                     await anyio.sleep(ERROR_PAUSE)
                     continue
-            with anyio.move_on_after(await self._timeout()):
+            timeout = await self._timeout()
+            if not self._pending:
+                self._idle_event().set()
+            with anyio.move_on_after(timeout):
                 await self._wakeup.wait()
+            self._idle = None
             self._pending = True  # woken, or a retry came due
 
     async def _timeout(self) -> float:

@@ -89,12 +89,13 @@ class Store(Queues, Guards):
         rows = await self._read("SELECT DISTINCT provider FROM jobs WHERE status = 'queued'")
         return [str(row[0]) for row in rows]
 
-    async def due_submissions(self, provider: str, *, limit: int) -> list[Job]:
+    async def due_submissions(self, provider: str, *, limit: int, followups: bool = True) -> list[Job]:
+        """Queued jobs due now, oldest first; with `followups=False` only those a person submitted (no rule)."""
         rows = await self._read(
             """SELECT * FROM jobs WHERE status = 'queued' AND provider = ?
-                 AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
+                 AND (next_attempt_at IS NULL OR next_attempt_at <= ?) AND (? OR rule IS NULL)
                ORDER BY created_at, id LIMIT ?""",
-            (provider, self._clock(), limit),
+            (provider, self._clock(), followups, limit),
         )
         return [job_from_row(row, ()) for row in rows]
 
@@ -127,6 +128,14 @@ class Store(Queues, Guards):
                     (provider_job_id, self._clock(), job_id),
                 )
             await self._emit(db, EventType.JOB_SUBMITTED, job_id)
+
+    async def record_unknown_outcome(self, job_id: str, error: str) -> None:
+        """The provider may or may not have taken the job: it stays SUBMITTED, never resent; its callback decides."""
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE jobs SET error = ?, updated_at = ? WHERE id = ? AND status = 'submitted'",
+                (error, self._clock(), job_id),
+            )
 
     async def release_submission(self, job_id: str, *, error: str, retry_at: float) -> None:
         """The provider did not take the job (it was never sent, or refused for now): queue it again."""

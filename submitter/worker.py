@@ -8,6 +8,10 @@ callback, whose token names our job, still completes it.
 
 The worker never polls: `run_once()` drains what is due, and the loop that calls it waits to be woken (a job was
 recorded, a callback freed a slot) or for the next retry time.
+
+While the service is paused (the `paused` flag in the store, the money guards' kill switch) queued jobs that rules
+created stay queued; jobs a person submitted still go out, since someone asked for each of them just now. Whoever
+resumes wakes this worker, and the held jobs go out in their usual order.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ log = logging.getLogger("reelhook.submitter")
 # Errors raised before a single byte of the request could have reached the provider.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 MAX_ATTEMPTS = 10
+PAUSE_FLAG = "paused"  # the store flag of the kill switch (receiver.guards sets it); its value is the reason
 
 
 @dataclass(frozen=True)
@@ -76,12 +81,13 @@ class Submitter:
     async def run_once(self) -> int:
         """Send every queued job that is due and has a free slot; return how many were sent or settled."""
         handled = 0
+        followups = await self._store.get_flag(PAUSE_FLAG) is None
         for name in await self._store.queued_providers():
             endpoint = self._endpoints.get(name)
             free = (endpoint.slots if endpoint else 1) - await self._store.in_flight(name)
             if free <= 0:
                 continue
-            jobs = await self._store.due_submissions(name, limit=free)
+            jobs = await self._store.due_submissions(name, limit=free, followups=followups)
             async with anyio.create_task_group() as tg:
                 for job in jobs:
                     tg.start_soon(self._submit_logged, job, endpoint)
@@ -123,9 +129,7 @@ class Submitter:
             return
         except httpx.HTTPError as exc:
             # The request may have been taken: keep the job SUBMITTED and let its callback settle it.
-            log.warning(
-                "job %s: %s outcome unknown (%s: %s); not resending", job.id, job.provider, type(exc).__name__, exc
-            )
+            await self._unknown(job, f"{type(exc).__name__}: {exc}")
             return
         self._fault("submit.sent")
         try:
@@ -143,7 +147,12 @@ class Submitter:
             log.warning("job %s: %s refused it: %s", job.id, job.provider, exc.message)
             await self._store.fail_job(job.id, exc.message)
         else:
-            log.warning("job %s: %s outcome unknown (%s); not resending", job.id, job.provider, exc.message)
+            await self._unknown(job, exc.message)
+
+    async def _unknown(self, job: Job, why: str) -> None:
+        error = f"outcome unknown ({why}); not resent: the provider's callback will settle it"
+        log.warning("job %s: %s %s", job.id, job.provider, error)
+        await self._store.record_unknown_outcome(job.id, error)
 
     async def _retry(self, job: Job, error: str) -> None:
         if job.attempts >= MAX_ATTEMPTS:

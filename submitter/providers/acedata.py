@@ -36,6 +36,7 @@ from submitter.providers.base import (
     ProviderRequest,
     Rejection,
     classify_status,
+    fetch_id,
     load_json_object,
 )
 
@@ -186,10 +187,8 @@ def _progress(value: object) -> int | None:
         return None
 
 
-def fetch_request(provider_job_id: str, api_key: str) -> ProviderRequest:
-    return ProviderRequest(
-        "POST", "/midjourney/tasks", _headers(api_key), {"action": "retrieve", "id": provider_job_id}
-    )
+def fetch_request(job: Job, api_key: str) -> ProviderRequest:
+    return ProviderRequest("POST", "/midjourney/tasks", _headers(api_key), {"action": "retrieve", "id": fetch_id(job)})
 
 
 def parse_fetch_response(status_code: int, body: bytes) -> CallbackResult:

@@ -33,6 +33,7 @@ from submitter.providers.base import (
     Rejection,
     classify_status,
     error_message,
+    fetch_id,
     load_json_object,
 )
 
@@ -239,8 +240,8 @@ def _progress(value: object) -> int | None:
         return None
 
 
-def fetch_request(provider_job_id: str, api_key: str) -> ProviderRequest:
-    return ProviderRequest("GET", f"/v1/tasks/{provider_job_id}", {"Authorization": f"Bearer {api_key}"})
+def fetch_request(job: Job, api_key: str) -> ProviderRequest:
+    return ProviderRequest("GET", f"/v1/tasks/{fetch_id(job)}", {"Authorization": f"Bearer {api_key}"})
 
 
 def parse_fetch_response(status_code: int, body: bytes) -> CallbackResult:

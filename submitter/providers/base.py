@@ -72,9 +72,10 @@ class Provider:
     # ((HTTP status, body) -> secret, or ProviderError).
     secret_request: Callable[[str], ProviderRequest] | None = None
     parse_secret: Callable[[int, bytes], str] | None = None
-    # The provider's fetch endpoint for one job ((provider job id, api key) -> request); its answer is read with
-    # `parse_fetch_response` ((HTTP status, body) -> CallbackResult), the same result a callback gives.
-    fetch_request: Callable[[str, str], ProviderRequest] | None = None
+    # The provider's fetch endpoint for one job ((job, api key) -> request, or InvalidParams for a job without a
+    # provider id); its answer is read with `parse_fetch_response` ((HTTP status, body) -> CallbackResult), the same
+    # result a callback gives. The whole job, not its id alone: TTAPI fetches image jobs from another endpoint.
+    fetch_request: Callable[[Job, str], ProviderRequest] | None = None
     parse_fetch_response: Callable[[int, bytes], CallbackResult] | None = None
     # Image frames larger than this are refused before anything is sent (APIMart: 12 MiB).
     max_frame_bytes: int | None = None
@@ -89,6 +90,13 @@ def classify_status(status_code: int) -> Rejection | None:
     if status_code in (408, 425, 429, 499) or status_code >= 500:  # TTAPI answers 499 when its queue is full
         return Rejection.RETRY
     return Rejection.FATAL
+
+
+def fetch_id(job: Job) -> str:
+    """The id the provider gave `job`, which every fetch names; InvalidParams when it never gave one."""
+    if not job.provider_job_id:
+        raise InvalidParams(f"job {job.id} has no {job.provider} id to fetch (the submit answer never arrived)")
+    return job.provider_job_id
 
 
 def load_json_object(body: bytes, what: str) -> dict[str, Any]:

@@ -12,8 +12,7 @@ seed 001) tells them apart. A video job that succeeds without videos failed; an 
 `ttapi_image.image_urls`, and a seed or describe job succeeds with none.
 
 Fetching: the video API answers at `GET /midjourney/video/fetch?jobId=`, the image API at `/midjourney/v1/fetch`,
-and a bare TTAPI job id does not say which API made it. `fetch_request` (what `Provider` can call, with the id
-alone) asks the video endpoint, reelhook's main path; `fetch_request_for(job, key)` picks by the job's action.
+and a bare TTAPI job id does not say which API made it, so `fetch_request` takes the job and picks by its action.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from submitter.providers.base import (
     Rejection,
     classify_status,
     error_message,
+    fetch_id,
     load_json_object,
 )
 
@@ -148,17 +148,10 @@ def parse_callback(body: bytes, headers: Mapping[str, str]) -> CallbackResult:
     return CallbackResult(job_id, JobStatus.SUCCEEDED, progress, tuple(media), result=kept)
 
 
-def fetch_request(provider_job_id: str, api_key: str) -> ProviderRequest:
-    """The video API's fetch: the one `Provider.fetch_request` can choose with a job id alone."""
-    return ProviderRequest("GET", VIDEO_FETCH_PATH, {"TT-API-KEY": api_key}, params={"jobId": provider_job_id})
-
-
-def fetch_request_for(job: Job, api_key: str) -> ProviderRequest:
+def fetch_request(job: Job, api_key: str) -> ProviderRequest:
     """The fetch of the API that made `job`: video jobs at the video fetch, image jobs at /midjourney/v1/fetch."""
-    if not job.provider_job_id:
-        raise InvalidParams(f"job {job.id} has no TTAPI jobId to fetch")
     path = VIDEO_FETCH_PATH if job.action in VIDEO_ACTIONS else ttapi_image.FETCH_PATH
-    return ProviderRequest("GET", path, {"TT-API-KEY": api_key}, params={"jobId": job.provider_job_id})
+    return ProviderRequest("GET", path, {"TT-API-KEY": api_key}, params={"jobId": fetch_id(job)})
 
 
 def parse_fetch_response(status_code: int, body: bytes) -> CallbackResult:

@@ -40,6 +40,7 @@ from submitter.providers.base import (
     ProviderRequest,
     Rejection,
     error_message,
+    fetch_id,
     load_json_object,
 )
 
@@ -198,8 +199,8 @@ def parse_secret(status_code: int, body: bytes) -> str:
     return secret
 
 
-def fetch_request(provider_job_id: str, api_key: str) -> ProviderRequest:
-    return ProviderRequest("GET", f"/api/v3/predictions/{quote(provider_job_id, safe='')}/result", _auth(api_key))
+def fetch_request(job: Job, api_key: str) -> ProviderRequest:
+    return ProviderRequest("GET", f"/api/v3/predictions/{quote(fetch_id(job), safe='')}/result", _auth(api_key))
 
 
 def parse_fetch_response(status_code: int, body: bytes) -> CallbackResult:

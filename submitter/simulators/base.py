@@ -3,7 +3,7 @@
 A simulator subclass describes only its provider's wire format: its routes, how it authenticates, its error body,
 its callback payload (and headers, for a provider that signs), and where it delivers. Everything that makes a
 simulator useful to a test is here, once: `reject_next`, `fail_job_when`, a queue limit, `deliver()` on demand
-(concurrently if asked), and records of every submission, delivery and CDN hit.
+(concurrently if asked), and records of every submission, delivery, CDN hit and request.
 
 Deliveries run in a task group owned by the app's lifespan, so they need the app served with its lifespan on
 (uvicorn, `receiver.serving.running`); shutting the app down cancels deliveries still waiting.
@@ -24,9 +24,11 @@ import anyio
 import httpx
 from anyio.abc import TaskGroup
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from submitter.simulators import media_bytes
 
@@ -75,6 +77,19 @@ async def read_json(request: Request) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+class RequestLog:
+    """Records each HTTP request's method and path, so a test can tell what a provider was (not) asked."""
+
+    def __init__(self, app: ASGIApp, requests: list[tuple[str, str]]) -> None:
+        self.app = app
+        self.requests = requests
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.requests.append((scope["method"], scope["path"]))
+        await self.app(scope, receive, send)
+
+
 class Simulator:
     name: ClassVar[str]
     max_deliveries: ClassVar[int] = 3
@@ -97,6 +112,7 @@ class Simulator:
         self.submissions: list[Submission] = []
         self.deliveries: list[Delivery] = []
         self.cdn_hits: collections.Counter[str] = collections.Counter()
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request, fetches included
         self._given_http = http
         self._http = http
         self._tasks: TaskGroup | None = None
@@ -105,7 +121,8 @@ class Simulator:
         self._rejections: collections.deque[tuple[int, str]] = collections.deque()
         self._failures: list[tuple[str, str]] = []
         cdn = Route("/cdn/{job_id}/{filename}", self._cdn, methods=["GET"])
-        self.app = Starlette(routes=[*self.routes(), cdn], lifespan=self._lifespan)
+        log = Middleware(RequestLog, requests=self.requests)
+        self.app = Starlette(routes=[*self.routes(), cdn], middleware=[log], lifespan=self._lifespan)
 
     # -- what a provider subclass describes ---------------------------------------------------------------------
 

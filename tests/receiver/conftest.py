@@ -88,6 +88,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         settings = make_settings(tmp_path)
         app = create_app(settings, store=store, http=http, rules=RuleSet.empty())
         async with app.router.lifespan_context(app):
+            await app.state.service.wait_idle()  # start from rest: the start-up drain must not race the test
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
                 yield Harness(app, client, store, settings, provider, db_path)

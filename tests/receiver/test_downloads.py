@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import gzip
 import hashlib
 import json
+import os
 import random
+import re
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -18,6 +23,7 @@ import httpx
 import pytest
 
 from receiver.downloads import Downloader, media_extension
+from receiver.guarded_http import guarded_client
 from receiver.serving import running
 from storage import CallbackResult, EventType, Job, JobStatus, NewJob, Store, Video, VideoStatus
 
@@ -40,6 +46,8 @@ class CDN:
     status: dict[str, int] = field(default_factory=dict)  # path -> a status to answer always
     redirects: dict[str, str] = field(default_factory=dict)  # path -> Location
     cut_short: dict[str, int] = field(default_factory=dict)  # path -> bytes to send of a longer Content-Length
+    headers: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> headers instead of video/mp4
+    chunked: set[str] = field(default_factory=set)  # paths sent in pieces without a Content-Length
     hold: anyio.Event | None = None  # first requests wait on this...
     held: list[str] = field(default_factory=list)
     all_held: anyio.Event = field(default_factory=anyio.Event)  # ...and this is set when `hold_count` are waiting
@@ -74,7 +82,16 @@ class CDN:
             # Returning mid-body makes uvicorn drop the connection: the client sees fewer bytes than promised.
             await send({"type": "http.response.body", "body": body[: self.cut_short[path]], "more_body": True})
             return
-        await self._send(send, 200, body, ((b"content-type", b"video/mp4"),))
+        extra = tuple(
+            (k.encode(), v.encode()) for k, v in self.headers.get(path, {"content-type": "video/mp4"}).items()
+        )
+        if path in self.chunked:
+            await send({"type": "http.response.start", "status": 200, "headers": list(extra)})
+            for start in range(0, len(body), 16 * 1024):
+                await send({"type": "http.response.body", "body": body[start : start + 16 * 1024], "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self._send(send, 200, body, extra)
 
     async def _send(self, send: Any, status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         head = [(b"content-length", str(len(body)).encode()), *headers]
@@ -469,3 +486,245 @@ async def test_a_large_file_streams_to_disk_intact(
 )
 def test_the_file_extension_comes_from_the_url(url: str, ext: str) -> None:
     assert media_extension(url) == ext
+
+
+async def test_the_guarded_client_refuses_at_connect_time_what_check_url_let_through(
+    store: Store, cdn: CDN, cdn_url: str, tmp_path: Path
+) -> None:
+    # The Downloader trusts http://localhost:PORT, so check_url lets it pass: as if DNS had answered a public address
+    # at check time. The client does not trust it, and refuses when it resolves the name again to connect.
+    cdn.files["/v.mp4"] = SAMPLE
+    local = cdn_url.replace("127.0.0.1", "localhost")
+    job = await finished_job(store, [f"{local}/v.mp4"])
+    media = tmp_path / "media"
+    async with guarded_client(allow_private=False, allowed_origins=(), timeout=httpx.Timeout(5)) as http:
+        assert await Downloader(store, http, media, allowed_origins={local}).run_once() == 1
+
+    row = await video(store, job)
+    assert (row.status, row.attempts) == (VideoStatus.FAILED, 1)
+    port = cdn_url.rsplit(":", 1)[1]
+    assert re.fullmatch(
+        rf"refusing to connect to localhost:{port}: localhost resolves to (127\.0\.0\.1|::1), which is a loopback"
+        r" address \(set REELHOOK_ALLOW_PRIVATE_URLS=1 to allow\)",
+        row.error or "",
+    )
+    assert cdn.hits == {} and not media.exists()
+
+
+async def test_the_guarded_client_downloads_from_an_allowed_origin(
+    store: Store, cdn: CDN, cdn_url: str, tmp_path: Path
+) -> None:
+    cdn.files["/v.mp4"] = SAMPLE
+    job = await finished_job(store, [f"{cdn_url}/v.mp4"])
+    async with guarded_client(allow_private=False, allowed_origins={cdn_url}, timeout=httpx.Timeout(5)) as http:
+        assert await Downloader(store, http, tmp_path / "media", allowed_origins={cdn_url}).run_once() == 1
+    row = await video(store, job)
+    assert (row.status, row.sha256) == (VideoStatus.DOWNLOADED, sha(SAMPLE))
+    assert cdn.hits == {"/v.mp4": 1}
+
+
+async def test_a_content_length_over_the_cap_fails_before_the_body_is_read(
+    store: Store, http: httpx.AsyncClient, cdn: CDN, cdn_url: str, tmp_path: Path
+) -> None:
+    cdn.files["/big.mp4"] = SAMPLE + bytes(5000)
+    job = await finished_job(store, [f"{cdn_url}/big.mp4"])
+    media = tmp_path / "media"
+    downloader = Downloader(store, http, media, allowed_origins={cdn_url}, max_bytes=len(SAMPLE) + 4999)
+
+    assert await downloader.run_once() == 1
+    row = await video(store, job)
+    assert (row.status, row.attempts, row.next_attempt_at) == (VideoStatus.FAILED, 1, None)
+    assert row.error == (
+        f"refusing {cdn_url}/big.mp4: its Content-Length, {len(SAMPLE) + 5000}, is over the download cap of"
+        f" {len(SAMPLE) + 4999} bytes (REELHOOK_MAX_DOWNLOAD_BYTES raises it)"
+    )
+    assert not media.exists()  # judged on the headers: not even the job's directory was made
+    assert await downloader.run_once() == 0 and cdn.hits == {"/big.mp4": 1}
+
+
+async def test_a_body_that_streams_past_the_cap_is_cut_off_and_removed(
+    store: Store, http: httpx.AsyncClient, cdn: CDN, cdn_url: str, tmp_path: Path
+) -> None:
+    cdn.files["/endless.mp4"] = SAMPLE + bytes(300 * 1024)  # no Content-Length: only counting can stop it
+    cdn.chunked.add("/endless.mp4")
+    job = await finished_job(store, [f"{cdn_url}/endless.mp4"])
+    media = tmp_path / "media"
+    part = media / job.root_id / job.id / "0.mp4.part"
+    part_seen: list[int] = []
+    downloader = Downloader(
+        store,
+        http,
+        media,
+        allowed_origins={cdn_url},
+        max_bytes=200 * 1024,
+        fault=lambda point: part_seen.append(part.stat().st_size),  # called once the first chunk is on disk
+    )
+
+    assert await downloader.run_once() == 1
+    row = await video(store, job)
+    assert (row.status, row.attempts, row.path) == (VideoStatus.FAILED, 1, None)
+    assert row.error == (
+        f"refusing {cdn_url}/endless.mp4: its body is over the download cap of {200 * 1024} bytes"
+        " (REELHOOK_MAX_DOWNLOAD_BYTES raises it)"
+    )
+    assert part_seen == [64 * 1024]  # it was being written...
+    assert leftovers(media) == [] and list((media / job.root_id / job.id).iterdir()) == []  # ...and is gone
+
+
+async def test_the_cap_counts_decoded_bytes_not_compressed_ones(
+    store: Store, http: httpx.AsyncClient, cdn: CDN, cdn_url: str, tmp_path: Path
+) -> None:
+    body = SAMPLE + bytes(1024 * 1024)
+    cdn.files["/bomb.mp4"] = gzip.compress(body)  # a few kB on the wire, a MiB on disk
+    cdn.headers["/bomb.mp4"] = {"content-type": "video/mp4", "content-encoding": "gzip"}
+    job = await finished_job(store, [f"{cdn_url}/bomb.mp4"])
+    media = tmp_path / "media"
+    assert await Downloader(store, http, media, allowed_origins={cdn_url}, max_bytes=512 * 1024).run_once() == 1
+    row = await video(store, job)
+    assert row.status is VideoStatus.FAILED and "its body is over the download cap of 524288 bytes" in (row.error or "")
+    assert leftovers(media) == [] and not list(media.rglob("*.mp4"))
+
+
+async def test_a_response_that_says_it_is_not_media_is_refused_before_its_body(
+    store: Store, http: httpx.AsyncClient, cdn: CDN, cdn_url: str, tmp_path: Path
+) -> None:
+    types = ["text/html; charset=utf-8", "text/plain", "application/json", "text/csv", "application/xml"]
+    for i, content_type in enumerate(types):
+        cdn.files[f"/{i}.mp4"] = SAMPLE  # a real video body: a CDN that labels it so is still not serving media
+        cdn.headers[f"/{i}.mp4"] = {"content-type": content_type}
+    job = await finished_job(store, [f"{cdn_url}/{i}.mp4" for i in range(len(types))])
+    media = tmp_path / "media"
+    assert await Downloader(store, http, media, allowed_origins={cdn_url}).run_once() == len(types)
+    rows = await store.get_videos(job.id)
+    assert [(row.status, row.attempts, row.error) for row in rows] == [
+        (
+            VideoStatus.FAILED,
+            1,
+            f"refusing {cdn_url}/{i}.mp4: the server sent {t.split(';')[0]}, not a video or an image",
+        )
+        for i, t in enumerate(types)
+    ]
+    assert not media.exists()  # judged on the headers: not even the job's directory was made
+
+
+async def test_media_and_raw_bytes_are_kept_whatever_their_label(
+    store: Store, http: httpx.AsyncClient, cdn: CDN, cdn_url: str, tmp_path: Path
+) -> None:
+    labels: list[dict[str, str]] = [
+        {"content-type": "video/mp4"},
+        {"content-type": "application/octet-stream"},
+        {"content-type": "binary/octet-stream"},
+        {"content-type": "Video/QuickTime"},
+        {},  # no Content-Type at all
+    ]
+    for i, headers in enumerate(labels):
+        cdn.files[f"/{i}.mp4"] = SAMPLE + bytes([i])
+        cdn.headers[f"/{i}.mp4"] = headers
+    job = await finished_job(store, [f"{cdn_url}/{i}.mp4" for i in range(len(labels))])
+    assert await Downloader(store, http, tmp_path / "media", allowed_origins={cdn_url}).run_once() == len(labels)
+    assert [row.sha256 for row in await store.get_videos(job.id)] == [sha(SAMPLE + bytes([i])) for i in range(5)]
+
+
+async def test_a_body_that_is_not_the_kind_its_url_names_is_never_kept(
+    store: Store, http: httpx.AsyncClient, cdn: CDN, cdn_url: str, tmp_path: Path
+) -> None:
+    cases = [
+        ("page.mp4", b"<!DOCTYPE html><html>Access denied</html>", "an MP4 video ('ftyp' at byte 4)"),
+        ("tile.png", SAMPLE, "a PNG image"),
+        ("clip.webm", SAMPLE, "a WebM video (1A 45 DF A3)"),
+        ("tiny.gif", b"GIF8", "a GIF image (GIF87a or GIF89a)"),  # shorter than the head a check reads
+    ]
+    for name, body, _ in cases:
+        cdn.files[f"/{name}"] = body
+        cdn.headers[f"/{name}"] = {"content-type": "application/octet-stream"}
+    job = await finished_job(store, [f"{cdn_url}/{name}" for name, _, _ in cases])
+    media = tmp_path / "media"
+    assert await Downloader(store, http, media, allowed_origins={cdn_url}).run_once() == len(cases)
+    rows = await store.get_videos(job.id)
+    assert [(row.status, row.attempts, row.path, row.error) for row in rows] == [
+        (
+            VideoStatus.FAILED,
+            1,
+            None,
+            f"refusing {cdn_url}/{name}: the body is not {kind}: it starts with {body[:12]!r}",
+        )
+        for name, body, kind in cases
+    ]
+    assert [p for p in media.rglob("*") if p.is_file()] == []  # never at its final path, and no .part either
+
+
+async def test_each_kind_with_its_signature_is_kept(
+    store: Store, http: httpx.AsyncClient, cdn: CDN, cdn_url: str, tmp_path: Path
+) -> None:
+    cases = [
+        ("tile.png", (Path(__file__).parents[2] / "submitter" / "simulators" / "sample.png").read_bytes()),
+        ("a.jpg", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(100)),
+        ("a.webp", b"RIFF\x24\x00\x00\x00WEBPVP8 " + bytes(100)),
+        ("a.gif", b"GIF89a" + bytes(100)),
+        ("a.webm", b"\x1a\x45\xdf\xa3" + bytes(100)),
+        ("a.mov", b"\x00\x00\x00\x14ftypqt  " + bytes(100)),
+        ("a.jpeg", b"\xff\xd8\xff"),  # as short as a signature
+    ]
+    for name, body in cases:
+        cdn.files[f"/{name}"] = body
+    job = await finished_job(store, [f"{cdn_url}/{name}" for name, _ in cases])
+    media = tmp_path / "media"
+    assert await Downloader(store, http, media, allowed_origins={cdn_url}).run_once() == len(cases)
+    rows = await store.get_videos(job.id)
+    assert [(row.status, row.sha256) for row in rows] == [(VideoStatus.DOWNLOADED, sha(body)) for _, body in cases]
+    for i, (name, body) in enumerate(cases):
+        assert (media / job.root_id / job.id / f"{i}.{name.rsplit('.', 1)[1]}").read_bytes() == body
+
+
+# Runs one Downloader.run_once in a process that may not write files past `limit` bytes: the kernel answers a write
+# beyond it with EFBIG, as a full disk answers with ENOSPC, and no mock stands between the write and the error.
+FILE_SIZE_LIMITED = """
+import resource, signal, sys
+import anyio, httpx
+from pathlib import Path
+from receiver.downloads import Downloader
+from storage import Store
+
+db, media, origin, limit = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # or the kernel kills the process instead of failing the write
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+async def main() -> None:
+    async with await Store.open(db) as store, httpx.AsyncClient(trust_env=False) as http:
+        print(await Downloader(store, http, media, allowed_origins={origin}).run_once())
+
+anyio.run(main)
+"""
+
+
+async def test_a_write_that_fails_for_lack_of_space_is_retried_and_completes_later(
+    timed_store: Store, clock: Clock, http: httpx.AsyncClient, cdn: CDN, cdn_url: str, tmp_path: Path
+) -> None:
+    body = SAMPLE + random.Random(3).randbytes(3 * 1024 * 1024)
+    limit = 1024 * 1024  # well above the database and its WAL, well below the video
+    cdn.files["/v.mp4"] = body
+    job = await finished_job(timed_store, [f"{cdn_url}/v.mp4"])
+    db = tmp_path / "timed.sqlite3"
+    assert db.stat().st_size < limit // 4 and db.with_name(db.name + "-wal").stat().st_size < limit // 4
+    media = tmp_path / "media"
+    target = media / job.root_id / job.id / "0.mp4"
+
+    root = Path(__file__).parents[2]
+    argv = [sys.executable, "-c", FILE_SIZE_LIMITED, str(db), str(media), cdn_url, str(limit)]
+    with anyio.fail_after(20):
+        done = await anyio.run_process(argv, cwd=root, env=os.environ | {"PYTHONPATH": str(root)}, check=False)
+    assert (done.returncode, done.stdout) == (0, b"1\n"), done.stderr.decode()[-3000:]
+
+    row = await video(timed_store, job)
+    assert (row.status, row.attempts, row.path, row.sha256) == (VideoStatus.PENDING, 1, None, None)
+    assert row.error == f"cannot write {target}: [Errno {errno.EFBIG}] File too large (is the disk full?)"
+    assert row.next_attempt_at is not None and clock.now < row.next_attempt_at < time.time() + 60
+    assert leftovers(media) == [] and not target.exists() and not target.with_suffix(".json").exists()
+    assert [e.type for e in await timed_store.pending_events() if e.job_id == job.id and e.video_index == 0] == []
+
+    clock.now += 1000  # past the retry time; this process has no limit
+    assert await Downloader(timed_store, http, media, allowed_origins={cdn_url}).run_once() == 1
+    row = await video(timed_store, job)
+    assert (row.status, row.attempts, row.sha256, row.bytes) == (VideoStatus.DOWNLOADED, 2, sha(body), len(body))
+    assert sha(target.read_bytes()) == sha(body) and leftovers(media) == []
+    assert cdn.hits["/v.mp4"] == 2

@@ -1,10 +1,13 @@
-"""check_url on literal addresses and `localhost` only: nothing here leaves the machine."""
+"""check_url, resolve and refusal_for on literal addresses and `localhost` only: nothing here leaves the machine."""
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+
 import pytest
 
-from receiver.netguard import UnsafeURL, check_url, origin
+from receiver.netguard import UnsafeURL, check_url, origin, refusal_for, resolve
 
 pytestmark = pytest.mark.anyio
 
@@ -104,3 +107,20 @@ def test_origin_normalises_scheme_host_and_port() -> None:
     assert origin("http://[::1]/") == "http://[::1]:80"
     with pytest.raises(UnsafeURL, match="port"):
         origin("http://example.com:99999/")
+
+
+async def test_resolve_answers_a_literal_address_itself_and_raises_oserror_for_a_bad_name() -> None:
+    assert await resolve("93.184.216.34", 80) == [ipaddress.ip_address("93.184.216.34")]
+    assert await resolve("[2606:2800:220:1::1946]", 443) == [ipaddress.ip_address("2606:2800:220:1::1946")]
+    assert set(await resolve("localhost", 80)) <= {ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")}
+    with pytest.raises(socket.gaierror):
+        await resolve("a" * 70 + ".invalid", 80)
+
+
+def test_refusal_for_names_the_first_address_that_is_not_public() -> None:
+    public, private = ipaddress.ip_address("93.184.216.34"), ipaddress.ip_address("10.0.0.7")
+    assert refusal_for("cdn.example", [public]) is None
+    assert refusal_for("cdn.example", [public, private]) == (
+        f"cdn.example resolves to 10.0.0.7, which is a private address (set {HINT} to allow)"
+    )
+    assert refusal_for("10.0.0.7", [private]) == f"10.0.0.7 is a private address (set {HINT} to allow)"

@@ -390,7 +390,8 @@ FIELDS = "prompt, id, provider, action, provider_job_id, root_id, depth, index, 
         ),
         (
             "[limits]\nmax_dept = 1\n",
-            'rules.toml: [limits]: unknown key "max_dept" (did you mean "max_depth"?); expected max_depth',
+            'rules.toml: [limits]: unknown key "max_dept" (did you mean "max_depth"?); '
+            "expected max_depth, max_jobs_per_root, max_jobs_per_day",
         ),
         (
             "[limit]\nmax_depth = 1\n",

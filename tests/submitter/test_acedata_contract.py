@@ -393,10 +393,12 @@ def task_record(**fields: Any) -> dict[str, Any]:
 
 
 def test_fetch_request_is_a_retrieve() -> None:
-    request = acedata.fetch_request("b726a27a-f379-4d91-b569-cfe4b7b299ee", KEY)
+    request = acedata.fetch_request(make_job(result={"video_id": "1"}), KEY)
     assert (request.method, request.path) == ("POST", "/midjourney/tasks")
     assert dict(request.headers) == HEADERS
     assert request.json == {"action": "retrieve", "id": "b726a27a-f379-4d91-b569-cfe4b7b299ee"}
+    with pytest.raises(InvalidParams, match="no acedata id to fetch"):
+        acedata.fetch_request(make_job(), KEY)
 
 
 def test_finished_task_reads_like_its_callback() -> None:

@@ -332,7 +332,7 @@ async def test_retrieve_answers_the_task_record() -> None:
     sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
     async with serving(sim, recorder) as (client, hook):
         task_id = task_id_of(await submit(client, hook))
-        request = acedata.fetch_request(task_id, KEY)
+        request = acedata.fetch_request(dataclasses.replace(parent_job({}), provider_job_id=task_id), KEY)
         pending = await send(client, request)
         assert pending.status_code == 200
         assert pending.json()["id"] == task_id and pending.json()["request"]["prompt"] == PROMPT
@@ -352,7 +352,7 @@ async def test_retrieve_answers_the_task_record() -> None:
         batch = await client.post("/midjourney/tasks", json={"action": "retrieve_batch", "ids": [task_id, "nope"]})
         assert batch.json() == {"items": [done.json()], "count": 1}
 
-        unknown = await send(client, acedata.fetch_request("no-such-task", KEY))
+        unknown = await send(client, acedata.fetch_request(parent_job({}), KEY))  # "p": no such task
         assert unknown.status_code == 404
         with pytest.raises(ProviderError) as caught:
             acedata.parse_fetch_response(unknown.status_code, unknown.content)

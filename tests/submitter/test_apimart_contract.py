@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from typing import Any
 
@@ -267,7 +268,7 @@ def test_2xx_without_a_task_id_is_unknown(body: bytes) -> None:
 
 
 def test_fetch_asks_the_unified_task_endpoint_and_reads_its_answer() -> None:
-    request = apimart.fetch_request(TASK, KEY)
+    request = apimart.fetch_request(dataclasses.replace(make_job({}), provider_job_id=TASK), KEY)
     assert (request.method, request.path) == ("GET", f"/v1/tasks/{TASK}")
     assert dict(request.headers) == {"Authorization": f"Bearer {KEY}"}
     result = apimart.parse_fetch_response(200, b'{"code":200,"data":' + DOC_CALLBACK + b"}")
@@ -275,6 +276,8 @@ def test_fetch_asks_the_unified_task_endpoint_and_reads_its_answer() -> None:
     with pytest.raises(ProviderError) as caught:
         apimart.parse_fetch_response(404, envelope("", "task not found", "not_found_error"))
     assert caught.value.kind is Rejection.FATAL and "task not found" in caught.value.message
+    with pytest.raises(InvalidParams, match="no apimart id to fetch"):
+        apimart.fetch_request(make_job({}), KEY)
 
 
 def data_url(size: int) -> str:

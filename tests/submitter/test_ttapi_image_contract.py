@@ -318,15 +318,15 @@ def test_invalid_image_params_name_the_field(action: str, params: dict[str, Any]
 
 
 def test_fetch_requests_pick_the_api_that_made_the_job() -> None:
-    video = ttapi.fetch_request("943583cb", KEY)
+    video = ttapi.fetch_request(make_job("generate", {}, provider_job_id="943583cb"), KEY)
     assert (video.method, video.path, dict(video.params)) == ("GET", "/midjourney/video/fetch", {"jobId": "943583cb"})
     assert dict(video.headers) == {"TT-API-KEY": KEY} and video.json is None
-    generate = make_job("extend", {"index": 0}, provider_job_id="v-1")
-    assert ttapi.fetch_request_for(generate, KEY).path == "/midjourney/video/fetch"
-    image = ttapi.fetch_request_for(make_job("upsample1", {}, provider_job_id="i-1"), KEY)
+    extend = make_job("extend", {"index": 0}, provider_job_id="v-1")
+    assert ttapi.fetch_request(extend, KEY).path == "/midjourney/video/fetch"
+    image = ttapi.fetch_request(make_job("upsample1", {}, provider_job_id="i-1"), KEY)
     assert (image.method, image.path, dict(image.params)) == ("GET", "/midjourney/v1/fetch", {"jobId": "i-1"})
-    with pytest.raises(InvalidParams, match="no TTAPI jobId"):
-        ttapi.fetch_request_for(make_job("imagine", {"prompt": "p"}), KEY)
+    with pytest.raises(InvalidParams, match="no ttapi id to fetch"):
+        ttapi.fetch_request(make_job("imagine", {"prompt": "p"}), KEY)
 
 
 def test_fetch_answers_read_like_callbacks() -> None:

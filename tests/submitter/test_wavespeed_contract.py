@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -372,12 +373,13 @@ def test_secret_answer_without_a_secret_is_a_provider_error(status_code: int, bo
 
 
 def test_fetch_request_names_the_prediction_in_the_path() -> None:
-    request = wavespeed.fetch_request(TASK, KEY)
+    request = wavespeed.fetch_request(dataclasses.replace(make_job({}), provider_job_id=TASK), KEY)
     assert (request.method, request.path) == ("GET", f"/api/v3/predictions/{TASK}/result")
     assert dict(request.headers) == {"Authorization": f"Bearer {KEY}"}
-    assert wavespeed.fetch_request("../../webhook/secret", KEY).path == (
-        "/api/v3/predictions/..%2F..%2Fwebhook%2Fsecret/result"
-    )
+    odd = dataclasses.replace(make_job({}), provider_job_id="../../webhook/secret")
+    assert wavespeed.fetch_request(odd, KEY).path == "/api/v3/predictions/..%2F..%2Fwebhook%2Fsecret/result"
+    with pytest.raises(InvalidParams, match="no wavespeed id to fetch"):
+        wavespeed.fetch_request(make_job({}), KEY)
 
 
 def test_fetch_answer_is_the_prediction_in_its_envelope() -> None:

@@ -8,6 +8,7 @@ either one drifting from WaveSpeed's scheme fails here.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import time
@@ -322,7 +323,7 @@ async def test_result_endpoint_answers_the_prediction_in_its_envelope() -> None:
     sim, recorder = WaveSpeedSimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
     async with serving(sim, recorder) as (client, hook):
         job_id = job_id_of(await submit(client, hook))
-        request = wavespeed.fetch_request(job_id, KEY)
+        request = wavespeed.fetch_request(dataclasses.replace(make_job({}), provider_job_id=job_id), KEY)
         pending = await client.request(request.method, request.path, headers=dict(request.headers))
         assert pending.json()["code"] == 200 and pending.json()["data"]["status"] == "processing"
         assert wavespeed.parse_fetch_response(pending.status_code, pending.content).status is JobStatus.RUNNING

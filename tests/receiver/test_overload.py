@@ -1,0 +1,64 @@
+"""Above the limit, /hooks/* answers 503 with Retry-After at once; what got in completes; other routes are not shed."""
+
+from __future__ import annotations
+
+import anyio
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from receiver.overload import HookLoadShedder
+from receiver.serving import running
+
+pytestmark = pytest.mark.anyio
+
+
+class Slow:
+    """An app whose hook requests wait until released, recording which ones completed."""
+
+    def __init__(self) -> None:
+        self.release = anyio.Event()
+        self.entered = 0
+        self.completed: list[str] = []
+        self.app = Starlette(
+            routes=[
+                Route("/hooks/{name}", self.hook, methods=["POST"]),
+                Route("/healthz", lambda request: PlainTextResponse("ok")),
+            ]
+        )
+
+    async def hook(self, request: Request) -> Response:
+        self.entered += 1
+        await self.release.wait()
+        self.completed.append(request.path_params["name"])
+        return PlainTextResponse("stored")
+
+
+async def test_past_the_limit_hooks_get_503_with_retry_after_and_the_rest_complete() -> None:
+    slow = Slow()
+    shedder = HookLoadShedder(slow.app, limit=2, retry_after=7)
+    async with running(shedder) as url, httpx.AsyncClient(base_url=url) as client:
+        results: dict[str, httpx.Response] = {}
+
+        async def post(name: str) -> None:
+            results[name] = await client.post(f"/hooks/{name}", content=b"{}")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(post, "a")
+            tg.start_soon(post, "b")
+            with anyio.fail_after(5):
+                while slow.entered < 2:
+                    await anyio.sleep(0.01)
+            shed = await client.post("/hooks/c", content=b"{}")
+            assert (shed.status_code, shed.headers["retry-after"]) == (503, "7")
+            assert shed.json()["error"] == "overloaded"
+            assert (await client.get("/healthz")).status_code == 200  # not shed
+            assert shedder.in_progress == 2
+            slow.release.set()
+        assert sorted(slow.completed) == ["a", "b"] and {r.status_code for r in results.values()} == {200}
+        assert shedder.in_progress == 0
+        again = await client.post("/hooks/c", content=b"{}")
+        assert again.status_code == 200 and slow.completed[-1] == "c"
