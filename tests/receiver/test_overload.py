@@ -62,3 +62,39 @@ async def test_past_the_limit_hooks_get_503_with_retry_after_and_the_rest_comple
         assert shedder.in_progress == 0
         again = await client.post("/hooks/c", content=b"{}")
         assert again.status_code == 200 and slow.completed[-1] == "c"
+
+
+async def test_the_service_sheds_hooks_past_its_setting(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from receiver.app import create_app
+    from receiver.rules import RuleSet
+    from storage import Store
+    from tests.receiver.conftest import make_settings
+
+    async with await Store.open(tmp_path / "db.sqlite3") as store:
+        app = create_app(make_settings(tmp_path, max_hook_requests=1), store=store, rules=RuleSet.empty())
+        gate = anyio.Event()
+
+        async def body():  # type: ignore[no-untyped-def]
+            yield b"{"
+            await gate.wait()  # the first callback holds its place while it uploads
+            yield b"}"
+
+        async with running(app) as url, httpx.AsyncClient(base_url=url) as client:
+            token = app.state.service.signer.sign_hook_token("no-such-job", "ttapi")  # valid: its body gets read
+            async with anyio.create_task_group() as tg:
+                first: list[httpx.Response] = []
+                tg.start_soon(lambda: _post(client, f"/hooks/ttapi/{token}", body(), first))
+                with anyio.fail_after(5):
+                    while True:  # until the first request holds the only place
+                        shed = await client.post("/hooks/ttapi/other", content=b"{}")
+                        if shed.status_code == 503:
+                            break
+                        await anyio.sleep(0.01)
+                assert shed.headers["retry-after"] == "5"
+                assert (await client.get("/healthz")).status_code == 200
+                gate.set()
+            assert first[0].status_code == 400  # the held callback ran its course: "{}" is no TTAPI callback
+
+
+async def _post(client: httpx.AsyncClient, path: str, content, out: list[httpx.Response]) -> None:  # type: ignore[no-untyped-def]
+    out.append(await client.post(path, content=content))
