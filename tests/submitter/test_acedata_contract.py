@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from storage import Job, JobStatus
-from submitter.providers import InvalidParams, MalformedCallback, ProviderError, Rejection, acedata
+from submitter.providers import InvalidParams, MalformedCallback, Rejection, acedata
+from tests.submitter.support import make_job, refusal
 
 KEY = "ace-token-123"
 HOOK = "https://webhook.site/556e6971-b41f-4fa8-9151-6e91acd0399f"
@@ -28,6 +29,8 @@ SEED_EXTEND = {
     "video_id": "1751816807896311",
     "video_index": 1,
 }
+
+SEED_TASK_ID = "b726a27a-f379-4d91-b569-cfe4b7b299ee"
 
 # Seed 002, "Asynchronous Callback": the immediate answer.
 SEED_SUBMIT_ANSWER = b"""{
@@ -90,29 +93,9 @@ FAILED_CALLBACK = {
 }
 
 
-def make_job(
-    action: str = "generate", params: dict[str, Any] | None = None, *, result: dict[str, Any] | None = None
-) -> Job:
-    return Job(
-        id=f"job-{action}",
-        provider="acedata",
-        action=action,
-        status=JobStatus.SUCCEEDED if result else JobStatus.QUEUED,
-        params=params if params is not None else {},
-        provider_job_id="b726a27a-f379-4d91-b569-cfe4b7b299ee" if result else None,
-        parent_id=None,
-        root_id=f"job-{action}",
-        depth=0,
-        rule=None,
-        origin=None,
-        error=None,
-        progress=None,
-        result=result or {},
-        attempts=0,
-        next_attempt_at=None,
-        created_at=1.0,
-        updated_at=1.0,
-    )
+def finished(result: dict[str, Any], params: dict[str, Any] | None = None) -> Job:
+    """A generate job AceData finished as the seed's task, with this result."""
+    return make_job("acedata", params=params, status=JobStatus.SUCCEEDED, provider_job_id=SEED_TASK_ID, result=result)
 
 
 def encode(payload: dict[str, Any]) -> bytes:
@@ -217,7 +200,7 @@ def test_unreadable_callbacks_are_malformed(body: bytes) -> None:
 
 def test_generate_request_is_the_seeds_body_plus_mode_and_callback() -> None:
     params = {"prompt": SEED_GENERATE["prompt"], "image_url": SEED_GENERATE["image_url"]}
-    request = acedata.build_request(make_job("generate", params), None, KEY, HOOK)
+    request = acedata.build_request(make_job("acedata", params=params), None, KEY, HOOK)
     assert (request.method, request.path) == ("POST", "/midjourney/videos")
     assert dict(request.headers) == HEADERS
     assert request.json == SEED_GENERATE | {"mode": "fast", "callback_url": HOOK}
@@ -233,7 +216,7 @@ def test_generate_request_maps_every_option() -> None:
         "batch_size": 4,
         "options": {"mode": "turbo"},
     }
-    body = acedata.build_request(make_job("generate", params), None, KEY, HOOK).json
+    body = acedata.build_request(make_job("acedata", params=params), None, KEY, HOOK).json
     assert body == {
         "action": "generate",
         "prompt": "p",
@@ -247,8 +230,8 @@ def test_generate_request_maps_every_option() -> None:
 
 
 def test_extend_request_names_the_parents_video_id_not_its_task_id() -> None:
-    parent = make_job("generate", {"prompt": "p", "image_url": "u"}, result={"video_id": "1751816807896311"})
-    job = make_job("extend", {"index": 1, "prompt": "A cat sitting on a table"})
+    parent = finished({"video_id": "1751816807896311"}, {"prompt": "p", "image_url": "u"})
+    job = make_job("acedata", "extend", {"index": 1, "prompt": "A cat sitting on a table"})
     request = acedata.build_request(job, parent, KEY, HOOK)
     assert (request.method, request.path) == ("POST", "/midjourney/videos")
     assert dict(request.headers) == HEADERS
@@ -256,10 +239,8 @@ def test_extend_request_names_the_parents_video_id_not_its_task_id() -> None:
 
 
 def test_extend_of_a_parsed_callback_uses_its_video_id_and_leaves_out_an_absent_prompt() -> None:
-    parent = make_job(
-        "generate", {"prompt": "p", "image_url": "u"}, result=acedata.parse_callback(SEED_CALLBACK, {}).result
-    )
-    body = acedata.build_request(make_job("extend", {"index": 3}), parent, KEY, HOOK).json
+    parent = finished(acedata.parse_callback(SEED_CALLBACK, {}).result, {"prompt": "p", "image_url": "u"})
+    body = acedata.build_request(make_job("acedata", "extend", {"index": 3}), parent, KEY, HOOK).json
     assert body == {
         "action": "extend",
         "video_id": "1751818512924054",
@@ -271,12 +252,12 @@ def test_extend_of_a_parsed_callback_uses_its_video_id_and_leaves_out_an_absent_
 
 @pytest.mark.parametrize(
     "parent",
-    [None, make_job("generate", {"prompt": "p", "image_url": "u"}), make_job("generate", result={"video_id": ""})],
+    [None, make_job("acedata", "generate", {"prompt": "p", "image_url": "u"}), finished({"video_id": ""})],
     ids=["no-parent", "no-result", "empty-video-id"],
 )
 def test_extend_without_a_parent_video_id_is_invalid(parent: Job | None) -> None:
     with pytest.raises(InvalidParams, match="video_id"):
-        acedata.build_request(make_job("extend", {"index": 0}), parent, KEY, HOOK)
+        acedata.build_request(make_job("acedata", "extend", {"index": 0}), parent, KEY, HOOK)
 
 
 @pytest.mark.parametrize(
@@ -291,11 +272,10 @@ def test_extend_without_a_parent_video_id_is_invalid(parent: Job | None) -> None
 )
 def test_refusals_are_fatal_with_code_and_message(status_code: int, code: str, message: str) -> None:
     body = encode({"success": False, "error": {"code": code, "message": message}, "trace_id": "t"})
-    with pytest.raises(ProviderError) as caught:
-        acedata.parse_submit_response(status_code, body)
-    assert caught.value.kind is Rejection.FATAL and caught.value.status_code == status_code
-    assert caught.value.message.startswith(f"acedata: {status_code} {code}: {message}")
-    assert ("out of credit" in caught.value.message) is (code == "used_up")
+    caught = refusal(acedata.parse_submit_response, status_code, body)
+    assert caught.kind is Rejection.FATAL and caught.status_code == status_code
+    assert caught.message.startswith(f"acedata: {status_code} {code}: {message}")
+    assert ("out of credit" in caught.message) is (code == "used_up")
 
 
 @pytest.mark.parametrize(
@@ -308,10 +288,9 @@ def test_refusals_are_fatal_with_code_and_message(status_code: int, code: str, m
     ],
 )
 def test_busy_or_broken_provider_is_retried(status_code: int, body: bytes, text: str) -> None:
-    with pytest.raises(ProviderError) as caught:
-        acedata.parse_submit_response(status_code, body)
-    assert caught.value.kind is Rejection.RETRY and caught.value.status_code == status_code
-    assert text in caught.value.message
+    caught = refusal(acedata.parse_submit_response, status_code, body)
+    assert caught.kind is Rejection.RETRY and caught.status_code == status_code
+    assert text in caught.message
 
 
 @pytest.mark.parametrize(
@@ -320,15 +299,13 @@ def test_busy_or_broken_provider_is_retried(status_code: int, body: bytes, text:
     ids=["html", "empty", "array", "empty-object", "no-task-id"],
 )
 def test_2xx_without_a_task_id_is_unknown(body: bytes) -> None:
-    with pytest.raises(ProviderError) as caught:
-        acedata.parse_submit_response(200, body)
-    assert caught.value.kind is Rejection.UNKNOWN
+    caught = refusal(acedata.parse_submit_response, 200, body)
+    assert caught.kind is Rejection.UNKNOWN
 
 
 def test_2xx_carrying_the_error_envelope_is_fatal() -> None:
-    with pytest.raises(ProviderError) as caught:
-        acedata.parse_submit_response(200, SEED_ERROR)
-    assert caught.value.kind is Rejection.FATAL and "api_error: fetch failed" in caught.value.message
+    caught = refusal(acedata.parse_submit_response, 200, SEED_ERROR)
+    assert caught.kind is Rejection.FATAL and "api_error: fetch failed" in caught.message
 
 
 @pytest.mark.parametrize(
@@ -393,12 +370,12 @@ def task_record(**fields: Any) -> dict[str, Any]:
 
 
 def test_fetch_request_is_a_retrieve() -> None:
-    request = acedata.fetch_request(make_job(result={"video_id": "1"}), KEY)
+    request = acedata.fetch_request(finished({"video_id": "1"}), KEY)
     assert (request.method, request.path) == ("POST", "/midjourney/tasks")
     assert dict(request.headers) == HEADERS
     assert request.json == {"action": "retrieve", "id": "b726a27a-f379-4d91-b569-cfe4b7b299ee"}
     with pytest.raises(InvalidParams, match="no acedata id to fetch"):
-        acedata.fetch_request(make_job(), KEY)
+        acedata.fetch_request(make_job("acedata"), KEY)
 
 
 def test_finished_task_reads_like_its_callback() -> None:
@@ -451,15 +428,13 @@ def test_finished_task_without_a_result_failed() -> None:
 )
 def test_fetch_refusals_raise_provider_errors(status_code: int, kind: Rejection) -> None:
     body = encode({"success": False, "error": {"code": "not_found", "message": "task not found"}, "trace_id": "t"})
-    with pytest.raises(ProviderError) as caught:
-        acedata.parse_fetch_response(status_code, body)
-    assert caught.value.kind is kind and "task not found" in caught.value.message
+    caught = refusal(acedata.parse_fetch_response, status_code, body)
+    assert caught.kind is kind and "task not found" in caught.message
 
 
 def test_fetch_error_envelope_in_a_200_is_fatal() -> None:
-    with pytest.raises(ProviderError) as caught:
-        acedata.parse_fetch_response(200, SEED_ERROR)
-    assert caught.value.kind is Rejection.FATAL and "fetch failed" in caught.value.message
+    caught = refusal(acedata.parse_fetch_response, 200, SEED_ERROR)
+    assert caught.kind is Rejection.FATAL and "fetch failed" in caught.message
 
 
 @pytest.mark.parametrize("body", [b"not json", b"[]", b'{"created_at": 1.0}'], ids=["not-json", "array", "no-id"])

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-from anyio.abc import TaskStatus
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
-from receiver.serving import running
 from storage import Job, JobStatus
-from submitter.providers import ProviderError, Rejection, acedata
+from submitter.providers import Rejection, acedata
 from submitter.simulators import video_bytes
 from submitter.simulators.acedata import AceDataSimulator
+from tests.submitter.support import Recorder, make_job, refusal, serving, until
 
 pytestmark = pytest.mark.anyio
 
@@ -31,54 +24,7 @@ PROMPT = "A cat sitting on a table"
 IMAGE = "https://cdn.acedata.cloud/jgo1cw.jpg"
 SEED_KEYS = ["image_url", "image_width", "image_height", "progress", "video_id", "video_urls", "task_id", "success"]
 ERROR_KEYS = ["success", "error", "trace_id"]
-
-
-class Recorder:
-    """A callback receiver: records every POST and answers the scripted statuses in turn, then 200."""
-
-    def __init__(self, statuses: tuple[int, ...] = ()) -> None:
-        self.statuses = list(statuses)
-        self.bodies: list[bytes] = []
-        self.headers: list[dict[str, str]] = []
-        self.app = Starlette(routes=[Route("/hook", self.receive, methods=["POST"])])
-
-    async def receive(self, request: Request) -> Response:
-        self.bodies.append(await request.body())
-        self.headers.append(dict(request.headers))
-        return Response("ok", status_code=self.statuses.pop(0) if self.statuses else 200)
-
-    def payloads(self) -> list[dict[str, Any]]:
-        return [json.loads(body) for body in self.bodies]
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    with anyio.fail_after(2):
-        while not condition():
-            await anyio.sleep(0.002)
-
-
-@contextlib.asynccontextmanager
-async def serving(sim: AceDataSimulator, recorder: Recorder) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
-    """The receiver and the simulator on loopback; yields a client for the simulator and the hook URL."""
-    stop = anyio.Event()
-
-    async def serve(app: Starlette, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with running(app) as base_url:
-            task_status.started(base_url)
-            await stop.wait()
-
-    failure: Exception | None = None
-    async with anyio.create_task_group() as tg:
-        hook_base, sim_base = await tg.start(serve, recorder.app), await tg.start(serve, sim.app)
-        try:
-            async with httpx.AsyncClient(base_url=sim_base, headers={"authorization": f"Bearer {KEY}"}) as client:
-                yield client, f"{hook_base}/hook"
-        except Exception as exc:  # stop the servers gently, then fail as the test failed
-            failure = exc
-        finally:
-            stop.set()
-    if failure is not None:
-        raise failure
+AUTH = {"authorization": f"Bearer {KEY}"}
 
 
 async def submit(client: httpx.AsyncClient, hook: str | None, **fields: Any) -> httpx.Response:
@@ -93,25 +39,16 @@ def task_id_of(response: httpx.Response) -> str:
 
 
 def parent_job(result: dict[str, Any]) -> Job:
-    return Job(
-        id="parent",
-        provider="acedata",
-        action="generate",
-        status=JobStatus.SUCCEEDED,
+    """A generate job AceData finished as task "p", with this result."""
+    return make_job(
+        "acedata",
         params={"prompt": PROMPT, "image_url": IMAGE},
+        id="parent",
+        status=JobStatus.SUCCEEDED,
         provider_job_id="p",
-        parent_id=None,
-        root_id="parent",
-        depth=0,
-        rule=None,
-        origin=None,
-        error=None,
         progress=100,
         result=result,
         attempts=1,
-        next_attempt_at=None,
-        created_at=1.0,
-        updated_at=1.0,
     )
 
 
@@ -122,7 +59,7 @@ async def send(client: httpx.AsyncClient, request: Any) -> httpx.Response:
 
 async def test_generate_answers_the_task_id_and_delivers_the_seed_callback() -> None:
     sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         job = dataclasses.replace(parent_job({}), status=JobStatus.QUEUED)
         response = await send(client, acedata.build_request(job, None, KEY, hook))
         assert response.status_code == 200
@@ -160,7 +97,7 @@ async def test_generate_answers_the_task_id_and_delivers_the_seed_callback() -> 
 
 async def test_extend_by_the_modules_request_names_the_video_id_and_gets_a_fresh_one() -> None:
     sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         parent_task = task_id_of(await submit(client, hook, resolution="480p", loop=True))
         await until(lambda: len(recorder.bodies) == 1)
         parent = parent_job(acedata.parse_callback(recorder.bodies[0], {}).result)
@@ -183,7 +120,7 @@ async def test_extend_by_the_modules_request_names_the_video_id_and_gets_a_fresh
 
 async def test_extend_needs_the_video_id_of_a_finished_job_and_a_valid_index() -> None:
     sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         unfinished = task_id_of(await submit(client, hook))
         cases: list[tuple[dict[str, Any], str]] = [
             ({"video_id": "1751816807896311"}, "not found"),
@@ -223,7 +160,7 @@ BAD_GENERATE_BODIES: list[
 
 async def test_bad_generate_bodies_are_400_bad_request() -> None:
     sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         for fields, message in BAD_GENERATE_BODIES:
             body: dict[str, Any] = {"action": "generate", "prompt": PROMPT, "image_url": IMAGE, "callback_url": hook}
             body |= fields
@@ -231,9 +168,8 @@ async def test_bad_generate_bodies_are_400_bad_request() -> None:
             assert response.status_code == 400, fields
             assert response.json()["success"] is False and response.json()["error"]["code"] == "bad_request"
             assert message in response.json()["error"]["message"], fields
-            with pytest.raises(ProviderError) as caught:
-                task_id_of(response)
-            assert caught.value.kind is Rejection.FATAL and "400 bad_request" in caught.value.message
+            caught = refusal(task_id_of, response)
+            assert caught.kind is Rejection.FATAL and "400 bad_request" in caught.message
         response = await client.post("/midjourney/videos", content=b"not json")
         assert response.status_code == 400 and response.json()["error"]["code"] == "bad_request"
         assert sim.in_flight == 0 and sim.jobs() == []
@@ -242,16 +178,15 @@ async def test_bad_generate_bodies_are_400_bad_request() -> None:
 
 async def test_wrong_token_is_401_invalid_token() -> None:
     sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         body = {"action": "generate", "prompt": PROMPT, "image_url": IMAGE, "callback_url": hook}
         for headers in ({"authorization": "Bearer wrong"}, {"authorization": KEY}, {"authorization": ""}):
             response = await client.post("/midjourney/videos", json=body, headers=headers)
             assert response.status_code == 401 and list(response.json()) == ERROR_KEYS
             assert response.json()["error"]["code"] == "invalid_token"
-            with pytest.raises(ProviderError) as caught:
-                task_id_of(response)
-            assert caught.value.kind is Rejection.FATAL
-            assert caught.value.message.startswith("acedata: 401 invalid_token: invalid or missing")
+            caught = refusal(task_id_of, response)
+            assert caught.kind is Rejection.FATAL
+            assert caught.message.startswith("acedata: 401 invalid_token: invalid or missing")
         retrieve = {"action": "retrieve", "id": "x"}
         fetched = await client.post("/midjourney/tasks", json=retrieve, headers={"authorization": "Bearer wrong"})
         assert fetched.status_code == 401 and fetched.json()["error"]["code"] == "invalid_token"
@@ -260,13 +195,12 @@ async def test_wrong_token_is_401_invalid_token() -> None:
 
 async def test_too_many_requests_until_a_callback_is_acknowledged_with_any_2xx() -> None:
     sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01, auto_deliver=False, max_in_flight=2), Recorder((500, 204))
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         first, _second = task_id_of(await submit(client, hook)), task_id_of(await submit(client, hook))
         full = await submit(client, hook)
         assert full.status_code == 429 and full.json()["error"]["code"] == "too_many_requests"
-        with pytest.raises(ProviderError) as caught:
-            task_id_of(full)
-        assert caught.value.kind is Rejection.RETRY and "429 too_many_requests" in caught.value.message
+        caught = refusal(task_id_of, full)
+        assert caught.kind is Rejection.RETRY and "429 too_many_requests" in caught.message
 
         assert await sim.deliver(first) == [500]  # not acknowledged: the slot stays taken
         assert sim.in_flight == 2 and (await submit(client, hook)).status_code == 429
@@ -280,15 +214,14 @@ async def test_reject_next_uses_acedatas_codes() -> None:
     sim.reject_next(403, "your balance is used up")
     sim.reject_next(500, "fetch failed")
     sim.reject_next(504, "upstream timed out")
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         kinds = []
         for code in ("used_up", "api_error", "timeout"):
             refused = await submit(client, hook)
             assert refused.json()["error"]["code"] == code
-            with pytest.raises(ProviderError) as caught:
-                task_id_of(refused)
-            kinds.append(caught.value.kind)
-            assert ("out of credit" in caught.value.message) is (code == "used_up")
+            caught = refusal(task_id_of, refused)
+            kinds.append(caught.kind)
+            assert ("out of credit" in caught.message) is (code == "used_up")
         assert kinds == [Rejection.FATAL, Rejection.RETRY, Rejection.RETRY]
         assert (await submit(client, hook)).status_code == 200
         assert [s.status_code for s in sim.submissions] == [403, 500, 504, 200] and sim.in_flight == 1
@@ -297,7 +230,7 @@ async def test_reject_next_uses_acedatas_codes() -> None:
 async def test_fail_job_when_sends_the_failure_callback() -> None:
     sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01), Recorder()
     sim.fail_job_when("cat", "prompt violation")
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         failed = task_id_of(await submit(client, hook))
         fine = task_id_of(await submit(client, hook, prompt="a calm lake"))
         await until(lambda: sim.in_flight == 0)
@@ -312,7 +245,7 @@ async def test_fail_job_when_sends_the_failure_callback() -> None:
 
 async def test_unacknowledged_callback_is_delivered_three_times() -> None:
     sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01), Recorder((500, 500, 500, 500))
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         task_id = task_id_of(await submit(client, hook))
         await until(lambda: sim.in_flight == 0)  # AceData gave up: the slot is free
         assert len(recorder.bodies) == 3 and len(set(recorder.bodies)) == 1
@@ -321,7 +254,7 @@ async def test_unacknowledged_callback_is_delivered_three_times() -> None:
 
 async def test_callback_answered_204_on_the_second_try_is_not_sent_again() -> None:
     sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01), Recorder((503, 204))
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         task_id_of(await submit(client, hook))
         await until(lambda: sim.in_flight == 0)
         await anyio.sleep(0.05)  # room for a third delivery, which must not come
@@ -330,7 +263,7 @@ async def test_callback_answered_204_on_the_second_try_is_not_sent_again() -> No
 
 async def test_retrieve_answers_the_task_record() -> None:
     sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         task_id = task_id_of(await submit(client, hook))
         request = acedata.fetch_request(dataclasses.replace(parent_job({}), provider_job_id=task_id), KEY)
         pending = await send(client, request)
@@ -354,15 +287,14 @@ async def test_retrieve_answers_the_task_record() -> None:
 
         unknown = await send(client, acedata.fetch_request(parent_job({}), KEY))  # "p": no such task
         assert unknown.status_code == 404
-        with pytest.raises(ProviderError) as caught:
-            acedata.parse_fetch_response(unknown.status_code, unknown.content)
-        assert caught.value.kind is Rejection.FATAL and "task not found" in caught.value.message
+        caught = refusal(acedata.parse_fetch_response, unknown.status_code, unknown.content)
+        assert caught.kind is Rejection.FATAL and "task not found" in caught.message
         assert (await client.post("/midjourney/tasks", json={"id": task_id})).status_code == 400
 
 
 async def test_without_callback_url_the_call_blocks_and_answers_the_result() -> None:
     sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01, max_in_flight=1), Recorder()
-    async with serving(sim, recorder) as (client, _hook):
+    async with serving(sim, recorder, AUTH) as (client, _hook):
         response = await submit(client, None)
         assert response.status_code == 200 and list(response.json()) == SEED_KEYS
         task_id = task_id_of(response)

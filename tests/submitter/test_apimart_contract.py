@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 from typing import Any
 
 import pytest
 
-from storage import Job, JobStatus
-from submitter.providers import InvalidParams, MalformedCallback, ProviderError, Rejection, apimart
+from storage import JobStatus
+from submitter.providers import InvalidParams, MalformedCallback, Rejection, apimart
+from tests.submitter.support import make_job, refusal
 
 KEY = "sk-apimart-123"
 HOOK = "https://hooks.example.com/hooks/apimart/tok3n"
@@ -60,29 +60,6 @@ OBSERVED_401 = (
 )
 
 
-def make_job(params: dict[str, Any], action: str = "generate") -> Job:
-    return Job(
-        id="job-1",
-        provider="apimart",
-        action=action,
-        status=JobStatus.QUEUED,
-        params=params,
-        provider_job_id=None,
-        parent_id=None,
-        root_id="job-1",
-        depth=0,
-        rule=None,
-        origin=None,
-        error=None,
-        progress=None,
-        result={},
-        attempts=0,
-        next_attempt_at=None,
-        created_at=1.0,
-        updated_at=1.0,
-    )
-
-
 def envelope(code: str, message: str, kind: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message, "param": "", "type": kind}}).encode()
 
@@ -103,7 +80,8 @@ def test_documented_submit_answer_names_the_task() -> None:
 
 
 def test_first_frame_request_is_the_seeds_body() -> None:
-    request = apimart.build_request(make_job({"prompt": "waves", "image_url": IMAGE}), None, KEY, HOOK)
+    job = make_job("apimart", params={"prompt": "waves", "image_url": IMAGE})
+    request = apimart.build_request(job, None, KEY, HOOK)
     assert (request.method, request.path) == ("POST", "/v1/midjourney/generations/video")
     assert dict(request.headers) == {"Authorization": f"Bearer {KEY}"}
     assert request.json == {"prompt": "waves", "image_urls": [IMAGE], "video_type": "vid_1.1_i2v_480", "webhook": HOOK}
@@ -111,7 +89,7 @@ def test_first_frame_request_is_the_seeds_body() -> None:
 
 def test_animating_an_imagine_sends_task_id_and_index_and_may_omit_the_prompt() -> None:
     params = {"task_id": TASK, "index": 0, "options": {"animate_mode": "auto"}, "motion": "low", "batch_size": 4}
-    body = apimart.build_request(make_job(params), None, KEY, HOOK).json
+    body = apimart.build_request(make_job("apimart", params=params), None, KEY, HOOK).json
     assert body == {
         "task_id": TASK,
         "index": 0,
@@ -134,7 +112,8 @@ def test_animating_an_imagine_sends_task_id_and_index_and_may_omit_the_prompt() 
     ],
 )
 def test_resolution_and_end_frame_pick_the_video_type(extra: dict[str, Any], video_type: str) -> None:
-    body = apimart.build_request(make_job({"prompt": "p", "image_url": IMAGE} | extra), None, KEY, HOOK).json
+    job = make_job("apimart", params={"prompt": "p", "image_url": IMAGE} | extra)
+    body = apimart.build_request(job, None, KEY, HOOK).json
     assert body is not None and body["video_type"] == video_type
     assert body.get("end_url") == extra.get("end_image_url")
 
@@ -232,17 +211,15 @@ def test_unreadable_callbacks_are_malformed(body: bytes) -> None:
     ],
 )
 def test_refusals_are_fatal_with_apimarts_message(status_code: int, body: bytes, words: str) -> None:
-    with pytest.raises(ProviderError) as caught:
-        apimart.parse_submit_response(status_code, body)
-    assert caught.value.kind is Rejection.FATAL
-    assert words in caught.value.message and caught.value.status_code == status_code
+    caught = refusal(apimart.parse_submit_response, status_code, body)
+    assert caught.kind is Rejection.FATAL
+    assert words in caught.message and caught.status_code == status_code
 
 
 @pytest.mark.parametrize("status_code", [429, 500, 502, 503])
 def test_busy_or_broken_apimart_is_retried(status_code: int) -> None:
-    with pytest.raises(ProviderError) as caught:
-        apimart.parse_submit_response(status_code, envelope("", "upstream error", "server_error"))
-    assert caught.value.kind is Rejection.RETRY and "upstream error" in caught.value.message
+    caught = refusal(apimart.parse_submit_response, status_code, envelope("", "upstream error", "server_error"))
+    assert caught.kind is Rejection.RETRY and "upstream error" in caught.message
 
 
 @pytest.mark.parametrize(
@@ -251,9 +228,8 @@ def test_busy_or_broken_apimart_is_retried(status_code: int) -> None:
 )
 def test_mj_codes_in_a_2xx_body_are_classified(code: int, kind: Rejection) -> None:
     body = json.dumps({"code": code, "description": f"mj code {code}", "result": None}).encode()
-    with pytest.raises(ProviderError) as caught:
-        apimart.parse_submit_response(200, body)
-    assert caught.value.kind is kind and f"mj code {code}" in caught.value.message
+    caught = refusal(apimart.parse_submit_response, 200, body)
+    assert caught.kind is kind and f"mj code {code}" in caught.message
 
 
 @pytest.mark.parametrize(
@@ -262,22 +238,20 @@ def test_mj_codes_in_a_2xx_body_are_classified(code: int, kind: Rejection) -> No
     ids=["html", "empty", "no-data", "no-task-id"],
 )
 def test_2xx_without_a_task_id_is_unknown(body: bytes) -> None:
-    with pytest.raises(ProviderError) as caught:
-        apimart.parse_submit_response(200, body)
-    assert caught.value.kind is Rejection.UNKNOWN
+    caught = refusal(apimart.parse_submit_response, 200, body)
+    assert caught.kind is Rejection.UNKNOWN
 
 
 def test_fetch_asks_the_unified_task_endpoint_and_reads_its_answer() -> None:
-    request = apimart.fetch_request(dataclasses.replace(make_job({}), provider_job_id=TASK), KEY)
+    request = apimart.fetch_request(make_job("apimart", provider_job_id=TASK), KEY)
     assert (request.method, request.path) == ("GET", f"/v1/tasks/{TASK}")
     assert dict(request.headers) == {"Authorization": f"Bearer {KEY}"}
     result = apimart.parse_fetch_response(200, b'{"code":200,"data":' + DOC_CALLBACK + b"}")
     assert result.status is JobStatus.SUCCEEDED and result.media_urls == ("https://upload.apimart.ai/f/video/0.mp4",)
-    with pytest.raises(ProviderError) as caught:
-        apimart.parse_fetch_response(404, envelope("", "task not found", "not_found_error"))
-    assert caught.value.kind is Rejection.FATAL and "task not found" in caught.value.message
+    caught = refusal(apimart.parse_fetch_response, 404, envelope("", "task not found", "not_found_error"))
+    assert caught.kind is Rejection.FATAL and "task not found" in caught.message
     with pytest.raises(InvalidParams, match="no apimart id to fetch"):
-        apimart.fetch_request(make_job({}), KEY)
+        apimart.fetch_request(make_job("apimart"), KEY)
 
 
 def data_url(size: int) -> str:
@@ -341,4 +315,4 @@ def test_extend_is_refused_and_never_built() -> None:
     with pytest.raises(InvalidParams, match="generate only"):
         apimart.validate_params("extend", {"index": 0})
     with pytest.raises(InvalidParams, match="generate only"):
-        apimart.build_request(make_job({"index": 0}, "extend"), None, KEY, HOOK)
+        apimart.build_request(make_job("apimart", "extend", {"index": 0}), None, KEY, HOOK)

@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-from anyio.abc import TaskStatus
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
-from receiver.serving import bind_socket, running, socket_url
-from storage import Job, JobStatus
-from submitter.providers import ProviderError, Rejection, apimart
+from receiver.serving import bind_socket, socket_url
+from storage import JobStatus
+from submitter.providers import Rejection, apimart
 from submitter.simulators import video_bytes
 from submitter.simulators.apimart import APIMartSimulator
+from tests.submitter.support import Recorder, make_job, refusal, serving, until
 
 pytestmark = pytest.mark.anyio
 
@@ -30,80 +24,13 @@ KEY = "sim-key"
 PROMPT = "waves breaking on a black sand beach"
 IMAGE = "https://cdn.example.com/frames/first.png"
 SUBMIT = "/v1/midjourney/generations/video"
-
-
-class Recorder:
-    """A callback receiver on any path: records (path, body) and answers the scripted statuses in turn, then 200."""
-
-    def __init__(self, statuses: tuple[int, ...] = ()) -> None:
-        self.statuses = list(statuses)
-        self.calls: list[tuple[str, bytes]] = []
-        self.app = Starlette(routes=[Route("/{path:path}", self.receive, methods=["POST"])])
-
-    async def receive(self, request: Request) -> Response:
-        self.calls.append((request.url.path, await request.body()))
-        return Response("ok", status_code=self.statuses.pop(0) if self.statuses else 200)
-
-    def payloads(self) -> list[dict[str, Any]]:
-        return [json.loads(body) for _, body in self.calls]
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    with anyio.fail_after(2):
-        while not condition():
-            await anyio.sleep(0.002)
-
-
-@contextlib.asynccontextmanager
-async def serving(sim: APIMartSimulator, recorder: Recorder) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
-    """The recorder and the simulator on loopback; yields a client for the simulator and a webhook base URL."""
-    stop = anyio.Event()
-
-    async def serve(app: Starlette, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with running(app) as base_url:
-            task_status.started(base_url)
-            await stop.wait()
-
-    failure: Exception | None = None
-    async with anyio.create_task_group() as tg:
-        hook_base, sim_base = await tg.start(serve, recorder.app), await tg.start(serve, sim.app)
-        try:
-            async with httpx.AsyncClient(base_url=sim_base) as client:
-                yield client, f"{hook_base}/hooks/apimart/tok3n"
-        except Exception as exc:  # stop the servers gently, then fail as the test failed
-            failure = exc
-        finally:
-            stop.set()
-    if failure is not None:
-        raise failure
-
-
-def job(params: dict[str, Any]) -> Job:
-    return Job(
-        id="job-1",
-        provider="apimart",
-        action="generate",
-        status=JobStatus.QUEUED,
-        params=params,
-        provider_job_id=None,
-        parent_id=None,
-        root_id="job-1",
-        depth=0,
-        rule=None,
-        origin=None,
-        error=None,
-        progress=None,
-        result={},
-        attempts=0,
-        next_attempt_at=None,
-        created_at=1.0,
-        updated_at=1.0,
-    )
+HOOK_PATH = "/hooks/apimart/tok3n"  # the webhook base; APIMart appends /callback
 
 
 async def submit(client: httpx.AsyncClient, hook: str, key: str = KEY, **params: Any) -> httpx.Response:
     """What the submission worker would send for a job with these params (the module builds the request)."""
-    request = apimart.build_request(job({"prompt": PROMPT, "image_url": IMAGE} | params), None, key, hook)
+    job = make_job("apimart", params={"prompt": PROMPT, "image_url": IMAGE} | params)
+    request = apimart.build_request(job, None, key, hook)
     return await client.request(request.method, request.path, json=request.json, headers=dict(request.headers))
 
 
@@ -117,7 +44,7 @@ def task_id_of(response: httpx.Response) -> str:
 
 async def test_submit_delivers_the_bare_task_to_webhook_slash_callback() -> None:
     sim, recorder = APIMartSimulator(api_key=KEY, delay=0.01), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, hook_path=HOOK_PATH) as (client, hook):
         response = await submit(client, hook)
         task_id = task_id_of(response)
         assert task_id.startswith("task_")
@@ -150,7 +77,7 @@ async def test_submit_delivers_the_bare_task_to_webhook_slash_callback() -> None
 
 async def test_wrapped_callbacks_parse_as_the_bare_ones_and_match_fetch() -> None:
     sim, recorder = APIMartSimulator(api_key=KEY, delay=0.01, wrap_callbacks=True), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, hook_path=HOOK_PATH) as (client, hook):
         task_id = task_id_of(await submit(client, hook, batch_size=4, resolution="720p"))
         await until(lambda: sim.in_flight == 0)
         [payload] = recorder.payloads()
@@ -166,7 +93,7 @@ async def test_wrapped_callbacks_parse_as_the_bare_ones_and_match_fetch() -> Non
 
 async def test_webhook_ending_in_a_slash_gets_no_double_slash() -> None:
     sim, recorder = APIMartSimulator(api_key=KEY, delay=0.01), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, hook_path=HOOK_PATH) as (client, hook):
         task_id_of(await submit(client, hook + "/"))
         await until(lambda: sim.in_flight == 0)
         assert [path for path, _ in recorder.calls] == ["/hooks/apimart/tok3n/callback"]
@@ -175,9 +102,9 @@ async def test_webhook_ending_in_a_slash_gets_no_double_slash() -> None:
 async def test_an_imagine_is_animated_by_task_id_and_index() -> None:
     sim, recorder = APIMartSimulator(api_key=KEY, delay=0.01), Recorder()
     imagine = sim.add_imagine(prompt="a lighthouse at dusk")
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, hook_path=HOOK_PATH) as (client, hook):
         params = {"task_id": imagine, "index": 2, "options": {"animate_mode": "auto"}}
-        request = apimart.build_request(job(params), None, KEY, hook)
+        request = apimart.build_request(make_job("apimart", params=params), None, KEY, hook)
         response = await client.post(SUBMIT, json=request.json, headers=dict(request.headers))
         task_id = task_id_of(response)
         await until(lambda: sim.in_flight == 0)
@@ -191,7 +118,7 @@ async def test_an_imagine_is_animated_by_task_id_and_index() -> None:
 
 async def test_end_frame_upgrades_the_video_type() -> None:
     sim, recorder = APIMartSimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, hook_path=HOOK_PATH) as (client, hook):
         raw = await post(client, {"prompt": PROMPT, "image_urls": [IMAGE], "end_url": IMAGE, "webhook": hook})
         assert sim.job(task_id_of(raw)).extra["video_type"] == "vid_1.1_i2v_start_end_480"
         built = await submit(client, hook, end_image_url=IMAGE, resolution="720p")
@@ -221,7 +148,7 @@ SEED_RULES: list[tuple[dict[str, Any], str]] = [
 async def test_seed_rules_are_400_in_apimarts_envelope() -> None:
     sim, recorder = APIMartSimulator(api_key=KEY, delay=0.01), Recorder()
     sim.add_imagine("IMAGINE")
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, hook_path=HOOK_PATH) as (client, hook):
         assert task_id_of(await post(client, {"task_id": "IMAGINE", "webhook": hook}))  # no index: the seed allows it
         for body, words in SEED_RULES:
             response = await post(client, body | {"webhook": hook})
@@ -229,29 +156,27 @@ async def test_seed_rules_are_400_in_apimarts_envelope() -> None:
             error = response.json()["error"]
             assert set(error) == {"code", "message", "param", "type"} and error["type"] == "invalid_request_error"
             assert words in error["message"] and "(request id: " in error["message"], (words, error)
-            with pytest.raises(ProviderError) as caught:
-                apimart.parse_submit_response(response.status_code, response.content)
-            assert caught.value.kind is Rejection.FATAL and words in caught.value.message
+            caught = refusal(apimart.parse_submit_response, response.status_code, response.content)
+            assert caught.kind is Rejection.FATAL and words in caught.message
         assert len(sim.jobs()) == 1 and [s.status_code for s in sim.submissions] == [200] + [400] * len(SEED_RULES)
 
 
 async def test_wrong_bearer_is_401_with_the_observed_envelope() -> None:
     sim, recorder = APIMartSimulator(api_key=KEY, delay=0.01), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, hook_path=HOOK_PATH) as (client, hook):
         response = await submit(client, hook, key="wrong")
         assert response.status_code == 401
         error = response.json()["error"]
         assert (error["code"], error["type"]) == ("", "apimart_error") and "invalid API key" in error["message"]
-        with pytest.raises(ProviderError) as caught:
-            apimart.parse_submit_response(response.status_code, response.content)
-        assert caught.value.kind is Rejection.FATAL
+        caught = refusal(apimart.parse_submit_response, response.status_code, response.content)
+        assert caught.kind is Rejection.FATAL
         assert (await client.get("/v1/tasks/task_x")).status_code == 401
         assert sim.jobs() == []
 
 
 async def test_4xx_answer_is_not_redelivered_and_frees_the_slot() -> None:
     sim, recorder = APIMartSimulator(api_key=KEY, delay=0.01), Recorder((404,))
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, hook_path=HOOK_PATH) as (client, hook):
         task_id_of(await submit(client, hook))
         await until(lambda: sim.in_flight == 0)
         await anyio.sleep(0.05)  # several retry delays: nothing more comes
@@ -260,7 +185,7 @@ async def test_4xx_answer_is_not_redelivered_and_frees_the_slot() -> None:
 
 async def test_5xx_answer_is_redelivered_until_2xx() -> None:
     sim, recorder = APIMartSimulator(api_key=KEY, delay=0.01), Recorder((500, 503))
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, hook_path=HOOK_PATH) as (client, hook):
         task_id_of(await submit(client, hook))
         await until(lambda: sim.in_flight == 0)
         assert [d.status_code for d in sim.deliveries] == [500, 503, 200]
@@ -272,7 +197,7 @@ async def test_no_answer_is_tried_four_times_in_all() -> None:
     dead = f"{socket_url(closed)}/hooks/apimart/tok3n"
     closed.close()
     sim, recorder = APIMartSimulator(api_key=KEY, delay=0.01), Recorder()
-    async with serving(sim, recorder) as (client, _hook):
+    async with serving(sim, recorder, hook_path=HOOK_PATH) as (client, _hook):
         task_id_of(await submit(client, dead))
         await until(lambda: sim.in_flight == 0)
         assert [(d.url, d.status_code) for d in sim.deliveries] == [(f"{dead}/callback", None)] * 4
@@ -281,7 +206,7 @@ async def test_no_answer_is_tried_four_times_in_all() -> None:
 async def test_failed_job_callback_carries_apimarts_error() -> None:
     sim, recorder = APIMartSimulator(api_key=KEY, delay=0.01), Recorder()
     sim.fail_job_when("black sand", "prompt rejected by moderation")
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, hook_path=HOOK_PATH) as (client, hook):
         task_id = task_id_of(await submit(client, hook))
         await until(lambda: sim.in_flight == 0)
         [payload] = recorder.payloads()
@@ -293,7 +218,7 @@ async def test_failed_job_callback_carries_apimarts_error() -> None:
 
 async def test_fetch_reports_processing_then_completed_and_404_for_unknown() -> None:
     sim, recorder = APIMartSimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, hook_path=HOOK_PATH) as (client, hook):
         task_id = task_id_of(await submit(client, hook))
         headers = {"Authorization": f"Bearer {KEY}"}
         pending = await client.get(f"/v1/tasks/{task_id}", headers=headers)
@@ -304,24 +229,21 @@ async def test_fetch_reports_processing_then_completed_and_404_for_unknown() -> 
         assert done.json()["data"] == recorder.payloads()[0]
         unknown = await client.get("/v1/tasks/task_NOPE", headers=headers)
         assert unknown.status_code == 404
-        with pytest.raises(ProviderError) as caught:
-            apimart.parse_fetch_response(unknown.status_code, unknown.content)
-        assert caught.value.kind is Rejection.FATAL
+        caught = refusal(apimart.parse_fetch_response, unknown.status_code, unknown.content)
+        assert caught.kind is Rejection.FATAL
 
 
 async def test_reject_next_build_request_failed_is_fatal_and_429_is_retried() -> None:
     sim, recorder = APIMartSimulator(api_key=KEY, delay=0.01, auto_deliver=False, max_in_flight=1), Recorder()
     sim.reject_next(500, "build_request_failed: invalid video_type")
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, hook_path=HOOK_PATH) as (client, hook):
         refused = await submit(client, hook)
         assert refused.status_code == 500 and refused.json()["error"]["type"] == "server_error"
-        with pytest.raises(ProviderError) as caught:
-            apimart.parse_submit_response(refused.status_code, refused.content)
-        assert caught.value.kind is Rejection.FATAL
+        caught = refusal(apimart.parse_submit_response, refused.status_code, refused.content)
+        assert caught.kind is Rejection.FATAL
         task_id_of(await submit(client, hook))
         full = await submit(client, hook)
         assert full.status_code == 429 and full.json()["error"]["type"] == "rate_limit_error"
-        with pytest.raises(ProviderError) as caught:
-            apimart.parse_submit_response(full.status_code, full.content)
-        assert caught.value.kind is Rejection.RETRY
+        caught = refusal(apimart.parse_submit_response, full.status_code, full.content)
+        assert caught.kind is Rejection.RETRY
         assert [s.status_code for s in sim.submissions] == [500, 200, 429]

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import struct
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import anyio
 import httpx
 import pytest
-from anyio.abc import TaskStatus
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
-from receiver.serving import bind_socket, running, socket_url
+from receiver.serving import bind_socket, socket_url
 from storage import JobStatus
-from submitter.providers import ProviderError, Rejection, ttapi
+from submitter.providers import Rejection, ttapi
 from submitter.simulators import SAMPLE_MP4, video_bytes
 from submitter.simulators.ttapi import TTAPISimulator
+from tests.submitter.support import Recorder, refusal, serving, until
 
 pytestmark = pytest.mark.anyio
 
@@ -31,72 +24,7 @@ PROMPT = "hyperrealistic album cover: Black sacral Ocean. Sunken prayer canoe. G
 IMAGE = "https://unlimbot.hb.ru-msk.vkcloud-storage.ru/AQADJvYxG8ZHiEt-.jpeg"
 SEED_KEYS = ["status", "message", "jobId", "data"]
 SEED_DATA_KEYS = ["action", "jobId", "progress", "prompt", "quota", "videos", "hookUrl"]
-
-
-class Recorder:
-    """A callback receiver: records every POST and answers the scripted statuses in turn, then 200.
-
-    With `barrier` set, each request waits until `barrier` requests are waiting at once (504 if they never are),
-    which only concurrent deliveries can satisfy.
-    """
-
-    def __init__(self, statuses: tuple[int, ...] = ()) -> None:
-        self.statuses = list(statuses)
-        self.bodies: list[bytes] = []
-        self.content_types: list[str | None] = []
-        self.barrier = 0
-        self.waiting = 0
-        self.gate = anyio.Event()
-        self.app = Starlette(routes=[Route("/hook", self.receive, methods=["POST"])])
-
-    async def receive(self, request: Request) -> Response:
-        self.bodies.append(await request.body())
-        self.content_types.append(request.headers.get("content-type"))
-        if self.barrier:
-            self.waiting += 1
-            if self.waiting >= self.barrier:
-                self.gate.set()
-            with anyio.move_on_after(2):
-                await self.gate.wait()
-            if not self.gate.is_set():
-                return Response("nobody else came", status_code=504)
-        return Response("ok", status_code=self.statuses.pop(0) if self.statuses else 200)
-
-    def payloads(self) -> list[dict[str, Any]]:
-        return [json.loads(body) for body in self.bodies]
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    with anyio.fail_after(2):
-        while not condition():
-            await anyio.sleep(0.002)
-
-
-@contextlib.asynccontextmanager
-async def serving(sim: TTAPISimulator, recorder: Recorder) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
-    """The receiver and the simulator on loopback; yields a client for the simulator and the hook URL.
-
-    Both servers stop at once: a uvicorn shutdown takes a few of its 0.1 s ticks, and tests should stay quick.
-    """
-    stop = anyio.Event()
-
-    async def serve(app: Starlette, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with running(app) as base_url:
-            task_status.started(base_url)
-            await stop.wait()
-
-    failure: Exception | None = None
-    async with anyio.create_task_group() as tg:
-        hook_base, sim_base = await tg.start(serve, recorder.app), await tg.start(serve, sim.app)
-        try:
-            async with httpx.AsyncClient(base_url=sim_base, headers={"TT-API-KEY": KEY}) as client:
-                yield client, f"{hook_base}/hook"
-        except Exception as exc:  # stop the servers gently, then fail as the test failed (not as a task group)
-            failure = exc
-        finally:
-            stop.set()
-    if failure is not None:
-        raise failure
+AUTH = {"TT-API-KEY": KEY}
 
 
 async def submit(client: httpx.AsyncClient, hook: str | None, **fields: Any) -> httpx.Response:
@@ -132,7 +60,7 @@ def test_video_bytes_are_the_sample_plus_a_free_box_naming_the_video() -> None:
 
 async def test_submit_delivers_the_seed_callback_and_serves_the_videos() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         response = await submit(client, hook)
         assert response.status_code == 200
         job_id = job_id_of(response)
@@ -171,7 +99,7 @@ async def test_submit_delivers_the_seed_callback_and_serves_the_videos() -> None
 
 async def test_extend_of_a_finished_job_names_action_extend() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         parent = job_id_of(await submit(client, hook, bs=2))
         await until(lambda: len(recorder.bodies) == 1)
         assert len(sim.job(parent).media) == 2  # bs picks how many videos a job has
@@ -190,7 +118,7 @@ async def test_extend_of_a_finished_job_names_action_extend() -> None:
 
 async def test_extend_needs_a_known_finished_job_and_a_valid_index() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         unfinished = job_id_of(await submit(client, hook))
         cases = [
             ({"jobId": "no-such-job", "index": 0}, "job not found"),
@@ -210,15 +138,14 @@ async def test_extend_needs_a_known_finished_job_and_a_valid_index() -> None:
 
 async def test_wrong_key_is_401() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         for headers in ({"TT-API-KEY": "wrong"}, {"TT-API-KEY": ""}):
             body = {"prompt": PROMPT, "imageUrl": IMAGE, "hookUrl": hook}
             response = await client.post("/midjourney/video/submit", json=body, headers=headers)
             assert response.status_code == 401
             assert response.json()["message"] == "Wrong TT-API-KEY or email is not activated."
-            with pytest.raises(ProviderError) as caught:
-                ttapi.parse_submit_response(response.status_code, response.content)
-            assert caught.value.kind is Rejection.FATAL
+            caught = refusal(ttapi.parse_submit_response, response.status_code, response.content)
+            assert caught.kind is Rejection.FATAL
         fetched = await client.get("/midjourney/video/fetch", params={"jobId": "x"}, headers={"TT-API-KEY": "wrong"})
         assert fetched.status_code == 401
         assert [s.status_code for s in sim.submissions] == [401, 401] and sim.in_flight == 0
@@ -226,7 +153,7 @@ async def test_wrong_key_is_401() -> None:
 
 async def test_missing_required_field_is_400() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         response = await client.post("/midjourney/video/submit", json={"prompt": PROMPT, "hookUrl": hook})
         assert response.status_code == 400 and response.json()["message"] == "imageUrl is required"
         response = await submit(client, hook, manual="medium")
@@ -238,14 +165,13 @@ async def test_missing_required_field_is_400() -> None:
 
 async def test_queue_full_is_499_until_a_callback_is_answered_200() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False, max_in_flight=2), Recorder((500,))
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         first, _second = job_id_of(await submit(client, hook)), job_id_of(await submit(client, hook))
         full = await submit(client, hook)
         assert full.status_code == 499
         assert full.json() == {"status": "FAILED", "message": "Queue exhausted", "data": None}
-        with pytest.raises(ProviderError) as caught:
-            ttapi.parse_submit_response(full.status_code, full.content)
-        assert caught.value.kind is Rejection.RETRY
+        caught = refusal(ttapi.parse_submit_response, full.status_code, full.content)
+        assert caught.kind is Rejection.RETRY
 
         assert await sim.deliver(first) == [500]  # not acknowledged: the slot stays taken
         assert sim.in_flight == 2 and (await submit(client, hook)).status_code == 499
@@ -259,13 +185,12 @@ async def test_reject_next_answers_the_queued_statuses_in_order() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
     sim.reject_next(402, "Insufficient balance")
     sim.reject_next(503)
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         refused = await submit(client, hook)
         assert refused.status_code == 402
         assert refused.json() == {"status": "FAILED", "message": "Insufficient balance", "data": None}
-        with pytest.raises(ProviderError) as caught:
-            ttapi.parse_submit_response(refused.status_code, refused.content)
-        assert caught.value.kind is Rejection.FATAL and "Insufficient balance" in caught.value.message
+        caught = refusal(ttapi.parse_submit_response, refused.status_code, refused.content)
+        assert caught.kind is Rejection.FATAL and "Insufficient balance" in caught.message
         assert (await submit(client, hook)).status_code == 503
         assert (await submit(client, hook)).status_code == 200
         assert [s.status_code for s in sim.submissions] == [402, 503, 200] and sim.in_flight == 1
@@ -274,7 +199,7 @@ async def test_reject_next_answers_the_queued_statuses_in_order() -> None:
 async def test_fail_job_when_sends_a_failed_callback() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01), Recorder()
     sim.fail_job_when("Ghost Canoe")
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         failed = job_id_of(await submit(client, hook))
         fine = job_id_of(await submit(client, hook, prompt="a calm lake"))
         await until(lambda: sim.in_flight == 0)
@@ -290,7 +215,7 @@ async def test_fail_job_when_sends_a_failed_callback() -> None:
 
 async def test_unanswered_callback_is_delivered_at_most_three_times() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01), Recorder((500, 500, 500, 500))
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         job_id = job_id_of(await submit(client, hook))
         await until(lambda: sim.in_flight == 0)  # TTAPI gave up: the slot is free
         assert len(recorder.bodies) == 3 and len(set(recorder.bodies)) == 1
@@ -299,7 +224,7 @@ async def test_unanswered_callback_is_delivered_at_most_three_times() -> None:
 
 async def test_callback_answered_200_on_the_second_try_is_not_sent_again() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01), Recorder((503,))
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         job_id_of(await submit(client, hook))
         await until(lambda: sim.in_flight == 0)
         assert [d.status_code for d in sim.deliveries] == [503, 200] and len(recorder.bodies) == 2
@@ -310,7 +235,7 @@ async def test_unreachable_hook_counts_as_failed_deliveries() -> None:
     dead_hook = f"{socket_url(closed)}/hook"
     closed.close()
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01), Recorder()
-    async with serving(sim, recorder) as (client, _hook):
+    async with serving(sim, recorder, AUTH) as (client, _hook):
         job_id_of(await submit(client, dead_hook))
         await until(lambda: sim.in_flight == 0)
         assert [(d.url, d.status_code) for d in sim.deliveries] == [(dead_hook, None)] * 3
@@ -318,7 +243,7 @@ async def test_unreachable_hook_counts_as_failed_deliveries() -> None:
 
 async def test_deliver_resends_the_callback_concurrently() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         job_id = job_id_of(await submit(client, hook))
         await until(lambda: len(recorder.bodies) == 1)
         recorder.barrier = 5  # each delivery is held until all five are in the receiver at once
@@ -331,7 +256,7 @@ async def test_deliver_resends_the_callback_concurrently() -> None:
 
 async def test_fetch_answers_get_and_post_with_the_callback_shape() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         job_id = job_id_of(await submit(client, hook))
         pending = await client.get("/midjourney/video/fetch", params={"jobId": job_id})
         assert pending.status_code == 200
@@ -352,7 +277,7 @@ async def test_fetch_answers_get_and_post_with_the_callback_shape() -> None:
 
 async def test_job_without_hook_finishes_for_fetch_and_frees_its_slot() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, max_in_flight=1), Recorder()
-    async with serving(sim, recorder) as (client, _hook):
+    async with serving(sim, recorder, AUTH) as (client, _hook):
         job_id = job_id_of(await submit(client, None))
         await until(lambda: sim.job(job_id).status == "succeeded")
         fetched = await client.post("/midjourney/video/fetch", json={"jobId": job_id})
@@ -363,7 +288,7 @@ async def test_job_without_hook_finishes_for_fetch_and_frees_its_slot() -> None:
 
 async def test_cdn_answers_404_for_unknown_videos_and_counts_hits() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         job_id = job_id_of(await submit(client, hook))
         assert (await client.get(f"/cdn/{job_id}/0.mp4")).status_code == 404  # not finished yet
         await sim.deliver(job_id)

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from storage import Job, JobStatus
-from submitter.providers import PROVIDERS, InvalidParams, MalformedCallback, ProviderError, Rejection, ttapi
+from submitter.providers import PROVIDERS, InvalidParams, MalformedCallback, Rejection, ttapi
+from tests.submitter.support import make_job, refusal
 
 KEY = "tt-key-123"
 HOOK = "https://webhook-test.com/1cb411db3bc4bfa7729c7df3ca2c1a5e"
@@ -53,31 +54,6 @@ SEED_CALLBACK = b"""{
 }"""
 
 SEED_VIDEOS = tuple(f"https://cdn.midjourney.com/video/780b1227-227a-418c-998e-3eb90eb4824a/{i}.mp4" for i in range(4))
-
-
-def make_job(
-    action: str = "generate", params: dict[str, Any] | None = None, *, provider_job_id: str | None = None
-) -> Job:
-    return Job(
-        id=f"job-{action}",
-        provider="ttapi",
-        action=action,
-        status=JobStatus.QUEUED,
-        params=params if params is not None else {},
-        provider_job_id=provider_job_id,
-        parent_id=None,
-        root_id=f"job-{action}",
-        depth=0,
-        rule=None,
-        origin=None,
-        error=None,
-        progress=None,
-        result={},
-        attempts=0,
-        next_attempt_at=None,
-        created_at=1.0,
-        updated_at=1.0,
-    )
 
 
 def callback(payload: dict[str, Any]) -> bytes:
@@ -155,6 +131,7 @@ def test_unreadable_callbacks_are_malformed(body: bytes) -> None:
 
 def test_generate_request_is_the_seeds_example_body() -> None:
     job = make_job(
+        "ttapi",
         "generate",
         {"prompt": SEED_SUBMIT_REQUEST["prompt"], "image_url": SEED_SUBMIT_REQUEST["imageUrl"], "motion": "high"},
     )
@@ -167,7 +144,7 @@ def test_generate_request_is_the_seeds_example_body() -> None:
 
 def test_generate_request_maps_the_newer_docs_options() -> None:
     params = {"prompt": "p", "image_url": "https://x/a.png", "end_image_url": "https://x/b.png"}
-    job = make_job("generate", params | {"resolution": "720p", "batch_size": 2})
+    job = make_job("ttapi", "generate", params | {"resolution": "720p", "batch_size": 2})
     body = ttapi.build_request(job, None, KEY, HOOK).json
     assert body is not None
     assert body["endingUrl"] == "https://x/b.png" and body["resolution"] == "hd" and body["bs"] == 2
@@ -175,10 +152,9 @@ def test_generate_request_maps_the_newer_docs_options() -> None:
 
 
 def test_extend_request_names_the_parents_ttapi_job_and_index() -> None:
-    parent = make_job(
-        "generate", {"prompt": "p", "image_url": "u"}, provider_job_id="9fd71109-f508-4f0e-a26c-d776d6b38b58"
-    )
-    job = make_job("extend", {"index": 0, "motion": "low"})
+    params = {"prompt": "p", "image_url": "u"}
+    parent = make_job("ttapi", "generate", params, provider_job_id="9fd71109-f508-4f0e-a26c-d776d6b38b58")
+    job = make_job("ttapi", "extend", {"index": 0, "motion": "low"})
     request = ttapi.build_request(job, parent, KEY, HOOK)
     assert request.method == "POST"
     assert request.path == "/midjourney/video/extend"
@@ -191,10 +167,10 @@ def test_extend_request_names_the_parents_ttapi_job_and_index() -> None:
     }
 
 
-@pytest.mark.parametrize("parent", [None, make_job("generate", {"prompt": "p", "image_url": "u"})])
+@pytest.mark.parametrize("parent", [None, make_job("ttapi", "generate", {"prompt": "p", "image_url": "u"})])
 def test_extend_without_a_ttapi_parent_job_is_invalid(parent: Job | None) -> None:
     with pytest.raises(InvalidParams, match="parent"):
-        ttapi.build_request(make_job("extend", {"index": 1}), parent, KEY, HOOK)
+        ttapi.build_request(make_job("ttapi", "extend", {"index": 1}), parent, KEY, HOOK)
 
 
 @pytest.mark.parametrize(
@@ -206,20 +182,19 @@ def test_extend_without_a_ttapi_parent_job_is_invalid(parent: Job | None) -> Non
     ],
 )
 def test_refusals_are_fatal_with_the_providers_message(status_code: int, body: bytes, message: str) -> None:
-    with pytest.raises(ProviderError) as caught:
-        ttapi.parse_submit_response(status_code, body)
-    assert caught.value.kind is Rejection.FATAL
-    assert message in caught.value.message
-    assert caught.value.status_code == status_code
+    caught = refusal(ttapi.parse_submit_response, status_code, body)
+    assert caught.kind is Rejection.FATAL
+    assert message in caught.message
+    assert caught.status_code == status_code
 
 
 @pytest.mark.parametrize("status_code", [429, 499, 500, 503])
 def test_busy_or_broken_provider_is_retried(status_code: int) -> None:
-    with pytest.raises(ProviderError) as caught:
-        ttapi.parse_submit_response(status_code, b'{"status":"FAILED","message":"Queue exhausted","data":null}')
-    assert caught.value.kind is Rejection.RETRY
-    assert caught.value.status_code == status_code
-    assert "Queue exhausted" in caught.value.message
+    body = b'{"status":"FAILED","message":"Queue exhausted","data":null}'
+    caught = refusal(ttapi.parse_submit_response, status_code, body)
+    assert caught.kind is Rejection.RETRY
+    assert caught.status_code == status_code
+    assert "Queue exhausted" in caught.message
 
 
 @pytest.mark.parametrize(
@@ -228,16 +203,14 @@ def test_busy_or_broken_provider_is_retried(status_code: int) -> None:
     ids=["html", "empty", "array", "no-job-id"],
 )
 def test_200_without_a_readable_job_id_is_unknown(body: bytes) -> None:
-    with pytest.raises(ProviderError) as caught:
-        ttapi.parse_submit_response(200, body)
-    assert caught.value.kind is Rejection.UNKNOWN
+    caught = refusal(ttapi.parse_submit_response, 200, body)
+    assert caught.kind is Rejection.UNKNOWN
 
 
 def test_200_with_a_failed_body_is_fatal() -> None:
-    with pytest.raises(ProviderError) as caught:
-        ttapi.parse_submit_response(200, b'{"status":"FAILED","message":"prompt violation","data":null}')
-    assert caught.value.kind is Rejection.FATAL
-    assert "prompt violation" in caught.value.message
+    caught = refusal(ttapi.parse_submit_response, 200, b'{"status":"FAILED","message":"prompt violation","data":null}')
+    assert caught.kind is Rejection.FATAL
+    assert "prompt violation" in caught.message
 
 
 @pytest.mark.parametrize(

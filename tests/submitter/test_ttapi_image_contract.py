@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 from typing import Any
 
 import pytest
 
 from storage import JobStatus
-from submitter.providers import InvalidParams, MalformedCallback, ProviderError, Rejection, ttapi
-from tests.submitter.test_ttapi_contract import KEY, SEED_CALLBACK, make_job
+from submitter.providers import InvalidParams, MalformedCallback, Rejection, ttapi
+from tests.submitter.support import make_job, refusal
+from tests.submitter.test_ttapi_contract import KEY, SEED_CALLBACK
 
 PARENT_ID = "afa774a3-1aee-5aba-4510-14818d6875e4"
 PNG_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n not really a png").decode()
@@ -83,8 +83,8 @@ def image_callback(**data: Any) -> bytes:
 
 
 def parent(components: list[str] | None = UV, provider_job_id: str | None = PARENT_ID) -> Any:
-    job = make_job("imagine", {"prompt": "a cute cat"}, provider_job_id=provider_job_id)
-    return dataclasses.replace(job, result={} if components is None else {"components": components})
+    result = {} if components is None else {"components": components}
+    return make_job("ttapi", "imagine", {"prompt": "a cute cat"}, provider_job_id=provider_job_id, result=result)
 
 
 def test_provider_record_takes_image_actions_and_components() -> None:
@@ -188,7 +188,7 @@ def test_unreadable_images_are_malformed(images: object) -> None:
 
 
 def test_imagine_request_is_the_seeds_example_body() -> None:
-    job = make_job("imagine", {"prompt": "a cute cat", "options": {"mode": "fast"}})
+    job = make_job("ttapi", "imagine", {"prompt": "a cute cat", "options": {"mode": "fast"}})
     request = ttapi.build_request(job, None, KEY, "")
     assert (request.method, request.path) == ("POST", "/midjourney/v1/imagine")
     assert dict(request.headers) == {"TT-API-KEY": KEY}
@@ -197,7 +197,8 @@ def test_imagine_request_is_the_seeds_example_body() -> None:
 
 def test_imagine_passes_its_options_and_the_hook_url() -> None:
     options = {"mode": "turbo", "timeout": 600, "getUImages": True}
-    request = ttapi.build_request(make_job("imagine", {"prompt": "p", "options": options}), None, KEY, "https://h/x")
+    job = make_job("ttapi", "imagine", {"prompt": "p", "options": options})
+    request = ttapi.build_request(job, None, KEY, "https://h/x")
     assert request.json == {
         "prompt": "p",
         "hookUrl": "https://h/x",
@@ -208,61 +209,61 @@ def test_imagine_passes_its_options_and_the_hook_url() -> None:
 
 
 def test_action_request_is_the_seeds_example_body() -> None:
-    request = ttapi.build_request(make_job("upsample1", {}), parent(), KEY, "")
+    request = ttapi.build_request(make_job("ttapi", "upsample1", {}), parent(), KEY, "")
     assert (request.method, request.path) == ("POST", "/midjourney/v1/action")
     assert request.json == SEED_ACTION
 
 
 def test_any_component_the_parent_lists_goes_to_the_action_endpoint() -> None:
-    request = ttapi.build_request(make_job("zoom_out_2", {}), parent(["zoom_out_2", "pan_left"]), KEY, "https://h/x")
+    job = make_job("ttapi", "zoom_out_2", {})
+    request = ttapi.build_request(job, parent(["zoom_out_2", "pan_left"]), KEY, "https://h/x")
     assert request.path == "/midjourney/v1/action"
     assert request.json == {"jobId": PARENT_ID, "action": "zoom_out_2", "hookUrl": "https://h/x"}
-    assert ttapi.build_request(make_job("pan_left", {}), parent(None), KEY, "").path == "/midjourney/v1/action"
+    assert ttapi.build_request(make_job("ttapi", "pan_left", {}), parent(None), KEY, "").path == "/midjourney/v1/action"
 
 
 def test_seed_request_is_the_seeds_example_body() -> None:
-    request = ttapi.build_request(make_job("seed", {}), parent(), KEY, "")
+    request = ttapi.build_request(make_job("ttapi", "seed", {}), parent(), KEY, "")
     assert (request.method, request.path) == ("POST", "/midjourney/v1/seed")
     assert request.json == SEED_SEED
 
 
 def test_blend_request_is_the_seeds_example_body() -> None:
     params = {"images_base64": ["", ""], "dimensions": "SQUARE", "options": {"mode": "fast"}}
-    request = ttapi.build_request(make_job("blend", params), None, KEY, "")
+    request = ttapi.build_request(make_job("ttapi", "blend", params), None, KEY, "")
     assert (request.method, request.path) == ("POST", "/midjourney/v1/blend")
     assert request.json == as_sent(SEED_BLEND)
-    default = ttapi.build_request(make_job("blend", {"images_base64": ["a", "b"]}), None, KEY, "").json
+    default = ttapi.build_request(make_job("ttapi", "blend", {"images_base64": ["a", "b"]}), None, KEY, "").json
     assert default is not None and default["dimensions"] == "SQUARE"
 
 
 def test_describe_request_is_the_seeds_example_body() -> None:
-    request = ttapi.build_request(
-        make_job("describe", {"image_base64": "", "options": {"mode": "fast"}}), None, KEY, ""
-    )
+    job = make_job("ttapi", "describe", {"image_base64": "", "options": {"mode": "fast"}})
+    request = ttapi.build_request(job, None, KEY, "")
     assert (request.method, request.path) == ("POST", "/midjourney/v1/describe")
     assert request.json == as_sent(SEED_DESCRIBE)
 
 
 def test_inpaint_request_is_the_seeds_example_body() -> None:
     params = {"mask_base64": SEED_INPAINT["mask"], "prompt": "white background"}
-    request = ttapi.build_request(make_job("inpaint", params), parent(), KEY, "")
+    request = ttapi.build_request(make_job("ttapi", "inpaint", params), parent(), KEY, "")
     assert (request.method, request.path) == ("POST", "/midjourney/v1/inpaint")
     assert request.json == SEED_INPAINT
-    without_prompt = ttapi.build_request(make_job("inpaint", {"mask_base64": PNG_B64}), parent(), KEY, "").json
+    without_prompt = ttapi.build_request(make_job("ttapi", "inpaint", {"mask_base64": PNG_B64}), parent(), KEY, "").json
     assert without_prompt == {"jobId": PARENT_ID, "mask": PNG_B64, "hookUrl": ""}
 
 
 @pytest.mark.parametrize("action", ["upsample2", "seed", "inpaint", "high_variation"])
 @pytest.mark.parametrize("given", [None, parent(provider_job_id=None)], ids=["no-parent", "parent-not-accepted"])
 def test_a_follow_up_without_a_ttapi_parent_job_is_invalid(action: str, given: Any) -> None:
-    job = make_job(action, {"mask_base64": PNG_B64} if action == "inpaint" else {})
+    job = make_job("ttapi", action, {"mask_base64": PNG_B64} if action == "inpaint" else {})
     with pytest.raises(InvalidParams, match="parent"):
         ttapi.build_request(job, given, KEY, "")
 
 
 def test_a_component_the_parent_does_not_list_is_invalid() -> None:
     with pytest.raises(InvalidParams, match=r"pan_left is not one of the parent job's components \(upsample1"):
-        ttapi.build_request(make_job("pan_left", {}), parent(), KEY, "")
+        ttapi.build_request(make_job("ttapi", "pan_left", {}), parent(), KEY, "")
 
 
 @pytest.mark.parametrize(
@@ -318,15 +319,15 @@ def test_invalid_image_params_name_the_field(action: str, params: dict[str, Any]
 
 
 def test_fetch_requests_pick_the_api_that_made_the_job() -> None:
-    video = ttapi.fetch_request(make_job("generate", {}, provider_job_id="943583cb"), KEY)
+    video = ttapi.fetch_request(make_job("ttapi", "generate", {}, provider_job_id="943583cb"), KEY)
     assert (video.method, video.path, dict(video.params)) == ("GET", "/midjourney/video/fetch", {"jobId": "943583cb"})
     assert dict(video.headers) == {"TT-API-KEY": KEY} and video.json is None
-    extend = make_job("extend", {"index": 0}, provider_job_id="v-1")
+    extend = make_job("ttapi", "extend", {"index": 0}, provider_job_id="v-1")
     assert ttapi.fetch_request(extend, KEY).path == "/midjourney/video/fetch"
-    image = ttapi.fetch_request(make_job("upsample1", {}, provider_job_id="i-1"), KEY)
+    image = ttapi.fetch_request(make_job("ttapi", "upsample1", {}, provider_job_id="i-1"), KEY)
     assert (image.method, image.path, dict(image.params)) == ("GET", "/midjourney/v1/fetch", {"jobId": "i-1"})
     with pytest.raises(InvalidParams, match="no ttapi id to fetch"):
-        ttapi.fetch_request(make_job("imagine", {"prompt": "p"}), KEY)
+        ttapi.fetch_request(make_job("ttapi", "imagine", {"prompt": "p"}), KEY)
 
 
 def test_fetch_answers_read_like_callbacks() -> None:
@@ -345,7 +346,6 @@ def test_fetch_answers_read_like_callbacks() -> None:
     ],
 )
 def test_fetch_failures_are_provider_errors(status_code: int, body: bytes, kind: Rejection, words: str) -> None:
-    with pytest.raises(ProviderError) as caught:
-        ttapi.parse_fetch_response(status_code, body)
-    assert caught.value.kind is kind and words in caught.value.message
-    assert caught.value.status_code == status_code
+    caught = refusal(ttapi.parse_fetch_response, status_code, body)
+    assert caught.kind is kind and words in caught.message
+    assert caught.status_code == status_code

@@ -12,11 +12,11 @@ import httpx
 import pytest
 
 from storage import JobStatus
-from submitter.providers import ProviderError, Rejection, ttapi
+from submitter.providers import Rejection, ttapi
 from submitter.simulators import SAMPLE_PNG, image_bytes
 from submitter.simulators.ttapi import TTAPISimulator
-from tests.submitter.test_simulator import KEY, Recorder, job_id_of, serving, submit, until
-from tests.submitter.test_ttapi_contract import make_job
+from tests.submitter.support import Recorder, make_job, refusal, serving, until
+from tests.submitter.test_simulator import AUTH, KEY, job_id_of, submit
 
 pytestmark = pytest.mark.anyio
 
@@ -40,7 +40,7 @@ async def finished(sim: TTAPISimulator, client: httpx.AsyncClient, endpoint: str
 
 async def test_imagine_calls_back_in_the_seeds_shape_with_four_png_tiles() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         response = await post(client, "imagine", prompt="a cute cat", mode="fast", hookUrl=hook)
         job_id = job_id_of(response)
         assert response.json() == {"status": "SUCCESS", "message": "", "data": {"jobId": job_id}}
@@ -74,7 +74,7 @@ async def test_imagine_calls_back_in_the_seeds_shape_with_four_png_tiles() -> No
 
 async def test_upsample_has_one_image_and_its_own_components() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         grid = await finished(sim, client, "imagine", prompt="a cute cat", hookUrl=hook)
         upscale = await finished(sim, client, "action", jobId=grid, action="upsample2", hookUrl=hook)
         data = recorder.payloads()[1]["data"]
@@ -96,7 +96,7 @@ async def test_upsample_has_one_image_and_its_own_components() -> None:
 
 async def test_seed_and_describe_succeed_without_images() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         grid = await finished(sim, client, "imagine", prompt="a cute cat", hookUrl=hook)
         await finished(sim, client, "seed", jobId=grid, hookUrl=hook)
         await finished(sim, client, "describe", base64=PNG_B64, hookUrl=hook)
@@ -114,8 +114,8 @@ async def test_seed_and_describe_succeed_without_images() -> None:
 
 async def test_blend_takes_two_to_five_base64_images() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
-    async with serving(sim, recorder) as (client, hook):
-        cases = [
+    async with serving(sim, recorder, AUTH) as (client, hook):
+        cases: list[tuple[dict[str, Any], str]] = [
             ({"imgBase64Array": [PNG_B64]}, "imgBase64Array must hold 2-5 images"),
             ({"imgBase64Array": [PNG_B64] * 6}, "imgBase64Array must hold 2-5 images"),
             ({"imgBase64Array": "x"}, "imgBase64Array must hold 2-5 images"),
@@ -135,7 +135,7 @@ async def test_blend_takes_two_to_five_base64_images() -> None:
 
 async def test_follow_ups_need_a_finished_image_job() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         pending = job_id_of(await post(client, "imagine", prompt="a cute cat"))
         video = job_id_of(await submit(client, hook))
         await sim.deliver(video)
@@ -164,7 +164,7 @@ async def test_follow_ups_need_a_finished_image_job() -> None:
 
 async def test_inpaint_of_an_upscale_is_a_new_grid() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         grid = await finished(sim, client, "imagine", prompt="a cute cat")
         upscale = await finished(sim, client, "action", jobId=grid, action="upsample1")
         spelled = await post(client, "inpaint", Jobid=upscale, mask=PNG_B64, prompt="white background", hookUrl=hook)
@@ -177,7 +177,7 @@ async def test_inpaint_of_an_upscale_is_a_new_grid() -> None:
 
 async def test_each_fetch_answers_its_own_apis_jobs_with_the_callback_shape() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         image = job_id_of(await post(client, "imagine", prompt="a cute cat", hookUrl=hook))
         pending = await client.get("/midjourney/v1/fetch", params={"jobId": image})
         assert pending.json()["status"] == "ON_QUEUE" and pending.json()["data"]["images"] == []
@@ -193,9 +193,8 @@ async def test_each_fetch_answers_its_own_apis_jobs_with_the_callback_shape() ->
         for path, job_id in (("/midjourney/video/fetch", image), ("/midjourney/v1/fetch", video)):
             wrong = await client.get(path, params={"jobId": job_id})
             assert wrong.status_code == 400 and wrong.json()["message"] == "job not found"
-            with pytest.raises(ProviderError) as caught:
-                ttapi.parse_fetch_response(wrong.status_code, wrong.content)
-            assert caught.value.kind is Rejection.FATAL
+            caught = refusal(ttapi.parse_fetch_response, wrong.status_code, wrong.content)
+            assert caught.kind is Rejection.FATAL
         unauthorized = await client.get("/midjourney/v1/fetch", params={"jobId": image}, headers={"TT-API-KEY": "x"})
         assert unauthorized.status_code == 401
 
@@ -203,7 +202,7 @@ async def test_each_fetch_answers_its_own_apis_jobs_with_the_callback_shape() ->
 async def test_wrong_key_queue_and_rejections_are_shared_with_the_video_api() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False, max_in_flight=2), Recorder()
     sim.reject_next(402, "Insufficient balance")
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         refused = await post(client, "imagine", prompt="p", hookUrl=hook)
         assert refused.status_code == 402 and refused.json()["message"] == "Insufficient balance"
         wrong = await client.post("/midjourney/v1/imagine", json={"prompt": "p"}, headers={"TT-API-KEY": "wrong"})
@@ -212,16 +211,15 @@ async def test_wrong_key_queue_and_rejections_are_shared_with_the_video_api() ->
         job_id_of(await submit(client, hook))
         full = await post(client, "imagine", prompt="p", hookUrl=hook)
         assert full.status_code == 499 and full.json()["message"] == "Queue exhausted"
-        with pytest.raises(ProviderError) as caught:
-            ttapi.parse_submit_response(full.status_code, full.content)
-        assert caught.value.kind is Rejection.RETRY
+        caught = refusal(ttapi.parse_submit_response, full.status_code, full.content)
+        assert caught.kind is Rejection.RETRY
         assert [s.status_code for s in sim.submissions] == [402, 401, 200, 200, 499]
 
 
 async def test_fail_job_when_fails_an_imagine_and_its_callback_says_so() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01), Recorder()
     sim.fail_job_when("poker", "banned prompt words: poker")
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         job_id = job_id_of(await post(client, "imagine", prompt="a poker scam", hookUrl=hook))
         await until(lambda: sim.in_flight == 0)
         [payload] = recorder.payloads()
@@ -238,17 +236,16 @@ async def test_the_provider_modules_requests_are_taken_by_the_simulator() -> Non
 
     async def send(action: str, params: dict[str, Any], parent: Any = None) -> Any:
         ttapi.validate_params(action, params)
-        request = ttapi.build_request(make_job(action, params), parent, KEY, hook)
+        request = ttapi.build_request(make_job("ttapi", action, params), parent, KEY, hook)
         response = await client.request(request.method, request.path, json=request.json, headers=dict(request.headers))
-        job = make_job(
-            action, params, provider_job_id=ttapi.parse_submit_response(response.status_code, response.content)
-        )
-        assert await sim.deliver(job.provider_job_id) == [200]
+        provider_job_id = ttapi.parse_submit_response(response.status_code, response.content)
+        job = make_job("ttapi", action, params, provider_job_id=provider_job_id)
+        assert await sim.deliver(provider_job_id) == [200]
         result = ttapi.parse_callback(recorder.bodies[-1], {})
         assert result.status is JobStatus.SUCCEEDED and result.provider_job_id == job.provider_job_id
         return dataclasses.replace(job, result=result.result)
 
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         options = {"mode": "relax", "timeout": 600, "getUImages": True}
         grid = await send("imagine", {"prompt": "a cute cat", "options": options})
         assert grid.result["components"] == UV

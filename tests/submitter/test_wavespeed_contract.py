@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import hmac
 import json
@@ -12,8 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from storage import Job, JobStatus
-from submitter.providers import BadSignature, InvalidParams, MalformedCallback, ProviderError, Rejection, wavespeed
+from storage import JobStatus
+from submitter.providers import BadSignature, InvalidParams, MalformedCallback, Rejection, wavespeed
+from tests.submitter.support import make_job, refusal
 
 KEY = "ws-key-123"
 HOOK = "https://reelhook.example/hooks/wavespeed/job-1/tok?attempt=1&x=a b"
@@ -67,29 +67,6 @@ SIGNED_CALLBACK = {key: value for key, value in DOCS_CALLBACK.items() if key != 
 }
 
 
-def make_job(params: dict[str, Any], action: str = "generate") -> Job:
-    return Job(
-        id="job-1",
-        provider="wavespeed",
-        action=action,
-        status=JobStatus.QUEUED,
-        params=params,
-        provider_job_id=None,
-        parent_id=None,
-        root_id="job-1",
-        depth=0,
-        rule=None,
-        origin=None,
-        error=None,
-        progress=None,
-        result={},
-        attempts=0,
-        next_attempt_at=None,
-        created_at=1.0,
-        updated_at=1.0,
-    )
-
-
 def encode(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload).encode()
 
@@ -122,7 +99,8 @@ def test_provider_record_generates_only_at_the_bronze_limit_and_signs() -> None:
 
 def test_generate_request_is_the_seeds_body_with_the_hook_in_the_query_string() -> None:
     options = {key: value for key, value in SEED_SUBMIT_BODY.items() if key != "resolution"}
-    job = make_job({"prompt": PROMPT, "image_url": IMAGE, "resolution": "480p", "options": options})
+    params = {"prompt": PROMPT, "image_url": IMAGE, "resolution": "480p", "options": options}
+    job = make_job("wavespeed", params=params)
     request = wavespeed.build_request(job, None, KEY, HOOK)
     assert (request.method, request.path) == ("POST", "/api/v3/midjourney/image-to-video")
     assert dict(request.headers) == {"Authorization": f"Bearer {KEY}"}
@@ -134,7 +112,8 @@ def test_generate_request_is_the_seeds_body_with_the_hook_in_the_query_string() 
 
 
 def test_generate_request_maps_the_newest_docs_motion_and_sends_no_unasked_field() -> None:
-    job = make_job({"prompt": PROMPT, "image_url": IMAGE, "motion": "high", "resolution": "720p"})
+    params = {"prompt": PROMPT, "image_url": IMAGE, "motion": "high", "resolution": "720p"}
+    job = make_job("wavespeed", params=params)
     assert wavespeed.build_request(job, None, KEY, HOOK).json == {
         "image": IMAGE,
         "prompt": PROMPT,
@@ -154,10 +133,9 @@ def test_seed_submit_response_names_the_prediction() -> None:
 )
 def test_http_refusals_are_classified_as_the_official_sdk_retries(status_code: int, kind: Rejection) -> None:
     body = encode({"code": status_code, "message": "Unauthorized: invalid api key", "data": None})
-    with pytest.raises(ProviderError) as caught:
-        wavespeed.parse_submit_response(status_code, body)
-    assert caught.value.kind is kind and caught.value.status_code == status_code
-    assert "Unauthorized: invalid api key" in caught.value.message
+    caught = refusal(wavespeed.parse_submit_response, status_code, body)
+    assert caught.kind is kind and caught.status_code == status_code
+    assert "Unauthorized: invalid api key" in caught.message
 
 
 @pytest.mark.parametrize(
@@ -165,10 +143,9 @@ def test_http_refusals_are_classified_as_the_official_sdk_retries(status_code: i
 )
 def test_200_with_a_refusing_code_is_classified_by_that_code(code: int, kind: Rejection) -> None:
     body = encode({"code": code, "message": "insufficient balance", "data": None})
-    with pytest.raises(ProviderError) as caught:
-        wavespeed.parse_submit_response(200, body)
-    assert caught.value.kind is kind and caught.value.status_code == code
-    assert "insufficient balance" in caught.value.message
+    caught = refusal(wavespeed.parse_submit_response, 200, body)
+    assert caught.kind is kind and caught.status_code == code
+    assert "insufficient balance" in caught.message
 
 
 @pytest.mark.parametrize(
@@ -177,9 +154,8 @@ def test_200_with_a_refusing_code_is_classified_by_that_code(code: int, kind: Re
     ids=["html", "empty", "array", "no-id", "no-data"],
 )
 def test_200_without_a_readable_prediction_id_is_unknown(body: bytes) -> None:
-    with pytest.raises(ProviderError) as caught:
-        wavespeed.parse_submit_response(200, body)
-    assert caught.value.kind is Rejection.UNKNOWN
+    caught = refusal(wavespeed.parse_submit_response, 200, body)
+    assert caught.kind is Rejection.UNKNOWN
 
 
 # -- callbacks ----------------------------------------------------------------------------------------------------
@@ -367,19 +343,18 @@ def test_secret_request_and_its_observed_answer() -> None:
     ],
 )
 def test_secret_answer_without_a_secret_is_a_provider_error(status_code: int, body: bytes, kind: Rejection) -> None:
-    with pytest.raises(ProviderError) as caught:
-        wavespeed.parse_secret(status_code, body)
-    assert caught.value.kind is kind
+    caught = refusal(wavespeed.parse_secret, status_code, body)
+    assert caught.kind is kind
 
 
 def test_fetch_request_names_the_prediction_in_the_path() -> None:
-    request = wavespeed.fetch_request(dataclasses.replace(make_job({}), provider_job_id=TASK), KEY)
+    request = wavespeed.fetch_request(make_job("wavespeed", provider_job_id=TASK), KEY)
     assert (request.method, request.path) == ("GET", f"/api/v3/predictions/{TASK}/result")
     assert dict(request.headers) == {"Authorization": f"Bearer {KEY}"}
-    odd = dataclasses.replace(make_job({}), provider_job_id="../../webhook/secret")
+    odd = make_job("wavespeed", provider_job_id="../../webhook/secret")
     assert wavespeed.fetch_request(odd, KEY).path == "/api/v3/predictions/..%2F..%2Fwebhook%2Fsecret/result"
     with pytest.raises(InvalidParams, match="no wavespeed id to fetch"):
-        wavespeed.fetch_request(make_job({}), KEY)
+        wavespeed.fetch_request(make_job("wavespeed"), KEY)
 
 
 def test_fetch_answer_is_the_prediction_in_its_envelope() -> None:
@@ -399,9 +374,8 @@ def test_fetch_answer_is_the_prediction_in_its_envelope() -> None:
     ],
 )
 def test_fetch_refusals_are_provider_errors(status_code: int, body: bytes, kind: Rejection) -> None:
-    with pytest.raises(ProviderError) as caught:
-        wavespeed.parse_fetch_response(status_code, body)
-    assert caught.value.kind is kind
+    caught = refusal(wavespeed.parse_fetch_response, status_code, body)
+    assert caught.kind is kind
 
 
 # -- parameters ---------------------------------------------------------------------------------------------------
@@ -458,4 +432,4 @@ def test_extend_is_refused_before_and_at_submission() -> None:
     with pytest.raises(InvalidParams, match="generate only"):
         wavespeed.validate_params("extend", {"index": 0})
     with pytest.raises(InvalidParams, match="generate only"):
-        wavespeed.build_request(make_job({"index": 0}, action="extend"), None, KEY, HOOK)
+        wavespeed.build_request(make_job("wavespeed", "extend", {"index": 0}), None, KEY, HOOK)

@@ -7,28 +7,20 @@ either one drifting from WaveSpeed's scheme fails here.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-from anyio.abc import TaskStatus
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
-from receiver.serving import running
-from storage import Job, JobStatus
-from submitter.providers import BadSignature, ProviderError, Rejection, wavespeed
+from storage import JobStatus
+from submitter.providers import BadSignature, Rejection, wavespeed
 from submitter.simulators import video_bytes
 from submitter.simulators.wavespeed import WaveSpeedSimulator
+from tests.submitter.support import Recorder, make_job, refusal, serving, until
 
 pytestmark = pytest.mark.anyio
 
@@ -37,84 +29,13 @@ PROMPT = "a lighthouse at dusk, waves rolling in"
 IMAGE = "https://d2g64w682n9w0w.cloudfront.net/media/images/1745492812795806468_P4jFBxup.jpg"
 SUBMIT = "/api/v3/midjourney/image-to-video"
 PREDICTION_KEYS = ["id", "model", "outputs", "urls", "has_nsfw_contents", "status", "created_at", "error"]
-
-
-class Recorder:
-    """A callback receiver: records every POST (body, headers, query) and answers the scripted statuses, then 200."""
-
-    def __init__(self, statuses: tuple[int, ...] = ()) -> None:
-        self.statuses = list(statuses)
-        self.bodies: list[bytes] = []
-        self.headers: list[dict[str, str]] = []
-        self.queries: list[dict[str, str]] = []
-        self.app = Starlette(routes=[Route("/hook", self.receive, methods=["POST"])])
-
-    async def receive(self, request: Request) -> Response:
-        self.bodies.append(await request.body())
-        self.headers.append(dict(request.headers))
-        self.queries.append(dict(request.query_params))
-        return Response("ok", status_code=self.statuses.pop(0) if self.statuses else 200)
-
-    def payloads(self) -> list[dict[str, Any]]:
-        return [json.loads(body) for body in self.bodies]
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    with anyio.fail_after(2):
-        while not condition():
-            await anyio.sleep(0.002)
-
-
-@contextlib.asynccontextmanager
-async def serving(sim: WaveSpeedSimulator, recorder: Recorder) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
-    """The receiver and the simulator on loopback; yields a client for the simulator and the hook URL."""
-    stop = anyio.Event()
-
-    async def serve(app: Starlette, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with running(app) as base_url:
-            task_status.started(base_url)
-            await stop.wait()
-
-    failure: Exception | None = None
-    async with anyio.create_task_group() as tg:
-        hook_base, sim_base = await tg.start(serve, recorder.app), await tg.start(serve, sim.app)
-        try:
-            async with httpx.AsyncClient(base_url=sim_base, headers={"Authorization": f"Bearer {KEY}"}) as client:
-                yield client, f"{hook_base}/hook"
-        except Exception as exc:  # stop the servers gently, then fail as the test failed (not as a task group)
-            failure = exc
-        finally:
-            stop.set()
-    if failure is not None:
-        raise failure
-
-
-def make_job(params: dict[str, Any]) -> Job:
-    return Job(
-        id="job-1",
-        provider="wavespeed",
-        action="generate",
-        status=JobStatus.QUEUED,
-        params=params,
-        provider_job_id=None,
-        parent_id=None,
-        root_id="job-1",
-        depth=0,
-        rule=None,
-        origin=None,
-        error=None,
-        progress=None,
-        result={},
-        attempts=0,
-        next_attempt_at=None,
-        created_at=1.0,
-        updated_at=1.0,
-    )
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 async def submit(client: httpx.AsyncClient, hook: str | None, **params: Any) -> httpx.Response:
     """Submit the way the worker does: the provider module's request, sent as it says."""
-    request = wavespeed.build_request(make_job({"prompt": PROMPT, "image_url": IMAGE} | params), None, KEY, hook or "")
+    job = make_job("wavespeed", params={"prompt": PROMPT, "image_url": IMAGE} | params)
+    request = wavespeed.build_request(job, None, KEY, hook or "")
     query = dict(request.params) if hook is not None else {}
     return await client.request(
         request.method, request.path, headers=dict(request.headers), json=request.json, params=query
@@ -134,7 +55,7 @@ def job_id_of(response: httpx.Response) -> str:
 
 async def test_submit_delivers_a_signed_prediction_and_serves_the_video() -> None:
     sim, recorder = WaveSpeedSimulator(api_key=KEY, delay=0.01), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         secret = await secret_of(client)
         assert secret == sim.webhook_secret and secret.startswith("whsec_")
         response = await submit(client, hook + "?token=t0k&n=1", options={"aspect_ratio": "16:9", "chaos": 5})
@@ -173,7 +94,7 @@ async def test_submit_delivers_a_signed_prediction_and_serves_the_video() -> Non
 async def test_signatures_need_the_simulators_own_secret_and_each_delivery_gets_a_fresh_id() -> None:
     sim, recorder = WaveSpeedSimulator(api_key=KEY, webhook_secret="whsec_c2ltLXNlY3JldA==", delay=0.01), Recorder()
     assert WaveSpeedSimulator().webhook_secret != WaveSpeedSimulator().webhook_secret
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         assert await secret_of(client) == "whsec_c2ltLXNlY3JldA=="
         job_id = job_id_of(await submit(client, hook))
         await until(lambda: len(recorder.bodies) == 1)
@@ -191,7 +112,7 @@ async def test_signatures_need_the_simulators_own_secret_and_each_delivery_gets_
 
 async def test_videos_per_job_sets_how_many_outputs_a_prediction_has() -> None:
     sim, recorder = WaveSpeedSimulator(api_key=KEY, delay=0.01, videos_per_job=4), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         job_id = job_id_of(await submit(client, hook, resolution="720p", motion="high"))
         await until(lambda: len(recorder.bodies) == 1)
         [payload] = recorder.payloads()
@@ -201,7 +122,7 @@ async def test_videos_per_job_sets_how_many_outputs_a_prediction_has() -> None:
 
 async def test_seed_validation_answers_400_in_wavespeeds_envelope() -> None:
     sim, recorder = WaveSpeedSimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         base = {"image": IMAGE, "prompt": PROMPT}
         cases = [
             ({"prompt": PROMPT}, "image is required"),
@@ -221,9 +142,8 @@ async def test_seed_validation_answers_400_in_wavespeeds_envelope() -> None:
             assert response.status_code == 400, body
             assert response.json() == {"code": 400, "message": response.json()["message"], "data": None}
             assert message in response.json()["message"], (body, response.json())
-            with pytest.raises(ProviderError) as caught:
-                wavespeed.parse_submit_response(response.status_code, response.content)
-            assert caught.value.kind is Rejection.FATAL
+            caught = refusal(wavespeed.parse_submit_response, response.status_code, response.content)
+            assert caught.kind is Rejection.FATAL
         fine = {"image": IMAGE, "prompt": PROMPT, "quality": 0.5, "seed": 2147483647, "undeclared": "dropped"}
         assert (await client.post(SUBMIT, json=fine, params={"webhook": hook})).status_code == 200
         assert [s.status_code for s in sim.submissions] == [400] * len(cases) + [200] and sim.in_flight == 1
@@ -231,15 +151,14 @@ async def test_seed_validation_answers_400_in_wavespeeds_envelope() -> None:
 
 async def test_wrong_key_is_401_everywhere() -> None:
     sim, recorder = WaveSpeedSimulator(api_key=KEY, delay=0.01), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         for auth in ("Bearer wrong", KEY, ""):
             headers = {"Authorization": auth}
             body = {"image": IMAGE, "prompt": PROMPT}
             response = await client.post(SUBMIT, json=body, params={"webhook": hook}, headers=headers)
             assert response.status_code == 401 and response.json()["code"] == 401
-            with pytest.raises(ProviderError) as caught:
-                wavespeed.parse_submit_response(response.status_code, response.content)
-            assert caught.value.kind is Rejection.FATAL
+            caught = refusal(wavespeed.parse_submit_response, response.status_code, response.content)
+            assert caught.kind is Rejection.FATAL
             for path in ("/api/v3/webhook/secret", "/api/v3/predictions/x/result"):
                 assert (await client.get(path, headers=headers)).status_code == 401
         assert [s.status_code for s in sim.submissions] == [401] * 3 and sim.in_flight == 0 and sim.jobs() == []
@@ -248,13 +167,12 @@ async def test_wrong_key_is_401_everywhere() -> None:
 async def test_too_many_in_flight_is_429_until_a_callback_is_acknowledged() -> None:
     sim = WaveSpeedSimulator(api_key=KEY, delay=0.01, auto_deliver=False, max_in_flight=2)
     recorder = Recorder((500,))
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         first, _second = job_id_of(await submit(client, hook)), job_id_of(await submit(client, hook))
         full = await submit(client, hook)
         assert full.status_code == 429 and full.json()["code"] == 429
-        with pytest.raises(ProviderError) as caught:
-            wavespeed.parse_submit_response(full.status_code, full.content)
-        assert caught.value.kind is Rejection.RETRY
+        caught = refusal(wavespeed.parse_submit_response, full.status_code, full.content)
+        assert caught.kind is Rejection.RETRY
         assert await sim.deliver(first) == [500] and sim.in_flight == 2
         assert await sim.deliver(first) == [200] and sim.in_flight == 1
         assert (await submit(client, hook)).status_code == 200
@@ -264,13 +182,12 @@ async def test_reject_next_answers_in_wavespeeds_envelope() -> None:
     sim, recorder = WaveSpeedSimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
     sim.reject_next(503, "service unavailable")
     sim.reject_next(402, "insufficient balance")
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         kinds = []
         for _ in range(2):
             refused = await submit(client, hook)
-            with pytest.raises(ProviderError) as caught:
-                wavespeed.parse_submit_response(refused.status_code, refused.content)
-            kinds.append((refused.status_code, caught.value.kind, refused.json()["message"]))
+            caught = refusal(wavespeed.parse_submit_response, refused.status_code, refused.content)
+            kinds.append((refused.status_code, caught.kind, refused.json()["message"]))
         assert kinds == [
             (503, Rejection.RETRY, "service unavailable"),
             (402, Rejection.FATAL, "insufficient balance"),
@@ -281,7 +198,7 @@ async def test_reject_next_answers_in_wavespeeds_envelope() -> None:
 async def test_fail_job_when_sends_a_signed_failed_prediction() -> None:
     sim, recorder = WaveSpeedSimulator(api_key=KEY, delay=0.01), Recorder()
     sim.fail_job_when("lighthouse", "image could not be processed")
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         job_id = job_id_of(await submit(client, hook))
         await until(lambda: sim.in_flight == 0)
         [payload] = recorder.payloads()
@@ -298,7 +215,7 @@ async def test_fail_job_when_sends_a_signed_failed_prediction() -> None:
 
 async def test_unacknowledged_callback_is_delivered_four_times_each_freshly_signed() -> None:
     sim, recorder = WaveSpeedSimulator(api_key=KEY, delay=0.01), Recorder((500, 404, 503, 500, 500))
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         job_id = job_id_of(await submit(client, hook))
         await until(lambda: sim.in_flight == 0)  # it gave up: the slot is free
         assert [(d.job_id, d.status_code) for d in sim.deliveries] == [
@@ -312,7 +229,7 @@ async def test_unacknowledged_callback_is_delivered_four_times_each_freshly_sign
 
 async def test_callback_acknowledged_with_any_2xx_is_not_sent_again() -> None:
     sim, recorder = WaveSpeedSimulator(api_key=KEY, delay=0.01), Recorder((502, 204))
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         job_id_of(await submit(client, hook))
         await until(lambda: sim.in_flight == 0)
         await anyio.sleep(0.05)
@@ -321,9 +238,9 @@ async def test_callback_acknowledged_with_any_2xx_is_not_sent_again() -> None:
 
 async def test_result_endpoint_answers_the_prediction_in_its_envelope() -> None:
     sim, recorder = WaveSpeedSimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
-    async with serving(sim, recorder) as (client, hook):
+    async with serving(sim, recorder, AUTH) as (client, hook):
         job_id = job_id_of(await submit(client, hook))
-        request = wavespeed.fetch_request(dataclasses.replace(make_job({}), provider_job_id=job_id), KEY)
+        request = wavespeed.fetch_request(make_job("wavespeed", provider_job_id=job_id), KEY)
         pending = await client.request(request.method, request.path, headers=dict(request.headers))
         assert pending.json()["code"] == 200 and pending.json()["data"]["status"] == "processing"
         assert wavespeed.parse_fetch_response(pending.status_code, pending.content).status is JobStatus.RUNNING
@@ -338,14 +255,13 @@ async def test_result_endpoint_answers_the_prediction_in_its_envelope() -> None:
 
         unknown = await client.get("/api/v3/predictions/no-such-prediction/result")
         assert unknown.status_code == 404 and unknown.json()["message"] == "prediction not found"
-        with pytest.raises(ProviderError) as caught:
-            wavespeed.parse_fetch_response(unknown.status_code, unknown.content)
-        assert caught.value.kind is Rejection.FATAL
+        caught = refusal(wavespeed.parse_fetch_response, unknown.status_code, unknown.content)
+        assert caught.kind is Rejection.FATAL
 
 
 async def test_job_without_webhook_finishes_for_the_result_endpoint_only() -> None:
     sim, recorder = WaveSpeedSimulator(api_key=KEY, delay=0.01, max_in_flight=1), Recorder()
-    async with serving(sim, recorder) as (client, _hook):
+    async with serving(sim, recorder, AUTH) as (client, _hook):
         job_id = job_id_of(await submit(client, None))
         assert sim.submissions[0].query == {}
         await until(lambda: sim.job(job_id).status == "succeeded")
