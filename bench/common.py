@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import platform
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,16 @@ def reelhook_server(env: Mapping[str, str], sock: socket.socket, log: Path) -> I
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def pending_work(database: Path) -> int:
+    """Videos still pending, events not yet processed and jobs not yet sent: reelhook's background backlog."""
+    with closing(sqlite3.connect(database, timeout=10, isolation_level=None)) as db:
+        return sum(
+            db.execute(sql).fetchone()[0]
+            for sql in (
+                "SELECT count(*) FROM videos WHERE status = 'pending'",
+                "SELECT count(*) FROM events WHERE processed_at IS NULL",
+                "SELECT count(*) FROM jobs WHERE status = 'queued'",
+            )
+        )

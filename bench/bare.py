@@ -1,0 +1,92 @@
+"""The bare comparison app for the ingest benchmark: reelhook's callback route with nothing behind it.
+
+`POST /hooks/{provider}/{token}` reads the body and answers 200, storing nothing, checking nothing. It is served the
+way `reelhook serve` serves reelhook (`receiver.serving.make_server` on an inherited socket, same uvicorn settings
+and log level), so the difference between the two is what reelhook does per callback: the token check, the parse,
+and the durable SQLite transaction, plus whatever the background work it starts costs meanwhile.
+
+`python -m bench.bare --fd N` serves on an already-bound socket; `bare_server()` starts that in its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bench.common import REPO
+from receiver.serving import make_server
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"ok": True})
+
+
+async def receive_callback(request: Request) -> Response:
+    await request.body()
+    return JSONResponse({"ok": True})
+
+
+def create_app() -> Starlette:
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/hooks/{provider}/{token}", receive_callback, methods=["POST"]),
+        ]
+    )
+
+
+async def serve(sock: socket.socket) -> None:
+    await make_server(create_app(), log_level="info", handle_signals=True).serve([sock])
+
+
+@contextmanager
+def bare_server(sock: socket.socket, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The bare app in its own process on `sock`, stopped (SIGTERM, then SIGKILL) when the block ends."""
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.bare", "--fd", str(sock.fileno())],
+            env={"PATH": os.environ.get("PATH", "")},
+            pass_fds=[sock.fileno()],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.bare", description=__doc__)
+    parser.add_argument("--fd", type=int, required=True, help="serve on this already-bound socket")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sock = socket.socket(fileno=args.fd)
+    sock.setblocking(False)
+    try:
+        anyio.run(serve, sock)
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__":
+    main()
