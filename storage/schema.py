@@ -112,6 +112,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_followups_created ON jobs (created_at) WHERE rule IS NOT NULL;
     CREATE INDEX jobs_awaiting ON jobs (status, reconciled_at, updated_at);
     """,
+    # 4: indexes the queries need at scale (bench/scale.py, bench/ingest.py): a status's newest jobs without sorting
+    # all of them, and the next due download without sorting every pending video.
+    """
+    CREATE INDEX jobs_status_created ON jobs (status, created_at, id);
+    CREATE INDEX videos_pending_order ON videos (status, updated_at, job_id, idx);
+    """,
 )
 
 

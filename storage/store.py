@@ -75,7 +75,17 @@ class Store(Queues, Guards):
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         rows = await self._read(sql, [*params, limit])
-        return [job_from_row(row, await self.get_videos(row["id"])) for row in rows]
+        if not rows:
+            return []
+        # One query for the whole page's videos, not one per job.
+        marks = ",".join("?" * len(rows))
+        video_rows = await self._read(
+            f"SELECT * FROM videos WHERE job_id IN ({marks}) ORDER BY job_id, idx", [row["id"] for row in rows]
+        )
+        videos: dict[str, list[Video]] = {}
+        for video_row in video_rows:
+            videos.setdefault(video_row["job_id"], []).append(video_from_row(video_row))
+        return [job_from_row(row, videos.get(row["id"], ())) for row in rows]
 
     # -- submissions (the outbox towards providers) --------------------------------------------------------------
 
