@@ -22,8 +22,9 @@ import anyio
 import httpx
 import pytest
 
-from receiver.downloads import Downloader, media_extension
+from receiver.downloads import Downloader
 from receiver.guarded_http import guarded_client
+from receiver.mediafiles import media_extension
 from receiver.serving import running
 from storage import CallbackResult, EventType, Job, JobStatus, NewJob, Store, Video, VideoStatus
 

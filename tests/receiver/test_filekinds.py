@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from receiver.downloads import MEDIA_EXTENSIONS
 from receiver.filekinds import why_not_kind, why_not_media_type
+from receiver.mediafiles import MEDIA_EXTENSIONS
 
 SIMULATORS = Path(__file__).parents[2] / "submitter" / "simulators"
 
