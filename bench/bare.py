@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import socket
-import subprocess
-import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 from starlette.applications import Starlette
@@ -26,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bench.common import REPO
+from bench.common import module_server
 from receiver.serving import make_server
 
 
@@ -52,27 +49,9 @@ async def serve(sock: socket.socket) -> None:
     await make_server(create_app(), log_level="info", handle_signals=True).serve([sock])
 
 
-@contextmanager
-def bare_server(sock: socket.socket, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """The bare app in its own process on `sock`, stopped (SIGTERM, then SIGKILL) when the block ends."""
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bench.bare", "--fd", str(sock.fileno())],
-            env={"PATH": os.environ.get("PATH", "")},
-            pass_fds=[sock.fileno()],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def bare_server(sock: socket.socket, log: Path) -> Any:
+    """The bare app in its own process on `sock`."""
+    return module_server(["bench.bare"], sock, log)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

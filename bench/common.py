@@ -86,12 +86,15 @@ def url_of(sock: socket.socket) -> str:
 
 
 @contextmanager
-def reelhook_server(env: Mapping[str, str], sock: socket.socket, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`reelhook serve` in its own process on `sock` (so the load generator never shares its CPU time)."""
+def module_server(
+    module: Sequence[str], sock: socket.socket, log: Path, env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m <module...> --fd N` in its own process on `sock` (so a load generator never shares its CPU time),
+    stopped (SIGTERM, then SIGKILL) when the block ends."""
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "receiver.cli", "serve", "--fd", str(sock.fileno())],
-            env={"PATH": os.environ.get("PATH", ""), **env},
+            [sys.executable, "-m", *module, "--fd", str(sock.fileno())],
+            env={"PATH": os.environ.get("PATH", ""), **(env or {})},
             pass_fds=[sock.fileno()],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -106,6 +109,11 @@ def reelhook_server(env: Mapping[str, str], sock: socket.socket, log: Path) -> I
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def reelhook_server(env: Mapping[str, str], sock: socket.socket, log: Path) -> Any:
+    """`reelhook serve` in its own process on `sock`."""
+    return module_server(["receiver.cli", "serve"], sock, log, env)
 
 
 def pending_work(database: Path) -> int:
