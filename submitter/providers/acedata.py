@@ -38,6 +38,8 @@ from submitter.providers.base import (
     classify_status,
     fetch_id,
     load_json_object,
+    submitted_id,
+    url_list,
 )
 
 MODES = ("fast", "turbo")
@@ -120,11 +122,7 @@ def parse_submit_response(status_code: int, body: bytes) -> str:
         raise ProviderError(Rejection.FATAL, _refusal(status_code, body), status_code=status_code)
     data = answer.get("data")
     task_id = answer.get("task_id") or (data.get("task_id") if isinstance(data, dict) else None)
-    if not isinstance(task_id, str) or not task_id:
-        raise ProviderError(
-            Rejection.UNKNOWN, f"acedata answered {status_code} without a task_id", status_code=status_code
-        )
-    return task_id
+    return submitted_id(task_id, f"acedata answered {status_code} without a task_id", status_code)
 
 
 def _refusal(status_code: int, body: bytes) -> str:
@@ -157,9 +155,7 @@ def _result(task_id: str, payload: Mapping[str, Any]) -> CallbackResult:
         return CallbackResult(task_id, JobStatus.FAILED, progress, error=_error_text(payload.get("error")))
     if success is not True:
         return CallbackResult(task_id, JobStatus.RUNNING, progress)
-    media = payload.get("video_urls") or []
-    if not isinstance(media, list) or not all(isinstance(url, str) and url for url in media):
-        raise MalformedCallback("acedata callback: video_urls must be a list of URLs")
+    media = url_list(payload.get("video_urls") or [], "acedata callback: video_urls must be a list of URLs")
     if not media:
         return CallbackResult(task_id, JobStatus.FAILED, progress, error="acedata reported success without any video")
     kept = {key: payload[key] for key in KEPT if payload.get(key) is not None}

@@ -35,6 +35,7 @@ from submitter.providers.base import (
     error_message,
     fetch_id,
     load_json_object,
+    submitted_id,
 )
 
 MAX_IN_FLIGHT = 10  # not published: APIMart caps submissions per minute and answers 429 above it
@@ -162,9 +163,7 @@ def parse_submit_response(status_code: int, body: bytes) -> str:
     data = answer.get("data")
     first = data[0] if isinstance(data, list) and data else data
     task_id = first.get("task_id") if isinstance(first, dict) else answer.get("result")
-    if not isinstance(task_id, str) or not task_id:
-        raise ProviderError(Rejection.UNKNOWN, f"apimart answered {status_code} without a task_id", status_code=200)
-    return task_id
+    return submitted_id(task_id, f"apimart answered {status_code} without a task_id", 200)
 
 
 def _code(answer: Mapping[str, Any]) -> object:

@@ -122,3 +122,17 @@ def error_message(body: bytes, *keys: str) -> str:
         if isinstance(current, str) and current:
             return current
     return json.dumps(value)[:300]
+
+
+def submitted_id(value: object, message: str, status_code: int) -> str:
+    """The job id a submit answer names; without one we cannot tell whether the provider took the job."""
+    if not isinstance(value, str) or not value:
+        raise ProviderError(Rejection.UNKNOWN, message, status_code=status_code)
+    return value
+
+
+def url_list(value: object, message: str) -> list[str]:
+    """A callback's list of media URLs (possibly empty), or MalformedCallback(message)."""
+    if not isinstance(value, list) or not all(isinstance(url, str) and url for url in value):
+        raise MalformedCallback(message)
+    return value

@@ -33,6 +33,8 @@ from submitter.providers.base import (
     error_message,
     fetch_id,
     load_json_object,
+    submitted_id,
+    url_list,
 )
 
 MOTIONS = ("low", "high")
@@ -105,11 +107,7 @@ def parse_submit_response(status_code: int, body: bytes) -> str:
         raise ProviderError(Rejection.FATAL, f"ttapi: {answer.get('message') or 'FAILED'}", status_code=status_code)
     data = answer.get("data")
     job_id = data.get("jobId") or data.get("job_id") if isinstance(data, dict) else None
-    if not isinstance(job_id, str) or not job_id:
-        raise ProviderError(
-            Rejection.UNKNOWN, f"ttapi answered {status_code} without a job id", status_code=status_code
-        )
-    return job_id
+    return submitted_id(job_id, f"ttapi answered {status_code} without a job id", status_code)
 
 
 def parse_callback(body: bytes, headers: Mapping[str, str]) -> CallbackResult:
@@ -135,9 +133,7 @@ def parse_callback(body: bytes, headers: Mapping[str, str]) -> CallbackResult:
         kept["action"] = action
     video_job = action in VIDEO_ACTIONS if action else "videos" in data
     if video_job or data.get("videos"):  # whatever made videos is read for its videos
-        media = data.get("videos") or []
-        if not isinstance(media, list) or not all(isinstance(url, str) and url for url in media):
-            raise MalformedCallback("ttapi callback: data.videos must be a list of URLs")
+        media = url_list(data.get("videos") or [], "ttapi callback: data.videos must be a list of URLs")
         if not media:
             return CallbackResult(job_id, JobStatus.FAILED, progress, error="ttapi reported SUCCESS without any video")
     else:

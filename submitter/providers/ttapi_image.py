@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from storage import Job
-from submitter.providers.base import InvalidParams, MalformedCallback, ProviderRequest
+from submitter.providers.base import InvalidParams, ProviderRequest, url_list
 
 FETCH_PATH = "/midjourney/v1/fetch"
 COMPONENTS = frozenset({f"upsample{i}" for i in range(1, 5)} | {f"variation{i}" for i in range(1, 5)})
@@ -115,9 +115,7 @@ def image_urls(data: Mapping[str, Any]) -> tuple[str, ...]:
     """An image result's media: the four tiles, else the one image on TTAPI's CDN, else Discord's copy."""
     images = data.get("images")
     if images:
-        if not isinstance(images, list) or not all(isinstance(url, str) and url for url in images):
-            raise MalformedCallback("ttapi callback: data.images must be a list of URLs")
-        return tuple(images)
+        return tuple(url_list(images, "ttapi callback: data.images must be a list of URLs"))
     for key in ("cdnImage", "discordImage"):
         url = data.get(key)
         if isinstance(url, str) and url.startswith(("https://", "http://")):

@@ -42,6 +42,8 @@ from submitter.providers.base import (
     error_message,
     fetch_id,
     load_json_object,
+    submitted_id,
+    url_list,
 )
 
 SUBMIT_PATH = "/api/v3/midjourney/image-to-video"
@@ -119,12 +121,7 @@ def build_request(job: Job, parent: Job | None, api_key: str, hook_url: str) -> 
 
 def parse_submit_response(status_code: int, body: bytes) -> str:
     data = _read_envelope(status_code, body, "submit answer")
-    job_id = data.get("id")
-    if not isinstance(job_id, str) or not job_id:
-        raise ProviderError(
-            Rejection.UNKNOWN, f"wavespeed answered {status_code} without data.id", status_code=status_code
-        )
-    return job_id
+    return submitted_id(data.get("id"), f"wavespeed answered {status_code} without data.id", status_code)
 
 
 def parse_callback(body: bytes, headers: Mapping[str, str]) -> CallbackResult:
@@ -146,9 +143,7 @@ def _read_prediction(payload: dict[str, Any]) -> CallbackResult:
         return CallbackResult(job_id, JobStatus.FAILED, error=message)
     if status != "completed":
         return CallbackResult(job_id, JobStatus.RUNNING)
-    outputs = payload.get("outputs") or []
-    if not isinstance(outputs, list) or not all(isinstance(url, str) and url for url in outputs):
-        raise MalformedCallback("wavespeed callback: outputs must be a list of URLs")
+    outputs = url_list(payload.get("outputs") or [], "wavespeed callback: outputs must be a list of URLs")
     if not outputs:
         return CallbackResult(job_id, JobStatus.FAILED, error="wavespeed reported completed without any output")
     kept: dict[str, Any] = {
