@@ -3,6 +3,7 @@
 `storage` imports nothing else of reelhook's: it is the bottom of the house.
 """
 
+from storage.inbox import CallbackOutcome, JobMismatch
 from storage.lifecycle import InvalidTransition, check_transition
 from storage.records import (
     Action,
@@ -18,7 +19,7 @@ from storage.records import (
     Video,
     VideoStatus,
 )
-from storage.store import CallbackOutcome, JobMismatch, Store
+from storage.store import Store
 
 __all__ = [
     "Action",

@@ -111,13 +111,18 @@ class Database:
 
     async def _set_status(
         self, db: aiosqlite.Connection, job: Job | sqlite3.Row, target: JobStatus, **fields: Any
-    ) -> None:
-        job_id, current = (job.id, job.status) if isinstance(job, Job) else (job["id"], JobStatus(job["status"]))
-        if target != current:
-            check_transition(job_id, current, target)
-        assignments = ", ".join(f"{name} = ?" for name in fields)
-        sql = f"UPDATE jobs SET status = ?, updated_at = ?{', ' if fields else ''}{assignments} WHERE id = ?"
-        await db.execute(sql, (target.value, self._clock(), *fields.values(), job_id))
+    ) -> bool:
+        """Move `job` to `target` if the lifecycle allows it (else InvalidTransition), as a compare-and-set on the
+        status it was read with: False, and nothing written, when the job has moved since."""
+        if isinstance(job, Job):
+            job_id, current, lost = job.id, job.status, job.lost_at is not None
+        else:
+            job_id, current, lost = job["id"], JobStatus(job["status"]), job["lost_at"] is not None
+        check_transition(job_id, current, target, lost=lost)
+        assignments = "".join(f", {name} = ?" for name in fields)
+        sql = f"UPDATE jobs SET status = ?, updated_at = ?{assignments} WHERE id = ? AND status = ?"
+        cursor = await db.execute(sql, (target.value, self._clock(), *fields.values(), job_id, current.value))
+        return cursor.rowcount == 1
 
     async def _emit(self, db: aiosqlite.Connection, type: EventType, job_id: str, index: int | None = None) -> None:
         await db.execute(
@@ -131,6 +136,12 @@ class Database:
         if row is None:
             raise LookupError(f"job {job_id} does not exist")
         return row
+
+
+def printable(text: str) -> str:
+    """`text` as SQLite can store it: code points UTF-8 cannot encode (lone surrogates) become U+FFFD."""
+    # Through UTF-16: a surrogate pair that arrived as two escapes becomes its character, a lone half U+FFFD.
+    return text if text.isascii() else text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def float_or_none(value: object) -> float | None:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from storage.database import Database
-from storage.records import Job, Note
-from storage.rows import job_from_row
+from storage.records import Note
 
 
 class Guards(Database):
@@ -46,26 +43,3 @@ class Guards(Database):
         """Jobs that rules (not people) created since `since`."""
         rows = await self._read("SELECT count(*) FROM jobs WHERE rule IS NOT NULL AND created_at >= ?", (since,))
         return int(rows[0][0])
-
-    # -- missed callbacks ----------------------------------------------------------------------------------------
-
-    async def jobs_awaiting_callback(self, grace: Mapping[str, float]) -> list[Job]:
-        """Jobs a provider took (it gave an id) whose callback is later than `grace[provider]` seconds and that
-        were never looked up: each is asked about once."""
-        now = self._clock()
-        found: list[Job] = []
-        for provider, seconds in grace.items():
-            rows = await self._read(
-                # The unary + keeps SQLite off the (provider, provider_job_id) index, which it would otherwise
-                # pick for "IS NOT NULL" and then scan every job the provider ever had (bench/scale.py: 0.5 s).
-                """SELECT * FROM jobs WHERE status IN ('submitted', 'running') AND provider = ?
-                     AND +provider_job_id IS NOT NULL AND reconciled_at IS NULL AND updated_at <= ?
-                   ORDER BY updated_at""",
-                (provider, now - seconds),
-            )
-            found.extend(job_from_row(row, ()) for row in rows)
-        return found
-
-    async def mark_reconciled(self, job_id: str) -> None:
-        async with self._transaction() as db:
-            await db.execute("UPDATE jobs SET reconciled_at = ? WHERE id = ?", (self._clock(), job_id))

@@ -101,7 +101,11 @@ class Job:
     updated_at: float
     videos: tuple[Video, ...] = ()
     notes: tuple[Note, ...] = ()
-    reconciled_at: float | None = None
+    reconciled_at: float | None = None  # last looked up at its provider
+    sent_at: float | None = None  # claimed for sending: its deadlines count from here
+    lookup_at: float | None = None  # while in flight: when it is next looked up (or given up on)
+    lookups: int = 0  # how often it was looked up
+    lost_at: float | None = None  # given up on: no result within the provider's give-up time
 
     @property
     def prompt(self) -> str | None:

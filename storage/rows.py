@@ -32,6 +32,10 @@ def job_from_row(row: sqlite3.Row, videos: Sequence[Video], notes: Sequence[Note
         videos=tuple(videos),
         notes=tuple(notes),
         reconciled_at=row["reconciled_at"],
+        sent_at=row["sent_at"],
+        lookup_at=row["lookup_at"],
+        lookups=row["lookups"],
+        lost_at=row["lost_at"],
     )
 
 

@@ -118,6 +118,27 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_status_created ON jobs (status, created_at, id);
     CREATE INDEX videos_pending_order ON videos (status, updated_at, job_id, idx);
     """,
+    # 5: every job that left has a deadline (receiver/reconcile.py): when it was sent, when it is next looked up,
+    # how often it was, and when it was given up on as lost. Callbacks keep a digest and a delivery id, so a
+    # re-delivery is counted instead of stored again, and a pruned body leaves its digest behind.
+    """
+    ALTER TABLE jobs ADD COLUMN sent_at REAL;
+    ALTER TABLE jobs ADD COLUMN lookup_at REAL;
+    ALTER TABLE jobs ADD COLUMN lookups INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN lost_at REAL;
+    UPDATE jobs SET sent_at = updated_at, lookup_at = updated_at + 900 WHERE status IN ('submitted', 'running');
+    CREATE INDEX jobs_lookup_due ON jobs (lookup_at) WHERE status IN ('submitted', 'running');
+    DROP INDEX jobs_awaiting;
+
+    ALTER TABLE callbacks ADD COLUMN body_sha256 TEXT;
+    ALTER TABLE callbacks ADD COLUMN delivery_id TEXT;       -- webhook-id (Standard Webhooks): same on every retry
+    ALTER TABLE callbacks ADD COLUMN deliveries INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE callbacks ADD COLUMN last_received_at REAL;
+    ALTER TABLE callbacks ADD COLUMN replaced INTEGER NOT NULL DEFAULT 0;  -- distinct bodies this row stands for
+    ALTER TABLE callbacks ADD COLUMN pruned_at REAL;
+    CREATE INDEX callbacks_job_digest ON callbacks (job_id, body_sha256);
+    CREATE INDEX callbacks_received ON callbacks (received_at) WHERE pruned_at IS NULL;
+    """,
 )
 
 

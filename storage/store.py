@@ -1,43 +1,24 @@
-"""The Store: every query reelhook makes. Here jobs, the submission outbox and the callback inbox; the queues that
-follow a callback (downloads, events, notifications) are in `storage.queues`; the connection, the transaction
-discipline and the writes they share in `storage.database`.
+"""The Store: every query reelhook makes. Here jobs and the submission outbox; the callback inbox is in
+`storage.inbox`, the deadlines of jobs in flight in `storage.deadlines`, the queues that follow a callback
+(downloads, events, notifications) in `storage.queues`; the connection, the transaction discipline and the writes
+they share in `storage.database`.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from collections.abc import Iterable
-from enum import StrEnum
 from typing import Any
 
-import aiosqlite
-
-from storage.database import float_or_none
+from storage.database import float_or_none, printable
+from storage.deadlines import Deadlines
 from storage.guards import Guards
+from storage.inbox import Inbox
+from storage.lifecycle import IN_FLIGHT, InvalidTransition, sql_list
 from storage.queues import Queues
-from storage.records import (
-    CallbackResult,
-    EventType,
-    Job,
-    JobStatus,
-    NewJob,
-    Video,
-)
+from storage.records import EventType, Job, JobStatus, NewJob, Video
 from storage.rows import job_from_row, video_from_row
 
 
-class CallbackOutcome(StrEnum):
-    APPLIED = "applied"  # a final result: the job finished now
-    PROGRESS = "progress"  # a non-terminal report
-    DUPLICATE = "duplicate"  # the job had already finished: stored, nothing else changes
-
-
-class JobMismatch(Exception):
-    """A callback that does not belong to the job its token names."""
-
-
-class Store(Queues, Guards):
+class Store(Inbox, Deadlines, Queues, Guards):
     # -- jobs ---------------------------------------------------------------------------------------------------
 
     async def create_job(self, new: NewJob) -> tuple[Job, bool]:
@@ -91,7 +72,7 @@ class Store(Queues, Guards):
 
     async def in_flight(self, provider: str) -> int:
         rows = await self._read(
-            "SELECT count(*) FROM jobs WHERE provider = ? AND status IN ('submitted', 'running')", (provider,)
+            f"SELECT count(*) FROM jobs WHERE provider = ? AND status IN ({sql_list(IN_FLIGHT)})", (provider,)
         )
         return int(rows[0][0])
 
@@ -116,15 +97,22 @@ class Store(Queues, Guards):
         )
         return float_or_none(rows[0][0])
 
-    async def claim_submission(self, job_id: str) -> Job:
-        """Mark a queued job as handed to its provider, before the request leaves.
+    async def claim_submission(self, job_id: str, *, look_up_after: float = 900.0) -> Job:
+        """Mark a queued job as handed to its provider, before the request leaves: one compare-and-set.
 
-        After this commit a crash leaves the job SUBMITTED with no provider id: it is never sent again, and the
-        provider's callback (whose token names this job) still completes it.
+        After this commit a crash leaves the job SUBMITTED: it is never sent again, and its callback (whose token
+        names this job) or its deadline lookup, `look_up_after` seconds from now, settles it. A job that is no
+        longer queued (claimed by someone else meanwhile) raises InvalidTransition and nothing is written.
         """
         async with self._transaction() as db:
             row = await self._locked_job(db, job_id)
-            await self._set_status(db, row, JobStatus.SUBMITTED, attempts=row["attempts"] + 1, next_attempt_at=None)
+            now = self._clock()
+            claimed = await self._set_status(
+                db, row, JobStatus.SUBMITTED, attempts=row["attempts"] + 1, next_attempt_at=None, sent_at=now,
+                lookup_at=now + look_up_after, lookups=0,
+            )  # fmt: skip
+            if not claimed:
+                raise InvalidTransition(job_id, JobStatus(row["status"]), JobStatus.SUBMITTED)
         job = await self.get_job(job_id)
         assert job is not None
         return job
@@ -140,11 +128,12 @@ class Store(Queues, Guards):
             await self._emit(db, EventType.JOB_SUBMITTED, job_id)
 
     async def record_unknown_outcome(self, job_id: str, error: str) -> None:
-        """The provider may or may not have taken the job: it stays SUBMITTED, never resent; its callback decides."""
+        """The provider may or may not have taken the job: it stays SUBMITTED, never resent; its callback or its
+        deadline lookup decides."""
         async with self._transaction() as db:
             await db.execute(
                 "UPDATE jobs SET error = ?, updated_at = ? WHERE id = ? AND status = 'submitted'",
-                (error, self._clock(), job_id),
+                (printable(error), self._clock(), job_id),
             )
 
     async def release_submission(self, job_id: str, *, error: str, retry_at: float) -> None:
@@ -152,70 +141,15 @@ class Store(Queues, Guards):
         async with self._transaction() as db:
             row = await self._locked_job(db, job_id)
             if JobStatus(row["status"]) is JobStatus.SUBMITTED and row["provider_job_id"] is None:
-                await self._set_status(db, row, JobStatus.QUEUED, error=error, next_attempt_at=retry_at)
+                await self._set_status(
+                    db, row, JobStatus.QUEUED, error=printable(error), next_attempt_at=retry_at, sent_at=None,
+                    lookup_at=None,
+                )  # fmt: skip
 
     async def fail_job(self, job_id: str, error: str) -> None:
         async with self._transaction() as db:
             row = await self._locked_job(db, job_id)
             if JobStatus(row["status"]).terminal:
                 return
-            await self._set_status(db, row, JobStatus.FAILED, error=error, next_attempt_at=None)
+            await self._set_status(db, row, JobStatus.FAILED, error=printable(error), next_attempt_at=None)
             await self._emit(db, EventType.JOB_FAILED, job_id)
-
-    # -- callbacks (the inbox from providers) --------------------------------------------------------------------
-
-    async def record_callback(
-        self,
-        job_id: str,
-        provider: str,
-        *,
-        body: bytes,
-        headers: Iterable[tuple[str, str]],
-        result: CallbackResult,
-    ) -> CallbackOutcome:
-        """Store a verified callback verbatim and apply it to its job, in one transaction.
-
-        Raises JobMismatch, writing nothing, when the callback is about another provider job than this one.
-        """
-        async with self._transaction() as db:
-            job = await self._locked_job(db, job_id)
-            known = job["provider_job_id"]
-            if job["provider"] != provider or (result.provider_job_id and known and known != result.provider_job_id):
-                raise JobMismatch(f"callback for {provider} job {result.provider_job_id} does not belong to {job_id}")
-            outcome = await self._apply_result(db, job, result)
-            await db.execute(
-                """INSERT INTO callbacks (job_id, provider, received_at, headers, body, status, effect)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                (job_id, provider, self._clock(), json.dumps(list(headers)), body, result.status.value, outcome.value),
-            )
-        return outcome
-
-    async def _apply_result(
-        self, db: aiosqlite.Connection, job: sqlite3.Row, result: CallbackResult
-    ) -> CallbackOutcome:
-        status = JobStatus(job["status"])
-        if status.terminal:
-            return CallbackOutcome.DUPLICATE
-        provider_job_id = job["provider_job_id"] or result.provider_job_id
-        progress = result.progress if result.progress is not None else job["progress"]
-        if not result.status.terminal:
-            await self._set_status(db, job, JobStatus.RUNNING, progress=progress, provider_job_id=provider_job_id)
-            return CallbackOutcome.PROGRESS
-        await self._set_status(
-            db, job, result.status, progress=progress, provider_job_id=provider_job_id, error=result.error,
-            result=json.dumps(result.result), next_attempt_at=None,
-        )  # fmt: skip
-        if result.status is JobStatus.SUCCEEDED:
-            now = self._clock()
-            await db.executemany(
-                "INSERT OR IGNORE INTO videos (job_id, idx, url, status, updated_at) VALUES (?, ?, ?, 'pending', ?)",
-                [(job["id"], index, url, now) for index, url in enumerate(result.media_urls)],
-            )
-            await self._emit(db, EventType.JOB_SUCCEEDED, job["id"])
-        else:
-            await self._emit(db, EventType.JOB_FAILED, job["id"])
-        return CallbackOutcome.APPLIED
-
-    async def callback_count(self, job_id: str) -> int:
-        rows = await self._read("SELECT count(*) FROM callbacks WHERE job_id = ?", (job_id,))
-        return int(rows[0][0])

@@ -44,22 +44,24 @@ async def test_counts_for_the_limits(tmp_path: Path) -> None:
         assert await store.count_followups_since(2500.0) == 0
 
 
-async def test_jobs_awaiting_a_callback_are_found_once(tmp_path: Path) -> None:
+async def test_jobs_in_flight_are_due_at_their_deadline_until_they_settle(tmp_path: Path) -> None:
     now = [1000.0]
     async with await Store.open(tmp_path / "db.sqlite3", clock=lambda: now[0]) as store:
         ids = []
         for _ in range(3):
             job, _ = await store.create_job(NewJob("ttapi", "generate", {}))
-            await store.claim_submission(job.id)
+            await store.claim_submission(job.id, look_up_after=600)
             ids.append(job.id)
         await store.record_submitted(ids[0], "tt-0")
-        await store.record_submitted(ids[1], "tt-1")  # ids[2]: never answered, so nothing to look up by
+        await store.record_submitted(ids[1], "tt-1")  # ids[2]: never answered, but it has a deadline all the same
         await store.record_callback(
             ids[1], "ttapi", body=b"", headers=[], result=CallbackResult("tt-1", JobStatus.SUCCEEDED, 100, ("u",))
         )
-        assert await store.jobs_awaiting_callback({"ttapi": 600}) == []  # not late yet
-        now[0] += 601
-        late = await store.jobs_awaiting_callback({"ttapi": 600, "acedata": 1})
-        assert [job.id for job in late] == [ids[0]]
-        await store.mark_reconciled(ids[0])
-        assert await store.jobs_awaiting_callback({"ttapi": 600}) == []
+        assert await store.due_lookups() == [] and await store.next_lookup_at() == 1600.0  # not late yet
+        now[0] += 600
+        assert sorted(job.id for job in await store.due_lookups()) == sorted([ids[0], ids[2]])
+        assert await store.schedule_lookup(ids[0], at=2800.0, looked_up=True)
+        assert [job.id for job in await store.due_lookups()] == [ids[2]]
+        assert not await store.schedule_lookup(ids[1], at=2800.0, looked_up=True)  # settled: no deadline
+        job = await store.get_job(ids[0])
+        assert job is not None and (job.lookups, job.reconciled_at, job.lookup_at) == (1, 1600.0, 2800.0)

@@ -119,11 +119,10 @@ async def test_callback_binds_the_provider_id_of_a_job_whose_submit_answer_was_l
 async def test_progress_then_failure(store: Store) -> None:
     job_id = await submitted(store)
     running = CallbackResult("p-1", JobStatus.RUNNING, 40)
-    assert (
-        await store.record_callback(job_id, "ttapi", body=b"", headers=[], result=running) is CallbackOutcome.PROGRESS
-    )
+    outcome = await store.record_callback(job_id, "ttapi", body=b"running", headers=[], result=running)
+    assert outcome is CallbackOutcome.PROGRESS
     failed = CallbackResult("p-1", JobStatus.FAILED, error="prompt violation")
-    await store.record_callback(job_id, "ttapi", body=b"", headers=[], result=failed)
+    await store.record_callback(job_id, "ttapi", body=b"failed", headers=[], result=failed)
     job = await store.get_job(job_id)
     assert job is not None and (job.status, job.progress, job.error) == (JobStatus.FAILED, 40, "prompt violation")
 
