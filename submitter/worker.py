@@ -1,10 +1,13 @@
 """The submission worker: sends queued jobs to their providers, at most `max_in_flight` per provider.
 
-The rule that keeps money safe is "never send twice what may have been accepted". So a job is claimed (committed
-as SUBMITTED) before its request leaves, and only a failure that proves the provider never took it puts it back in
-the queue: a connection that was never made, or an answer that refuses it for now (429, TTAPI's 499, 5xx). A
-timeout or a dropped connection after the request went out leaves the job SUBMITTED with no provider id; the
-callback, whose token names our job, still completes it.
+The rule that keeps money safe is "never send twice what may have been accepted". So a job is claimed (one
+compare-and-set, committed as SUBMITTED) before its request leaves, and only a failure that proves the provider
+never took it puts it back in the queue: a connection that was never made, or an answer that says in words it was
+not taken (429, TTAPI's 499). Everything else once the request may have been written (a 5xx, a timeout, a dropped
+connection, an answer we cannot read, any exception) is "outcome unknown": the job stays SUBMITTED, never resent,
+and its callback (whose token names our job) or its deadline lookup (receiver/reconcile.py) settles it. A request
+that cannot even be built (a parameter the provider module refuses, a body that cannot be encoded) was never sent:
+the job fails with the reason. No path leaves a claimed job without a recorded way forward.
 
 The worker never polls: `run_once()` drains what is due, and the loop that calls it waits to be woken (a job was
 recorded, a callback freed a slot) or for the next retry time.
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 import anyio
 import httpx
 
-from storage import Job, Store
+from storage import InvalidTransition, Job, Store
 from submitter.backoff import next_attempt_at
 from submitter.providers import InvalidParams, Provider, ProviderError, Rejection
 from submitter.tokens import HookSigner
@@ -44,6 +47,8 @@ class Endpoint:
     base_url: str
     api_key: str
     max_in_flight: int | None = None  # None: the provider's documented limit
+    callback_grace: float = 900.0  # seconds after sending before a job with no result is looked up
+    give_up_after: float = 86400.0  # seconds after sending before a job with no result is failed as lost
 
     @property
     def slots(self) -> int:
@@ -108,28 +113,25 @@ class Submitter:
             await self._store.fail_job(job.id, f"provider {job.provider!r} is not configured")
             return
         parent = await self._store.get_job(job.parent_id) if job.parent_id else None
-        job = await self._store.claim_submission(job.id)
         try:
-            request = endpoint.provider.build_request(
-                job, parent, endpoint.api_key, self.hook_url(job.id, job.provider)
-            )
-        except InvalidParams as exc:
-            await self._store.fail_job(job.id, f"{job.provider}: {exc}")
+            job = await self._store.claim_submission(job.id, look_up_after=endpoint.callback_grace)
+        except InvalidTransition:
+            log.info("job %s: no longer queued; left to whoever claimed it", job.id)
             return
         try:
-            response = await self._http.request(
-                request.method,
-                endpoint.base_url + request.path,
-                headers=dict(request.headers),
-                json=request.json,
-                params=dict(request.params),
-            )
+            request = self._build(job, parent, endpoint)
+        except Exception as exc:  # nothing left: a request that cannot be built or encoded was never sent
+            reason = str(exc) if isinstance(exc, InvalidParams) else f"cannot build the request: {_describe(exc)}"
+            log.warning("job %s: %s: %s", job.id, job.provider, reason)
+            await self._store.fail_job(job.id, f"{job.provider}: {reason}")
+            return
+        try:
+            response = await self._http.send(request)
         except NOT_SENT as exc:
-            await self._retry(job, f"{job.provider}: not sent: {type(exc).__name__}: {exc}")
+            await self._retry(job, f"{job.provider}: not sent: {_describe(exc)}")
             return
-        except httpx.HTTPError as exc:
-            # The request may have been taken: keep the job SUBMITTED and let its callback settle it.
-            await self._unknown(job, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # the request may have been written and taken
+            await self._unknown(job, _describe(exc))
             return
         self._fault("submit.sent")
         try:
@@ -137,8 +139,21 @@ class Submitter:
         except ProviderError as exc:
             await self._rejected(job, exc)
             return
+        except Exception as exc:
+            await self._unknown(job, f"unreadable answer ({response.status_code}): {_describe(exc)}")
+            return
         await self._store.record_submitted(job.id, provider_job_id)
         log.info("job %s: submitted to %s as %s", job.id, job.provider, provider_job_id)
+
+    def _build(self, job: Job, parent: Job | None, endpoint: Endpoint) -> httpx.Request:
+        spec = endpoint.provider.build_request(job, parent, endpoint.api_key, self.hook_url(job.id, job.provider))
+        return self._http.build_request(  # encodes the body: a text that cannot be encoded fails here, unsent
+            spec.method,
+            endpoint.base_url + spec.path,
+            headers=dict(spec.headers),
+            json=spec.json,
+            params=dict(spec.params),
+        )
 
     async def _rejected(self, job: Job, exc: ProviderError) -> None:
         if exc.kind is Rejection.RETRY:
@@ -161,3 +176,7 @@ class Submitter:
         retry_at = next_attempt_at(job.attempts, self._clock())
         log.info("job %s: %s; retrying in %.1fs", job.id, error, retry_at - self._clock())
         await self._store.release_submission(job.id, error=error, retry_at=retry_at)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

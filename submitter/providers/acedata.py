@@ -38,6 +38,7 @@ from submitter.providers.base import (
     classify_status,
     fetch_id,
     load_json_object,
+    named_id,
     submitted_id,
     url_list,
 )
@@ -141,13 +142,10 @@ def _refusal(status_code: int, body: bytes) -> str:
 
 def parse_callback(body: bytes, headers: Mapping[str, str]) -> CallbackResult:
     payload = load_json_object(body, "acedata callback")
-    task_id = payload.get("task_id")
-    if not isinstance(task_id, str) or not task_id:
-        raise MalformedCallback("acedata callback names no task_id")
-    return _result(task_id, payload)
+    return _result(named_id(payload.get("task_id")), payload)
 
 
-def _result(task_id: str, payload: Mapping[str, Any]) -> CallbackResult:
+def _result(task_id: str | None, payload: Mapping[str, Any]) -> CallbackResult:
     """A callback-shaped body: `success` true or false is final, anything else is still running."""
     progress = _progress(payload.get("progress"))
     success = payload.get("success")

@@ -31,10 +31,12 @@ from submitter.providers.base import (
     ProviderError,
     ProviderRequest,
     Rejection,
+    about_the_job,
     classify_status,
     error_message,
     fetch_id,
     load_json_object,
+    named_id,
     submitted_id,
 )
 
@@ -141,7 +143,8 @@ def build_request(job: Job, parent: Job | None, api_key: str, hook_url: str) -> 
     if params.get("end_image_url"):
         body["end_url"] = params["end_image_url"]
     body["webhook"] = hook_url
-    headers = {"Authorization": f"Bearer {api_key}"}
+    # APIMart honours an idempotency key: a submission that reached it twice (it never should) is one task.
+    headers = {"Authorization": f"Bearer {api_key}", "Idempotency-Key": job.id}
     return ProviderRequest("POST", "/v1/midjourney/generations/video", headers, body)
 
 
@@ -151,6 +154,8 @@ def parse_submit_response(status_code: int, body: bytes) -> str:
         message = error_message(body, *ERROR_KEYS)
         if status_code == 500 and message.startswith("build_request_failed"):
             rejection = Rejection.FATAL  # a parameter APIMart could not use: sending it again fails again
+        elif status_code == 409:  # idempotency_in_progress | key_reused | result_indeterminate: it has this job
+            rejection = Rejection.UNKNOWN
         raise ProviderError(rejection, f"apimart: HTTP {status_code}: {message}", status_code=status_code)
     try:
         answer = load_json_object(body, "apimart submit answer")
@@ -174,8 +179,10 @@ def _code(answer: Mapping[str, Any]) -> object:
 def _code_rejection(code: object) -> Rejection:
     if not isinstance(code, int) or isinstance(code, bool):
         return Rejection.UNKNOWN
-    if code == 9 or code == 429 or code >= 500:
+    if code == 9 or code == 429:  # 9 FAILURE: "retry with backoff" (providers.md §5): it says it was not taken
         return Rejection.RETRY
+    if code >= 500:
+        return Rejection.UNKNOWN
     if code in FATAL_CODES or 400 <= code < 500:
         return Rejection.FATAL
     return Rejection.UNKNOWN
@@ -189,9 +196,7 @@ def parse_task(payload: Mapping[str, Any]) -> CallbackResult:
     """A task object, bare or wrapped in `{"code":200,"data":…}`, in reelhook's terms."""
     data = payload.get("data")
     task: Mapping[str, Any] = data if isinstance(data, dict) and "status" not in payload else payload
-    task_id, status = task.get("id") or task.get("task_id"), task.get("status")
-    if not isinstance(task_id, str) or not task_id:
-        raise MalformedCallback("apimart callback names no task id")
+    task_id, status = named_id(task.get("id") or task.get("task_id")), task.get("status")
     if not isinstance(status, str) or not status:
         raise MalformedCallback("apimart callback has no status")
     progress = _progress(task.get("progress"))
@@ -254,7 +259,7 @@ def parse_fetch_response(status_code: int, body: bytes) -> CallbackResult:
     if code not in (1, 200):
         message = f"apimart: code {code}: {error_message(body, *ERROR_KEYS)}"
         raise ProviderError(_code_rejection(code), message, status_code=status_code)
-    return parse_task(answer)
+    return about_the_job(parse_task(answer), "apimart task answer", status_code)
 
 
 PROVIDER = Provider(

@@ -25,9 +25,9 @@ class ProviderRequest:
 
 
 class Rejection(Enum):
-    FATAL = "fatal"  # the provider will never take this job (bad key, no balance, bad parameters)
-    RETRY = "retry"  # the provider did not take it now (rate limit, queue full, its own failure)
-    UNKNOWN = "unknown"  # the provider answered, but we cannot tell whether it took the job
+    FATAL = "fatal"  # the provider said it will never take this job (bad key, no balance, bad parameters)
+    RETRY = "retry"  # the provider said it did not take it now (rate limit, queue full)
+    UNKNOWN = "unknown"  # the request reached the provider, and we cannot tell whether it took the job
 
 
 class ProviderError(Exception):
@@ -77,6 +77,8 @@ class Provider:
     # result a callback gives. The whole job, not its id alone: TTAPI fetches image jobs from another endpoint.
     fetch_request: Callable[[Job, str], ProviderRequest] | None = None
     parse_fetch_response: Callable[[int, bytes], CallbackResult] | None = None
+    # Asked once more when the fetch answers 4xx (TTAPI: its seed's heading says GET, its example POSTs a body).
+    fetch_fallback: Callable[[Job, str], ProviderRequest] | None = None
     # Image frames larger than this are refused before anything is sent (APIMart: 12 MiB).
     max_frame_bytes: int | None = None
     # Besides `actions`, any action a parent result lists in result["components"] (TTAPI's U1-U4, V1-V4, ...).
@@ -84,11 +86,18 @@ class Provider:
 
 
 def classify_status(status_code: int) -> Rejection | None:
-    """The common reading of a submit answer's HTTP status; None means 2xx (read the body)."""
+    """The common reading of a submit answer's HTTP status; None means 2xx (read the body).
+
+    Only an answer that says in words that the job was not taken may send it again: 429, and TTAPI's 499 "queue
+    full". A 5xx (a 504 from a gateway that timed out while the provider took the job), 408 or 425 says nothing
+    about the job: outcome unknown, never resent. Any other 4xx names what is wrong with the request: it fails.
+    """
     if 200 <= status_code < 300:
         return None
-    if status_code in (408, 425, 429, 499) or status_code >= 500:  # TTAPI answers 499 when its queue is full
+    if status_code in (429, 499):
         return Rejection.RETRY
+    if status_code in (408, 425) or status_code >= 500:
+        return Rejection.UNKNOWN
     return Rejection.FATAL
 
 
@@ -129,6 +138,22 @@ def submitted_id(value: object, message: str, status_code: int) -> str:
     if not isinstance(value, str) or not value:
         raise ProviderError(Rejection.UNKNOWN, message, status_code=status_code)
     return value
+
+
+def named_id(value: object) -> str | None:
+    """The provider job id a callback names, or None: a body without one (TTAPI's `FAILED` with `data: null`,
+    AceData's error envelope) is applied to the job its URL token names, which the receiver has verified."""
+    return value if isinstance(value, str) and value else None
+
+
+def about_the_job(result: CallbackResult, what: str, status_code: int) -> CallbackResult:
+    """A fetch answer that names no job (TTAPI's "job not found" is a FAILED with `data: null`) settles nothing:
+    we asked about one job, and only an answer about that job may finish it."""
+    if result.provider_job_id is None:
+        raise ProviderError(
+            Rejection.UNKNOWN, f"{what} names no job: {result.error or result.status}", status_code=status_code
+        )
+    return result
 
 
 def url_list(value: object, message: str) -> list[str]:

@@ -29,10 +29,12 @@ from submitter.providers.base import (
     ProviderError,
     ProviderRequest,
     Rejection,
+    about_the_job,
     classify_status,
     error_message,
     fetch_id,
     load_json_object,
+    named_id,
     submitted_id,
     url_list,
 )
@@ -114,9 +116,7 @@ def parse_callback(body: bytes, headers: Mapping[str, str]) -> CallbackResult:
     payload = load_json_object(body, "ttapi callback")
     data = payload.get("data")
     data = data if isinstance(data, dict) else {}
-    job_id = payload.get("jobId") or data.get("jobId") or data.get("job_id")
-    if not isinstance(job_id, str) or not job_id:
-        raise MalformedCallback("ttapi callback names no jobId")
+    job_id = named_id(payload.get("jobId") or data.get("jobId") or data.get("job_id"))
     status = payload.get("status")
     if not isinstance(status, str):
         raise MalformedCallback("ttapi callback has no status")
@@ -150,6 +150,12 @@ def fetch_request(job: Job, api_key: str) -> ProviderRequest:
     return ProviderRequest("GET", path, {"TT-API-KEY": api_key}, params={"jobId": fetch_id(job)})
 
 
+def fetch_fallback(job: Job, api_key: str) -> ProviderRequest:
+    """The same fetch as a POST with a JSON body, as seed 000's example sends it: asked when the GET answers 4xx."""
+    path = VIDEO_FETCH_PATH if job.action in VIDEO_ACTIONS else ttapi_image.FETCH_PATH
+    return ProviderRequest("POST", path, {"TT-API-KEY": api_key}, {"jobId": fetch_id(job)})
+
+
 def parse_fetch_response(status_code: int, body: bytes) -> CallbackResult:
     rejection = classify_status(status_code)
     if rejection is not None:
@@ -157,7 +163,7 @@ def parse_fetch_response(status_code: int, body: bytes) -> CallbackResult:
             rejection, f"ttapi fetch: HTTP {status_code}: {error_message(body, 'message')}", status_code=status_code
         )
     try:
-        return parse_callback(body, {})
+        return about_the_job(parse_callback(body, {}), "ttapi fetch answer", status_code)
     except MalformedCallback as exc:
         reason = error_message(body, "message")
         raise ProviderError(Rejection.UNKNOWN, f"ttapi fetch: {exc} ({reason})", status_code=status_code) from None
@@ -181,5 +187,6 @@ PROVIDER = Provider(
     validate_params=validate_params,
     fetch_request=fetch_request,
     parse_fetch_response=parse_fetch_response,
+    fetch_fallback=fetch_fallback,
     component_actions=True,
 )

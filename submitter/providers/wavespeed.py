@@ -39,9 +39,11 @@ from submitter.providers.base import (
     ProviderError,
     ProviderRequest,
     Rejection,
+    about_the_job,
     error_message,
     fetch_id,
     load_json_object,
+    named_id,
     submitted_id,
     url_list,
 )
@@ -132,9 +134,7 @@ def parse_callback(body: bytes, headers: Mapping[str, str]) -> CallbackResult:
 
 
 def _read_prediction(payload: dict[str, Any]) -> CallbackResult:
-    job_id, status = payload.get("id"), payload.get("status")
-    if not isinstance(job_id, str) or not job_id:
-        raise MalformedCallback("wavespeed callback names no prediction id")
+    job_id, status = named_id(payload.get("id")), payload.get("status")
     if not isinstance(status, str) or not status:
         raise MalformedCallback("wavespeed callback has no status")
     error = payload.get("error")
@@ -201,7 +201,7 @@ def fetch_request(job: Job, api_key: str) -> ProviderRequest:
 def parse_fetch_response(status_code: int, body: bytes) -> CallbackResult:
     data = _read_envelope(status_code, body, "result answer")
     try:
-        return _read_prediction(data)
+        return about_the_job(_read_prediction(data), "wavespeed result answer", status_code)
     except MalformedCallback as exc:
         raise ProviderError(Rejection.UNKNOWN, f"wavespeed: {exc}", status_code=status_code) from None
 
@@ -211,7 +211,9 @@ def _auth(api_key: str) -> dict[str, str]:
 
 
 def _rejection(code: int) -> Rejection:
-    return Rejection.RETRY if code == 429 or 500 <= code <= 599 else Rejection.FATAL
+    if code == 429:
+        return Rejection.RETRY
+    return Rejection.UNKNOWN if code >= 500 else Rejection.FATAL  # a 5xx may come after it took the job
 
 
 def _read_envelope(status_code: int, body: bytes, what: str) -> dict[str, Any]:

@@ -222,7 +222,7 @@ async def test_reject_next_uses_acedatas_codes() -> None:
             caught = refusal(task_id_of, refused)
             kinds.append(caught.kind)
             assert ("out of credit" in caught.message) is (code == "used_up")
-        assert kinds == [Rejection.FATAL, Rejection.RETRY, Rejection.RETRY]
+        assert kinds == [Rejection.FATAL, Rejection.UNKNOWN, Rejection.UNKNOWN]
         assert (await submit(client, hook)).status_code == 200
         assert [s.status_code for s in sim.submissions] == [403, 500, 504, 200] and sim.in_flight == 1
 

@@ -340,7 +340,7 @@ def test_fetch_answers_read_like_callbacks() -> None:
     [
         (400, b'{"status":"FAILED","message":"job not found","data":null}', Rejection.FATAL, "job not found"),
         (401, b'{"status":"FAILED","message":"Wrong TT-API-KEY or email is not activated."}', Rejection.FATAL, "Wrong"),
-        (500, b"<html>oops</html>", Rejection.RETRY, "oops"),
+        (500, b"<html>oops</html>", Rejection.UNKNOWN, "oops"),
         (200, b'{"status":"FAILED","message":"job not found","data":null}', Rejection.UNKNOWN, "job not found"),
         (200, b"not json", Rejection.UNKNOWN, "not JSON"),
     ],

@@ -129,7 +129,8 @@ def test_seed_submit_response_names_the_prediction() -> None:
 @pytest.mark.parametrize(
     ("status_code", "kind"),
     [(401, Rejection.FATAL), (400, Rejection.FATAL), (404, Rejection.FATAL), (408, Rejection.FATAL)]
-    + [(code, Rejection.RETRY) for code in (429, 500, 502, 503, 504)],
+    + [(429, Rejection.RETRY)]
+    + [(code, Rejection.UNKNOWN) for code in (500, 502, 503, 504)],
 )
 def test_http_refusals_are_classified_as_the_official_sdk_retries(status_code: int, kind: Rejection) -> None:
     body = encode({"code": status_code, "message": "Unauthorized: invalid api key", "data": None})
@@ -139,7 +140,7 @@ def test_http_refusals_are_classified_as_the_official_sdk_retries(status_code: i
 
 
 @pytest.mark.parametrize(
-    ("code", "kind"), [(401, Rejection.FATAL), (400, Rejection.FATAL), (429, Rejection.RETRY), (500, Rejection.RETRY)]
+    ("code", "kind"), [(401, Rejection.FATAL), (400, Rejection.FATAL), (429, Rejection.RETRY), (500, Rejection.UNKNOWN)]
 )
 def test_200_with_a_refusing_code_is_classified_by_that_code(code: int, kind: Rejection) -> None:
     body = encode({"code": code, "message": "insufficient balance", "data": None})
@@ -212,13 +213,12 @@ def test_completed_without_outputs_is_a_failure_not_a_success() -> None:
         b'{"id": "x", "status": ',
         b"\xff\xfe not utf-8",
         b'["completed"]',
-        encode({key: value for key, value in DOCS_CALLBACK.items() if key != "id"}),
         encode({key: value for key, value in DOCS_CALLBACK.items() if key != "status"}),
         encode(DOCS_CALLBACK | {"outputs": [None]}),
         encode(DOCS_CALLBACK | {"outputs": VIDEO}),
         encode({"code": 404, "message": "not found", "data": None}),
     ],
-    ids=["broken-json", "not-utf8", "array", "no-id", "no-status", "null-output", "outputs-string", "error-envelope"],
+    ids=["broken-json", "not-utf8", "array", "no-status", "null-output", "outputs-string", "error-envelope"],
 )
 def test_unreadable_callbacks_are_malformed(body: bytes) -> None:
     with pytest.raises(MalformedCallback):
@@ -337,7 +337,7 @@ def test_secret_request_and_its_observed_answer() -> None:
     [
         (401, b'{"code":401,"message":"invalid api key","data":null}', Rejection.FATAL),
         (200, b'{"code":401,"message":"invalid api key","data":null}', Rejection.FATAL),
-        (503, b"upstream down", Rejection.RETRY),
+        (503, b"upstream down", Rejection.UNKNOWN),
         (200, b'{"code":200,"data":{}}', Rejection.UNKNOWN),
         (200, b'{"code":200,"data":{"secret":""}}', Rejection.UNKNOWN),
     ],
@@ -368,7 +368,7 @@ def test_fetch_answer_is_the_prediction_in_its_envelope() -> None:
     ("status_code", "body", "kind"),
     [
         (404, b'{"code":404,"message":"prediction not found","data":null}', Rejection.FATAL),
-        (500, b'{"code":500,"message":"internal error","data":null}', Rejection.RETRY),
+        (500, b'{"code":500,"message":"internal error","data":null}', Rejection.UNKNOWN),
         (200, b'{"code":200,"message":"success","data":{"status":"completed"}}', Rejection.UNKNOWN),
         (200, b"not json", Rejection.UNKNOWN),
     ],

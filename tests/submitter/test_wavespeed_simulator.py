@@ -189,7 +189,7 @@ async def test_reject_next_answers_in_wavespeeds_envelope() -> None:
             caught = refusal(wavespeed.parse_submit_response, refused.status_code, refused.content)
             kinds.append((refused.status_code, caught.kind, refused.json()["message"]))
         assert kinds == [
-            (503, Rejection.RETRY, "service unavailable"),
+            (503, Rejection.UNKNOWN, "service unavailable"),
             (402, Rejection.FATAL, "insufficient balance"),
         ]
         assert (await submit(client, hook)).status_code == 200

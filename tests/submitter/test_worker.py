@@ -95,9 +95,7 @@ async def test_refusals_fail_the_job_with_the_providers_message(store: Store, co
     assert state is JobStatus.FAILED and error is not None and "Wrong TT-API-KEY" in error
 
 
-@pytest.mark.parametrize(
-    "answer", [status(429), status(499, "Queue exhausted"), status(500), status(503), raises(httpx.ConnectError)]
-)
+@pytest.mark.parametrize("answer", [status(429), status(499, "Queue exhausted"), raises(httpx.ConnectError)])
 async def test_transient_refusals_wait_and_retry(tmp_path: Path, answer: Answer) -> None:
     now = [1000.0]
     store = await Store.open(tmp_path / "db.sqlite3", clock=lambda: now[0])
