@@ -77,12 +77,13 @@ async def get_job(request: Request) -> Response:
 
 
 async def reconcile(request: Request) -> Response:
-    """`POST /api/reconcile`: look up now, once each, the jobs whose callbacks are overdue (receiver/reconcile.py)."""
+    """`POST /api/reconcile`: look up now the jobs whose results are overdue, and give up on the lost ones
+    (receiver/reconcile.py)."""
     if not authorized(request):
         return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
     service: Service = request.app.state.service
-    report = await service.reconciler.run_once()
-    return JSONResponse({"looked_up": report.looked_up, "settled": report.settled})
+    report = await service.reconciler.reconcile()
+    return JSONResponse({"looked_up": report.looked_up, "settled": report.settled, "lost": report.lost})
 
 
 async def pause(request: Request) -> Response:

@@ -3,14 +3,14 @@
 The order is the promise. Check the token (403), read at most 1 MiB (413), check the signature where the provider
 signs (WaveSpeed; 403), parse with the provider's module (400), then store the raw callback and apply it in one
 transaction; only after the commit answer 200, since a provider stops re-delivering once it has a 200 (TTAPI counts
-nothing else). Our own failure answers 503 so the provider tries again. A refused callback changes nothing; a
-re-delivered one is stored and changes nothing else.
+nothing else). A body that names no provider job id (a failure without one) is applied to the job the token names.
+Every refusal is theirs (400, 403, 413) or ours (503, retried): never a 500. A refused callback changes nothing; a
+re-delivered one is counted (storage/inbox.py) and changes nothing else.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 
 from starlette.background import BackgroundTask
@@ -60,9 +60,10 @@ async def receive_callback(request: Request) -> Response:
             return error(403, "forbidden", f"bad signature: {exc}")
     try:
         result = provider.parse_callback(body, request.headers)
-    except MalformedCallback as exc:
-        log.warning("refused %s callback for job %s: %s", name, claim.job_id, exc)
-        return error(400, "malformed", str(exc))
+    except Exception as exc:  # MalformedCallback, or whatever else a hostile body trips in a parser: theirs, 400
+        reason = str(exc) if isinstance(exc, MalformedCallback) else f"unreadable ({type(exc).__name__})"
+        log.warning("refused %s callback for job %s: %s", name, claim.job_id, reason)
+        return error(400, "malformed", reason)
     try:
         outcome = await service.store.record_callback(
             claim.job_id, name, body=body, headers=request.headers.items(), result=result
@@ -72,8 +73,8 @@ async def receive_callback(request: Request) -> Response:
         return error(403, "forbidden", str(exc))
     except LookupError:
         return error(403, "forbidden", f"job {claim.job_id} does not exist")
-    except sqlite3.Error as exc:
-        log.error("could not store %s callback for job %s: %s", name, claim.job_id, exc)
+    except Exception:  # our failure, whatever it is: nothing was committed, and the provider retries a 503
+        log.exception("could not store %s callback for job %s", name, claim.job_id)
         return error(503, "unavailable", "could not store the callback; please retry")
     log.info("%s callback for job %s: %s (%s)", name, claim.job_id, result.status, outcome)
     service.faults.trip("callback.stored")

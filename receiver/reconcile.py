@@ -1,24 +1,29 @@
-"""Missed-callback recovery: a job whose callback is long overdue is looked up once at its provider.
+"""Deadlines for jobs in flight: a job whose result is late is looked up at its provider, and one that never
+reports back is given up on, so that no job holds a provider slot forever and nothing needs a restart or a person.
 
-reelhook does not poll: a provider calls back when a job ends, and the callback is how every result arrives. But
-callbacks are best effort everywhere (TTAPI delivers at most three times, APIMart gives up after about two minutes,
-AceData and WaveSpeed document no retries at all), so a tunnel that is down for those minutes loses a result for
-good. A job the provider took (it gave us its id) whose callback is later than that provider's grace
-(REELHOOK_<PROVIDER>_CALLBACK_GRACE, a generous multiple of its usual time) is therefore asked about through the
-provider's fetch endpoint: once at start-up, and whenever someone runs `reelhook reconcile` (POST /api/reconcile).
-Never on a timer.
+reelhook does not poll: a provider calls back when a job ends, and the callback is how results arrive. But callbacks
+are best effort everywhere (TTAPI delivers at most three times, APIMart gives up after about two minutes, AceData
+and WaveSpeed document no retries at all), so a tunnel that is down for those minutes loses a result for good, and a
+submission whose answer was lost leaves a job that no fetch can name. So every job that leaves is given a deadline
+when it is claimed (`REELHOOK_<PROVIDER>_CALLBACK_GRACE` after sending), and at each deadline:
 
-Once means once. The job is marked reconciled, and that is committed, *before* the request leaves, so a crash
-mid-fetch does not ask again at the next start. A terminal answer then takes exactly the path a callback takes:
-`Store.record_callback` stores the raw answer in the callback inbox (marked `x-reelhook-source: fetch`) and applies
-it in one transaction, so a callback that arrived meanwhile makes it a duplicate and an answer about another
-provider job is refused; then the workers are woken, and downloads and rules follow as after any callback. A
-non-terminal answer or a failed fetch is logged and left: the callback may still come, and the job is not asked
-about again (its `reconciled_at` and the log say what happened).
+- past `REELHOOK_<PROVIDER>_GIVE_UP_AFTER` since it was sent, the job is failed as lost (its error begins `lost:`,
+  a note and a `job.failed` event say so) and its slot is freed. The provider may still have run it, and charged for
+  it: a result that arrives later is applied all the same (storage/lifecycle.py);
+- a job with a provider id is looked up once through the provider's fetch endpoint, and its next deadline is set,
+  committed *before* the request leaves, backing off (twice the grace, then doubling, at most hourly), so a crash
+  mid-lookup does not ask again early and a job still running is asked again later;
+- a job with no provider id (its submission's answer never arrived) cannot be named by any fetch: it waits for its
+  callback until its give-up time.
 
-What this cannot recover: a job with no provider id, whose submit answer was lost (SUBMITTED, provider_job_id
-NULL). No fetch endpoint can name it, so `jobs_awaiting_callback` leaves it out; its callback, whose token names our
-job, remains the only way it completes.
+These are due times, like the submission retries: the worker sleeps until the earliest one, and nothing wakes when
+nothing is due. One lookup per job per deadline, never a polling loop. `reelhook reconcile` (POST /api/reconcile)
+looks up every job past its grace at once, whatever its next deadline.
+
+A terminal answer takes exactly the path a callback takes: `Store.record_callback` stores the raw answer in the
+inbox (marked `x-reelhook-source: fetch`) and applies it in one transaction, so a callback that arrived meanwhile
+makes it a duplicate and an answer about another provider job is refused; downloads and rules follow as after any
+callback.
 """
 
 from __future__ import annotations
@@ -26,24 +31,37 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import Enum
 
 import anyio
 import httpx
 
 from storage import CallbackOutcome, Job, JobMismatch, Store
-from submitter.providers import InvalidParams, MalformedCallback, ProviderError
+from submitter.providers import InvalidParams, MalformedCallback, ProviderError, ProviderRequest
 from submitter.worker import Endpoint
 
 log = logging.getLogger("reelhook.reconcile")
 
 SOURCE_HEADER = ("x-reelhook-source", "fetch")
 MAX_CONCURRENT = 8  # lookups in flight at once: a backlog after an outage should not burst a provider's rate limit
+MAX_INTERVAL = 3600.0  # a job still running is asked again at most hourly
+BATCH = 100
+UNCONFIGURED_GIVE_UP = 86400.0  # a job of a provider no longer configured still gives up its slot
+
+
+class Look(Enum):
+    SETTLED = "settled"  # the answer finished the job
+    OPEN = "open"  # asked; still running, or the lookup failed: asked again at its next deadline
+    WAITING = "waiting"  # cannot be looked up (no provider id, no fetch endpoint): waits until its give-up time
+    LOST = "lost"  # given up on
+    GONE = "gone"  # settled by something else meanwhile
 
 
 @dataclass(frozen=True)
 class ReconcileReport:
     looked_up: int  # jobs their provider was asked about
     settled: int  # of those, jobs the answer finished (succeeded or failed)
+    lost: int = 0  # jobs given up on
 
 
 class Reconciler:
@@ -52,78 +70,109 @@ class Reconciler:
         store: Store,
         http: httpx.AsyncClient,
         endpoints: Mapping[str, Endpoint],
-        grace: Mapping[str, float],
         *,
         on_recorded: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._http = http
         self._endpoints = endpoints
-        # Only providers we can reach and whose module can fetch are asked about; the others keep waiting.
-        self._grace = {name: seconds for name, seconds in grace.items() if _can_fetch(endpoints.get(name))}
         self._on_recorded = on_recorded
-        # Two passes at once (start-up and an API call) could both pick a job before either marked it.
+        self._clock = store.clock
+        # The deadline worker and a lookup asked for by hand must not both ask about one job at once.
         self._lock = anyio.Lock()
 
-    async def run_once(self) -> ReconcileReport:
-        """Look up every job whose callback is overdue and was never looked up; apply the terminal answers."""
+    async def next_due(self) -> float | None:
+        return await self._store.next_lookup_at()
+
+    async def run_once(self) -> int:
+        """Act on every job whose deadline has come; return how many."""
         async with self._lock:
-            jobs = await self._store.jobs_awaiting_callback(self._grace)
-            settled: list[bool] = []
-            limiter = anyio.CapacityLimiter(MAX_CONCURRENT)
+            jobs = await self._store.due_lookups(limit=BATCH)
+            await self._look_at_all(jobs)
+        return len(jobs)
 
-            async def look_up(job: Job) -> None:
-                async with limiter:
-                    settled.append(await self._look_up_logged(job))
-
-            async with anyio.create_task_group() as tg:
-                for job in jobs:
-                    tg.start_soon(look_up, job)
-        report = ReconcileReport(looked_up=len(jobs), settled=sum(settled))
+    async def reconcile(self) -> ReconcileReport:
+        """Look up every job in flight that is past its provider's grace now, whatever its next deadline."""
+        async with self._lock:
+            now = self._clock()
+            graces = [endpoint.callback_grace for endpoint in self._endpoints.values()] or [0.0]
+            candidates = await self._store.overdue_jobs(sent_before=now - min(graces))
+            jobs = [job for job in candidates if (job.sent_at or 0.0) <= now - self._grace(job)]
+            looks = await self._look_at_all(jobs)
+        report = ReconcileReport(
+            looked_up=sum(look in (Look.SETTLED, Look.OPEN) for look in looks),
+            settled=looks.count(Look.SETTLED),
+            lost=looks.count(Look.LOST),
+        )
         if jobs:
-            log.info("reconcile: asked about %d overdue jobs, %d settled", report.looked_up, report.settled)
+            log.info("reconcile: asked about %d overdue jobs, %d settled, %d lost", *report.__dict__.values())
         return report
 
-    async def _look_up_logged(self, job: Job) -> bool:
-        # One job's failure (say, the database is locked) must not cancel its siblings' lookups.
-        try:
-            return await self._look_up(job)
-        except Exception:
-            log.exception("job %s: looking it up at %s failed; left for its callback", job.id, job.provider)
-            return False
+    async def _look_at_all(self, jobs: list[Job]) -> list[Look]:
+        looks: list[Look] = []
+        limiter = anyio.CapacityLimiter(MAX_CONCURRENT)
 
-    async def _look_up(self, job: Job) -> bool:
-        # True when the provider's answer finished the job.
-        endpoint = self._endpoints[job.provider]
-        spec = endpoint.provider
-        assert spec.fetch_request is not None and spec.parse_fetch_response is not None  # see __init__
-        await self._store.mark_reconciled(job.id)  # committed first: asked once, even across a crash
+        async def look(job: Job) -> None:
+            async with limiter:
+                looks.append(await self._look_logged(job))
+
+        async with anyio.create_task_group() as tg:
+            for job in jobs:
+                tg.start_soon(look, job)
+        if any(look in (Look.SETTLED, Look.LOST) for look in looks):
+            self._on_recorded()
+        return looks
+
+    def _grace(self, job: Job) -> float:
+        endpoint = self._endpoints.get(job.provider)
+        return endpoint.callback_grace if endpoint else 0.0
+
+    async def _look_logged(self, job: Job) -> Look:
+        # One job's failure (say, the database is locked) must not cancel its siblings' lookups. Its deadline is
+        # unchanged then, so it comes due again.
+        try:
+            return await self._look(job)
+        except Exception:
+            log.exception("job %s: looking it up at %s failed; tried again at its next deadline", job.id, job.provider)
+            return Look.OPEN
+
+    async def _look(self, job: Job) -> Look:
+        endpoint = self._endpoints.get(job.provider)
+        now = self._clock()
+        sent_at = job.sent_at if job.sent_at is not None else job.created_at
+        give_up_at = sent_at + (endpoint.give_up_after if endpoint else UNCONFIGURED_GIVE_UP)
+        if now >= give_up_at:
+            return await self._give_up(job, now - sent_at)
+        spec = endpoint.provider if endpoint else None
+        if spec is None or spec.fetch_request is None or spec.parse_fetch_response is None or not job.provider_job_id:
+            await self._store.schedule_lookup(job.id, at=give_up_at, looked_up=False)
+            return Look.WAITING
+        assert endpoint is not None
+        interval = min(endpoint.callback_grace * 2 ** min(job.lookups + 1, 30), MAX_INTERVAL)
+        if not await self._store.schedule_lookup(job.id, at=min(now + interval, give_up_at), looked_up=True):
+            return Look.GONE  # committed first: asked once per deadline, even across a crash
         try:
             request = spec.fetch_request(job, endpoint.api_key)
         except InvalidParams as exc:
             log.warning("job %s: cannot look it up: %s", job.id, exc)
-            return False
+            return Look.OPEN
         try:
-            response = await self._http.request(
-                request.method,
-                endpoint.base_url + request.path,
-                headers=dict(request.headers),
-                json=request.json,
-                params=dict(request.params),
-            )
+            response = await self._send(endpoint, request)
+            if 400 <= response.status_code < 500 and spec.fetch_fallback is not None:
+                response = await self._send(endpoint, spec.fetch_fallback(job, endpoint.api_key))
         except httpx.HTTPError as exc:
-            log.warning("job %s: %s fetch failed (%s: %s); left for its callback", job.id, job.provider,
+            log.warning("job %s: %s fetch failed (%s: %s); asked again later", job.id, job.provider,
                         type(exc).__name__, exc)  # fmt: skip
-            return False
+            return Look.OPEN
         try:
             result = spec.parse_fetch_response(response.status_code, response.content)
         except (ProviderError, MalformedCallback) as exc:
-            log.warning("job %s: %s fetch answered %s: %s; left for its callback", job.id, job.provider,
+            log.warning("job %s: %s fetch answered %s: %s; asked again later", job.id, job.provider,
                         response.status_code, exc)  # fmt: skip
-            return False
+            return Look.OPEN
         if not result.status.terminal:
-            log.info("job %s: %s still reports it %s; left for its callback", job.id, job.provider, result.status)
-            return False
+            log.info("job %s: %s still reports it %s; asked again later", job.id, job.provider, result.status)
+            return Look.OPEN
         headers = [SOURCE_HEADER, *response.headers.items()]
         try:
             outcome = await self._store.record_callback(
@@ -131,14 +180,27 @@ class Reconciler:
             )
         except JobMismatch as exc:
             log.warning("job %s: refused the %s fetch answer: %s", job.id, job.provider, exc)
-            return False
+            return Look.OPEN
         log.info("job %s: %s fetch answered %s (%s)", job.id, job.provider, result.status, outcome)
-        self._on_recorded()
-        return outcome is CallbackOutcome.APPLIED
+        return Look.SETTLED if outcome is CallbackOutcome.APPLIED else Look.GONE
 
+    async def _send(self, endpoint: Endpoint, request: ProviderRequest) -> httpx.Response:
+        return await self._http.request(
+            request.method,
+            endpoint.base_url + request.path,
+            headers=dict(request.headers),
+            json=request.json,
+            params=dict(request.params),
+        )
 
-def _can_fetch(endpoint: Endpoint | None) -> bool:
-    return endpoint is not None and None not in (
-        endpoint.provider.fetch_request,
-        endpoint.provider.parse_fetch_response,
-    )
+    async def _give_up(self, job: Job, waited: float) -> Look:
+        if job.provider_job_id:
+            known = f"{job.provider} took it as {job.provider_job_id} and may have charged for it"
+        else:
+            known = f"the answer to its submission never arrived; {job.provider} may have taken and charged for it"
+        error = f"lost: no result {waited:.0f}s after it was sent ({known}); a result that still arrives is applied"
+        note = f"given up on after {waited:.0f}s with no result; its slot is free again. {known.capitalize()}."
+        if not await self._store.give_up(job.id, error, note=note):
+            return Look.GONE
+        log.warning("job %s: %s", job.id, error)
+        return Look.LOST

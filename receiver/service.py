@@ -47,7 +47,14 @@ class Service:
         self.http = http
         self.trusted = tuple(trusted_origins)
         self.endpoints = {
-            name: Endpoint(PROVIDERS[name], config.base_url, str(config.api_key or "simulator"), config.max_in_flight)
+            name: Endpoint(
+                PROVIDERS[name],
+                config.base_url,
+                str(config.api_key or "simulator"),
+                config.max_in_flight,
+                callback_grace=config.callback_grace,
+                give_up_after=config.give_up_after,
+            )
             for name, config in settings.providers.items()
         }
         self._webhook_secrets = {
@@ -60,7 +67,7 @@ class Service:
             self.endpoints,
             signer=self.signer,
             public_url=settings.public_url,
-            on_recorded=self.wake_events,
+            on_recorded=self._submitted,
             fault=self.faults.trip,
         )
         # Downloads follow URLs that providers (or anyone who forges a callback) name: their client checks every
@@ -90,9 +97,10 @@ class Service:
         self.downloads = Worker("downloads", downloader.run_once, downloader.next_due)
         self.events = Worker("events", followups.run_once)
         self.notifier = Worker("notifier", notifier.run_once, notifier.next_due)
-        self.workers = (self.submitter, self.downloads, self.events, self.notifier)
-        grace = {name: config.callback_grace for name, config in settings.providers.items()}
-        self.reconciler = Reconciler(store, http, self.endpoints, grace, on_recorded=self.wake_all)
+        # Jobs in flight are looked up when late and given up on when lost (receiver/reconcile.py).
+        self.reconciler = Reconciler(store, http, self.endpoints, on_recorded=self.wake_all)
+        self.lookups = Worker("lookups", self.reconciler.run_once, self.reconciler.next_due)
+        self.workers = (self.submitter, self.downloads, self.events, self.notifier, self.lookups)
 
     async def wait_idle(self) -> None:
         """Until every worker has drained what it had and waits for news (tests use this to start from rest)."""
@@ -101,6 +109,10 @@ class Service:
 
     def wake_submitter(self) -> None:
         self.submitter.wake()
+
+    def _submitted(self) -> None:
+        self.events.wake()
+        self.lookups.wake()  # the new jobs' deadlines may be earlier than the one it sleeps until
 
     def wake_events(self) -> None:
         self.events.wake()
@@ -140,15 +152,7 @@ class Service:
         async with self._download_http, anyio.create_task_group() as tg:
             for worker in self.workers:
                 tg.start_soon(worker.run)
-            tg.start_soon(self._reconcile_at_start)  # beside serving, not before it: providers can be slow
             try:
                 yield self
             finally:
                 tg.cancel_scope.cancel()
-
-    async def _reconcile_at_start(self) -> None:
-        # The callbacks missed while reelhook was down; failing here costs a log line, never the service.
-        try:
-            await self.reconciler.run_once()
-        except Exception:
-            log.exception("could not look up overdue jobs at start-up; `reelhook reconcile` tries again")

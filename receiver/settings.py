@@ -17,11 +17,12 @@ from submitter.providers import PROVIDERS
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 SEVEN_DAYS = 7 * 24 * 3600
+ONE_DAY = 24 * 3600
 FIFTEEN_MINUTES = 15 * 60
 
-# How late a callback may be (seconds since the job was submitted or last reported progress) before the job is
-# looked up once at its provider (receiver/reconcile.py). Generous on purpose: asking too early only finds the job
-# still running, and then it is never asked again. Each is many times the provider's usual time plus its retries:
+# How late a callback may be (seconds since the job was sent) before the job is looked up at its provider
+# (receiver/reconcile.py); a job still running is asked again later, backing off. Generous on purpose: asking too
+# early only finds the job still running. Each is many times the provider's usual time plus its retries:
 CALLBACK_GRACE: dict[str, float] = {
     "ttapi": FIFTEEN_MINUTES,  # fast mode ~90 s (TTAPI documents no time); up to 3 deliveries (providers.md §2.5)
     "acedata": FIFTEEN_MINUTES,  # "generation takes ~1-2 min" [S002] (providers.md §3.3); retries undocumented
@@ -57,7 +58,8 @@ class ProviderSettings:
     base_url: str
     webhook_secret: Secret | None = None  # for providers that sign callbacks; fetched from the provider when unset
     max_in_flight: int | None = None  # None: the provider's documented limit
-    callback_grace: float = FIFTEEN_MINUTES  # seconds a callback may be late before the job is looked up once
+    callback_grace: float = FIFTEEN_MINUTES  # seconds a callback may be late before the job is looked up
+    give_up_after: float = ONE_DAY  # seconds after sending with no result before the job is failed as lost
 
     @property
     def simulated(self) -> bool:
@@ -107,6 +109,7 @@ class Settings:
                 webhook_secret=Secret(webhook_secret) if webhook_secret else None,
                 max_in_flight=int(max_in_flight) if max_in_flight else None,
                 callback_grace=_number(environ, f"{prefix}_CALLBACK_GRACE", CALLBACK_GRACE.get(name, FIFTEEN_MINUTES)),
+                give_up_after=_number(environ, f"{prefix}_GIVE_UP_AFTER", ONE_DAY),
             )
         remote = [
             p for p in providers.values() if not p.simulated and urlsplit(p.base_url).hostname not in _LOCAL_HOSTS

@@ -95,7 +95,7 @@ async def test_ttapi_missed_callback_recovered_through_the_api(tmp_path: Path) -
         root_id, root_pid, slow_id, slow_pid = await two_jobs(deployed, "ttapi")
 
         response = await deployed.api.post("/api/reconcile")
-        assert response.status_code == 200 and response.json() == {"looked_up": 2, "settled": 1}
+        assert response.status_code == 200 and response.json() == {"looked_up": 2, "settled": 1, "lost": 0}
         assert fetches(sim, "ttapi", root_pid, slow_pid) == 2
 
         await wait_until(lambda: downloaded(deployed, root_id))
@@ -116,7 +116,7 @@ async def test_ttapi_missed_callback_recovered_through_the_api(tmp_path: Path) -
         # Looked up once: the slow job is still overdue, but it was asked about already.
         asked = len(sim.requests)
         response = await deployed.api.post("/api/reconcile")
-        assert response.json() == {"looked_up": 0, "settled": 0}
+        assert response.json() == {"looked_up": 0, "settled": 0, "lost": 0}
         assert len(sim.requests) == asked and fetches(sim, "ttapi", root_pid, slow_pid) == 2
 
         assert (await deployed.api.post("/api/reconcile", headers={"Authorization": "Bearer wrong"})).status_code == 401
@@ -138,7 +138,7 @@ async def test_acedata_missed_callback_recovered_from_the_command_line(
 
         root_id, root_pid, slow_id, slow_pid = await two_jobs(deployed, "acedata")
 
-        assert json.loads(await reconcile("--json")) == {"looked_up": 2, "settled": 1}
+        assert json.loads(await reconcile("--json")) == {"looked_up": 2, "settled": 1, "lost": 0}
         assert fetches(sim, "acedata", root_pid, slow_pid) == 2
         await wait_until(lambda: downloaded(deployed, root_id))
         assert_videos_on_disk(await deployed.job(root_id), deployed.data_dir)
@@ -164,11 +164,11 @@ async def test_missed_callbacks_of_the_other_providers(tmp_path: Path, provider:
         sim = deployed.sims[provider]
         root_id, root_pid, slow_id, slow_pid = await two_jobs(deployed, provider)
 
-        assert (await deployed.api.post("/api/reconcile")).json() == {"looked_up": 2, "settled": 1}
+        assert (await deployed.api.post("/api/reconcile")).json() == {"looked_up": 2, "settled": 1, "lost": 0}
         await wait_until(lambda: downloaded(deployed, root_id))
         assert_videos_on_disk(await deployed.job(root_id), deployed.data_dir)
         assert inbox(deployed, root_id) == [("fetch", "succeeded")]
 
-        assert (await deployed.api.post("/api/reconcile")).json() == {"looked_up": 0, "settled": 0}
+        assert (await deployed.api.post("/api/reconcile")).json() == {"looked_up": 0, "settled": 0, "lost": 0}
         assert fetches(sim, provider, root_pid) == fetches(sim, provider, slow_pid) == 1
         assert (await deployed.job(slow_id))["status"] == "submitted"

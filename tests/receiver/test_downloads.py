@@ -702,7 +702,7 @@ async def test_a_write_that_fails_for_lack_of_space_is_retried_and_completes_lat
     timed_store: Store, clock: Clock, http: httpx.AsyncClient, cdn: CDN, cdn_url: str, tmp_path: Path
 ) -> None:
     body = SAMPLE + random.Random(3).randbytes(3 * 1024 * 1024)
-    limit = 1024 * 1024  # well above the database and its WAL, well below the video
+    limit = 2 * 1024 * 1024  # well above the database and its WAL, well below the video
     cdn.files["/v.mp4"] = body
     job = await finished_job(timed_store, [f"{cdn_url}/v.mp4"])
     db = tmp_path / "timed.sqlite3"

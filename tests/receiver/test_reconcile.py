@@ -1,5 +1,6 @@
-"""Missed-callback recovery: overdue jobs are looked up once at their provider's fetch endpoint, and the answer is
-applied like a callback. A real store on tmp_path; the providers are one fake peer answering the seeds' shapes."""
+"""Missed-callback recovery: overdue jobs are looked up at their provider's fetch endpoint, at each deadline, and
+the answer is applied like a callback. A real store on tmp_path; the providers are one fake peer answering the
+seeds' shapes."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from receiver.app import create_app
 from receiver.reconcile import Reconciler, ReconcileReport
 from receiver.rules import RuleSet
 from receiver.settings import ProviderSettings, Secret, Settings, SettingsError
-from storage import CallbackResult, EventType, JobStatus, NewJob, Store
+from storage import EventType, JobStatus, NewJob, Store
 from submitter.providers import PROVIDERS
 from submitter.worker import Endpoint
 from tests.receiver.conftest import AUTH, make_settings
@@ -101,7 +102,7 @@ class Setup:
         """A job the provider took (or, with no id, whose submit answer was lost), then its grace passes."""
         params = {"prompt": "p", "image_url": "https://img.example/a.png"} if action == "generate" else {}
         job, _ = await self.store.create_job(NewJob(provider, action, params))
-        await self.store.claim_submission(job.id)
+        await self.store.claim_submission(job.id, look_up_after=GRACE)
         if provider_job_id is not None:
             await self.store.record_submitted(job.id, provider_job_id)
         self.now[0] += GRACE + 1
@@ -128,14 +129,15 @@ async def reconciling(tmp_path: Path) -> AsyncIterator[Setup]:
     now = [START]
     db_path = tmp_path / "reelhook.sqlite3"
     providers = FakeProviders()
-    endpoints = {name: Endpoint(PROVIDERS[name], f"https://{name}.test", "k") for name in PROVIDERS}
+    endpoints = {
+        name: Endpoint(PROVIDERS[name], f"https://{name}.test", "k", callback_grace=GRACE) for name in PROVIDERS
+    }
     woken: list[None] = []
     async with (
         await Store.open(db_path, clock=lambda: now[0]) as store,
         httpx.AsyncClient(transport=httpx.MockTransport(providers)) as http,
     ):
-        grace = dict.fromkeys(PROVIDERS, GRACE)
-        reconciler = Reconciler(store, http, endpoints, grace, on_recorded=lambda: woken.append(None))
+        reconciler = Reconciler(store, http, endpoints, on_recorded=lambda: woken.append(None))
         yield Setup(store, providers, reconciler, now, woken, db_path)
 
 
@@ -146,7 +148,7 @@ async def test_an_overdue_job_is_looked_up_once_and_settled_like_a_callback(tmp_
         setup.providers.answer(seed)
         job_id = await setup.overdue(provider, seed.provider_job_id)
 
-        assert await setup.reconciler.run_once() == ReconcileReport(looked_up=1, settled=1)
+        assert await setup.reconciler.reconcile() == ReconcileReport(looked_up=1, settled=1)
 
         [request] = setup.providers.requests
         assert (request.method, request.url.host, request.url.path) == (seed.method, f"{provider}.test", seed.path)
@@ -163,7 +165,7 @@ async def test_an_overdue_job_is_looked_up_once_and_settled_like_a_callback(tmp_
 
         # Looked up once: a second pass, even much later, asks nothing.
         setup.now[0] += 10 * GRACE
-        assert await setup.reconciler.run_once() == ReconcileReport(looked_up=0, settled=0)
+        assert await setup.reconciler.reconcile() == ReconcileReport(looked_up=0, settled=0)
         assert len(setup.providers.requests) == 1 and len(setup.callbacks(job_id)) == 1
 
 
@@ -174,7 +176,7 @@ async def test_the_job_is_marked_before_the_request_leaves(tmp_path: Path) -> No
         job_id = await setup.overdue("ttapi", seed.provider_job_id)
         seen: list[float | None] = []
         setup.providers.on_request = lambda request: seen.append(setup.reconciled_at(job_id))  # a crash here…
-        await setup.reconciler.run_once()
+        await setup.reconciler.reconcile()
         assert seen == [START + GRACE + 1]  # …would still find the job asked about, committed
 
 
@@ -183,7 +185,7 @@ async def test_a_ttapi_image_job_is_fetched_from_the_image_api(tmp_path: Path) -
     async with reconciling(tmp_path) as setup:
         setup.providers.answers[("GET", "/midjourney/v1/fetch")] = (200, tt_image.SEED_IMAGE_CALLBACK)
         job_id = await setup.overdue("ttapi", image_id, action="imagine")
-        assert await setup.reconciler.run_once() == ReconcileReport(1, 1)
+        assert await setup.reconciler.reconcile() == ReconcileReport(1, 1)
         assert [r.url.params["jobId"] for r in setup.providers.requests] == [image_id]
         job = await setup.store.get_job(job_id)
         assert job is not None and tuple(video.url for video in job.videos) == tt_image.SEED_TILES
@@ -205,32 +207,41 @@ async def test_a_failed_answer_fails_the_job(tmp_path: Path, provider: str, answ
     async with reconciling(tmp_path) as setup:
         setup.providers.answer(seed, answer)
         job_id = await setup.overdue(provider, seed.provider_job_id)
-        assert await setup.reconciler.run_once() == ReconcileReport(1, 1)
+        assert await setup.reconciler.reconcile() == ReconcileReport(1, 1)
         job = await setup.store.get_job(job_id)
         assert job is not None and job.status is JobStatus.FAILED and job.error == error and job.videos == ()
         assert [(e.type, e.job_id) for e in await setup.store.pending_events()][-1] == (EventType.JOB_FAILED, job_id)
         assert [(status, effect) for _, _, status, effect in setup.callbacks(job_id)] == [("failed", "applied")]
 
 
-async def test_a_running_answer_leaves_the_job_for_its_callback_and_is_not_asked_again(tmp_path: Path) -> None:
+async def test_a_running_answer_is_asked_again_later_backing_off(tmp_path: Path) -> None:
     seed = SEEDS["wavespeed"]
     running = dict(ws.SIGNED_CALLBACK, status="processing", outputs=[])
     async with reconciling(tmp_path) as setup:
         setup.providers.answer(seed, json.dumps({"code": 200, "message": "success", "data": running}).encode())
         job_id = await setup.overdue("wavespeed", seed.provider_job_id)
-        assert await setup.reconciler.run_once() == ReconcileReport(1, 0)
+        assert await setup.reconciler.run_once() == 1  # its deadline came
         assert await setup.status(job_id) is JobStatus.SUBMITTED and setup.callbacks(job_id) == []
         assert setup.woken == []
 
-        setup.providers.answer(seed)  # it finished since, but nobody asks again
-        setup.now[0] += 10 * GRACE
-        assert await setup.reconciler.run_once() == ReconcileReport(0, 0)
-        assert len(setup.providers.requests) == 1 and await setup.status(job_id) is JobStatus.SUBMITTED
+        # Not asked again before its next deadline, twice the grace later; then again, at twice that.
+        deadlines = []
+        for _ in range(3):
+            due = await setup.reconciler.next_due()
+            assert due is not None
+            deadlines.append(due - setup.now[0])
+            setup.now[0] = due - 1
+            assert await setup.reconciler.run_once() == 0
+            setup.now[0] = due
+            assert await setup.reconciler.run_once() == 1
+        assert deadlines == [2 * GRACE, 4 * GRACE, 3600.0]  # doubling, at most hourly
+        assert len(setup.providers.requests) == 4 and await setup.status(job_id) is JobStatus.SUBMITTED
 
-        # The callback, when it does come, still settles the job.
-        result = CallbackResult(seed.provider_job_id, JobStatus.SUCCEEDED, 100, seed.videos)
-        await setup.store.record_callback(job_id, "wavespeed", body=b"{}", headers=[], result=result)
+        setup.providers.answer(seed)  # it finished since: the next deadline's lookup settles it
+        setup.now[0] = await setup.reconciler.next_due() or 0.0
+        assert await setup.reconciler.run_once() == 1
         assert await setup.status(job_id) is JobStatus.SUCCEEDED
+        assert await setup.reconciler.next_due() is None  # nothing in flight: nothing is due, nothing wakes
 
 
 @pytest.mark.parametrize(
@@ -246,10 +257,10 @@ async def test_a_failed_fetch_leaves_the_job(tmp_path: Path, failure: tuple[int,
         job_id = await setup.overdue("apimart", seed.provider_job_id)
         other_id = await setup.overdue("ttapi", TT_JOB)  # one failure does not stop the others
         setup.providers.answer(SEEDS["ttapi"])
-        assert await setup.reconciler.run_once() == ReconcileReport(2, 1)
+        assert await setup.reconciler.reconcile() == ReconcileReport(2, 1)
         assert await setup.status(job_id) is JobStatus.SUBMITTED and setup.callbacks(job_id) == []
         assert await setup.status(other_id) is JobStatus.SUCCEEDED
-        assert await setup.reconciler.run_once() == ReconcileReport(0, 0)
+        assert await setup.reconciler.run_once() == 0  # asked again at its next deadline, not before
         assert len(setup.providers.requests) == 2
 
 
@@ -258,7 +269,7 @@ async def test_an_answer_about_another_provider_job_is_refused(tmp_path: Path) -
     async with reconciling(tmp_path) as setup:
         setup.providers.answer(seed)  # names 943583cb…, not the job's own id
         job_id = await setup.overdue("ttapi", "tt-someone-else")
-        assert await setup.reconciler.run_once() == ReconcileReport(1, 0)
+        assert await setup.reconciler.reconcile() == ReconcileReport(1, 0)
         assert await setup.status(job_id) is JobStatus.SUBMITTED and setup.callbacks(job_id) == []
 
 
@@ -268,10 +279,10 @@ async def test_a_job_within_its_grace_is_not_asked(tmp_path: Path) -> None:
         setup.providers.answer(seed)
         job_id = await setup.overdue("acedata", seed.provider_job_id)
         setup.now[0] -= 2  # one second short of its grace
-        assert await setup.reconciler.run_once() == ReconcileReport(0, 0)
+        assert await setup.reconciler.reconcile() == ReconcileReport(0, 0)
         assert setup.providers.requests == [] and setup.reconciled_at(job_id) is None
         setup.now[0] += 2
-        assert await setup.reconciler.run_once() == ReconcileReport(1, 1)
+        assert await setup.reconciler.reconcile() == ReconcileReport(1, 1)
 
 
 async def test_a_job_without_a_provider_id_is_not_asked(tmp_path: Path) -> None:
@@ -279,7 +290,7 @@ async def test_a_job_without_a_provider_id_is_not_asked(tmp_path: Path) -> None:
         setup.providers.answer(SEEDS["ttapi"])
         job_id = await setup.overdue("ttapi", None)  # the submit answer was lost: no id to fetch by
         setup.now[0] += 100 * GRACE
-        assert await setup.reconciler.run_once() == ReconcileReport(0, 0)
+        assert await setup.reconciler.reconcile() == ReconcileReport(0, 0)
         assert setup.providers.requests == [] and await setup.status(job_id) is JobStatus.SUBMITTED
 
 
@@ -292,7 +303,7 @@ async def test_passes_at_once_ask_each_job_once(tmp_path: Path) -> None:
         reports: list[ReconcileReport] = []
 
         async def run() -> None:
-            reports.append(await setup.reconciler.run_once())
+            reports.append(await setup.reconciler.reconcile())
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(run)
@@ -326,7 +337,11 @@ async def test_the_service_looks_up_overdue_jobs_at_start_up(tmp_path: Path) -> 
                 while await setup.status(job_id) is not JobStatus.SUCCEEDED:
                     await anyio.sleep(0.01)
             assert [r.url.path for r in setup.providers.requests] == ["/midjourney/video/fetch"]
-            assert (await client.post("/api/reconcile", headers=AUTH)).json() == {"looked_up": 0, "settled": 0}
+            assert (await client.post("/api/reconcile", headers=AUTH)).json() == {
+                "looked_up": 0,
+                "settled": 0,
+                "lost": 0,
+            }
             assert len(setup.providers.requests) == 1
 
 
@@ -359,7 +374,7 @@ async def test_post_api_reconcile_needs_the_token_and_reports_counts(tmp_path: P
             refused = await client.post("/api/reconcile", headers={"Authorization": "Bearer wrong"})
             assert refused.status_code == 401 and len(setup.providers.requests) == 1
             answer = await client.post("/api/reconcile", headers=AUTH)
-            assert answer.status_code == 200 and answer.json() == {"looked_up": 1, "settled": 1}
+            assert answer.status_code == 200 and answer.json() == {"looked_up": 1, "settled": 1, "lost": 0}
             assert await setup.status(job_id) is JobStatus.SUCCEEDED
             assert [r.url.host for r in setup.providers.requests] == ["apimart.test", "ttapi.test"]
 
