@@ -8,20 +8,23 @@ The receiver's port is exposed through a tunnel, so everything here needs `Autho
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import logging
 import secrets
 from typing import Any
 
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from receiver import guards
 from receiver.jobrequests import BadRequest, read_job_request
-from receiver.requests import BodyTooLarge, error, read_body
+from receiver.requests import BodyTooLarge, TextSafeJSONResponse, error, read_body
 from receiver.service import Service
 from receiver.views import job_json
 from storage import Job, JobStatus
+from submitter.jsonbody import JSONBodyError, parse_json
 
 MAX_REQUEST = 64 * 1024
 log = logging.getLogger("reelhook.api")
@@ -44,36 +47,32 @@ async def create_job(request: Request) -> Response:
         return error(exc.status_code, exc.error, exc.detail)
     job, _ = await service.store.create_job(new)
     service.wake_submitter()
-    return JSONResponse(job_json(job), status_code=201)
+    return TextSafeJSONResponse(job_json(job), status_code=201)
 
 
 async def list_jobs(request: Request) -> Response:
     if not authorized(request):
         return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
     service: Service = request.app.state.service
-    query = request.query_params
     try:
-        status = JobStatus(query["status"]) if "status" in query else None
-        limit = int(query.get("limit", "50"))
-        if not 1 <= limit <= 500:
-            raise ValueError
-        before = _decode_cursor(query["cursor"]) if "cursor" in query else None
-    except (ValueError, KeyError, TypeError):
-        detail = f"status must be one of {', '.join(JobStatus)}; limit 1-500; cursor as returned in next_cursor"
-        return error(400, "invalid_query", detail)
+        status, limit, before = _list_query(request.query_params)
+    except BadRequest as exc:
+        return error(exc.status_code, exc.error, exc.detail)
     jobs = await service.store.list_jobs(status=status, limit=limit, before=before)
     next_cursor = _encode_cursor(jobs[-1]) if len(jobs) == limit else None
-    return JSONResponse({"jobs": [job_json(job) for job in jobs], "next_cursor": next_cursor})
+    return TextSafeJSONResponse({"jobs": [job_json(job) for job in jobs], "next_cursor": next_cursor})
 
 
 async def get_job(request: Request) -> Response:
     if not authorized(request):
         return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
     service: Service = request.app.state.service
-    job = await service.store.get_job(request.path_params["job_id"])
+    job_id: str = request.path_params["job_id"]
+    # Job ids are ASCII (uuid hex); anything else, such as a lone surrogate a server decoded, names no job.
+    job = await service.store.get_job(job_id) if job_id.isascii() else None
     if job is None:
         return error(404, "not_found", f"no job {request.path_params['job_id']}")
-    return JSONResponse(job_json(job))
+    return TextSafeJSONResponse(job_json(job))
 
 
 async def reconcile(request: Request) -> Response:
@@ -83,7 +82,7 @@ async def reconcile(request: Request) -> Response:
         return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
     service: Service = request.app.state.service
     report = await service.reconciler.reconcile()
-    return JSONResponse({"looked_up": report.looked_up, "settled": report.settled, "lost": report.lost})
+    return TextSafeJSONResponse({"looked_up": report.looked_up, "settled": report.settled, "lost": report.lost})
 
 
 async def pause(request: Request) -> Response:
@@ -92,7 +91,7 @@ async def pause(request: Request) -> Response:
         return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
     service: Service = request.app.state.service
     try:
-        body = await _json_object(request) if (await request.body()) else {}
+        body = await _json_object(request, empty={})
     except BadRequest as exc:
         return error(exc.status_code, exc.error, exc.detail)
     reason = body.get("reason") or "paused from the API"
@@ -100,7 +99,7 @@ async def pause(request: Request) -> Response:
         return error(400, "invalid_request", "reason must be a string")
     await guards.pause(service.store, reason)
     log.warning("paused: %s", reason)
-    return JSONResponse({"paused": reason})
+    return TextSafeJSONResponse({"paused": reason})
 
 
 async def resume(request: Request) -> Response:
@@ -111,7 +110,7 @@ async def resume(request: Request) -> Response:
     await guards.resume(service.store)
     service.wake_all()
     log.warning("resumed")
-    return JSONResponse({"paused": None})
+    return TextSafeJSONResponse({"paused": None})
 
 
 async def status(request: Request) -> Response:
@@ -119,21 +118,42 @@ async def status(request: Request) -> Response:
     if not authorized(request):
         return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
     service: Service = request.app.state.service
-    return JSONResponse({"paused": await guards.paused(service.store)})
+    return TextSafeJSONResponse({"paused": await guards.paused(service.store)})
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
+async def _json_object(request: Request, *, empty: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The body as a JSON object (`empty` stands for no body at all where that is allowed), or BadRequest."""
     try:
         raw = await read_body(request, MAX_REQUEST)
     except BodyTooLarge:
         raise BadRequest(f"request bodies are limited to {MAX_REQUEST} bytes", 413, "too_large") from None
+    if not raw and empty is not None:
+        return empty
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"the body must be JSON: {exc}", error="invalid_json") from None
+        body = parse_json(raw, what="the body", surrogates="refuse")
+    except JSONBodyError as exc:
+        raise BadRequest(str(exc), error="invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body
+
+
+def _list_query(query: QueryParams) -> tuple[JobStatus | None, int, tuple[float, str] | None]:
+    """`status`, `limit` and `cursor` of `GET /api/jobs`, or BadRequest naming the one to fix."""
+    try:
+        status = JobStatus(query["status"]) if "status" in query else None
+    except ValueError:
+        detail = f"status must be one of {', '.join(JobStatus)}, got {_shorten(query['status'])!r}"
+        raise BadRequest(detail, error="invalid_query") from None
+    limit = query.get("limit", "50")
+    if not (limit.isascii() and limit.isdigit() and len(limit) <= 3 and 1 <= int(limit) <= 500):
+        raise BadRequest(f"limit must be a whole number from 1 to 500, got {_shorten(limit)!r}", error="invalid_query")
+    before = _decode_cursor(query["cursor"]) if "cursor" in query else None
+    return status, int(limit), before
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def _encode_cursor(job: Job) -> str:
@@ -141,5 +161,16 @@ def _encode_cursor(job: Job) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[float, str]:
-    created_at, job_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    return float(created_at), str(job_id)
+    wrong = BadRequest("cursor must be a next_cursor from an earlier answer, unchanged", error="invalid_query")
+    try:
+        raw = base64.urlsafe_b64decode(cursor.encode("ascii"))
+    except (UnicodeEncodeError, binascii.Error):
+        raise wrong from None
+    try:
+        value = parse_json(raw, what="cursor", surrogates="refuse")
+    except JSONBodyError as exc:
+        raise BadRequest(f"{exc} (send next_cursor unchanged)", error="invalid_query") from None
+    match value:
+        case [int() | float() as created_at, str() as job_id] if not isinstance(created_at, bool):
+            return float(created_at), job_id  # finite: parse_json refused 1e400 and NaN, and ints past 40 digits
+    raise wrong

@@ -6,6 +6,10 @@ the host's network (SSRF). So before every request, and again for every redirect
 URL refused if *any* address it resolves to is not a public one. `allowed_origins` lets a known local peer through
 (the built-in simulator, a test CDN); `allow_private` (REELHOOK_ALLOW_PRIVATE_URLS=1) lets everything through.
 
+An IPv6 address can carry an IPv4 one (IPv4-mapped and -compatible, 6to4, Teredo, NAT64, SIIT), and whatever
+relays or translates it connects to that IPv4 address, so each is also judged by the address it carries:
+`2002:7f00:1::1` is 127.0.0.1 by way of a 6to4 relay, though Python 3.11 calls it global.
+
 This checks the name, then the client resolves it again to connect. A DNS server that answers differently the
 second time (DNS rebinding) would get past this check alone, so it is only the early one, the one with the clear
 message: `receiver.guarded_http` applies the same rules at connect time, to the very address it then connects to.
@@ -23,6 +27,9 @@ import anyio
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
 _HINT = "set REELHOOK_ALLOW_PRIVATE_URLS=1 to allow"
+_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: local use, never global
+_IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # RFC 2765 (SIIT)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -100,10 +107,15 @@ def _literal(host: str) -> IPAddress | None:
 
 def why_not_public(address: IPAddress) -> str | None:
     """What kind of non-public address `address` is (loopback, private, metadata…); None for a public one."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        # ::ffff:10.0.0.1 reaches 10.0.0.1 (and Python before 3.11.10 judges the IPv6 form on its own).
-        reason = why_not_public(address.ipv4_mapped)
-        return None if reason is None else f"{reason} in IPv4-mapped form ({address.ipv4_mapped})"
+    if isinstance(address, ipaddress.IPv6Address):
+        for form, role, embedded in _embedded_ipv4(address):
+            reason = why_not_public(embedded)
+            if reason is not None:
+                return f"{reason} in {form} form ({role}{embedded})"
+        if address.ipv4_mapped is not None:
+            return None  # ::ffff:8.8.8.8 is 8.8.8.8 (and Python before 3.11.10 judges the IPv6 form on its own)
+        if address in _NAT64_LOCAL:
+            return f"a local-use NAT64 address ({_NAT64_LOCAL}), not globally routable"
     if address in _METADATA:
         return "the cloud metadata address"
     checks = (
@@ -113,7 +125,27 @@ def why_not_public(address: IPAddress) -> str | None:
         (address.is_multicast, "a multicast address"),
         (address.is_private, "a private address"),
         (address.is_reserved, "a reserved address"),
-        # Carrier-grade NAT (100.64.0.0/10), 6to4 relays and the like: not private, not global either.
+        # Carrier-grade NAT (100.64.0.0/10), documentation ranges and the like: not private, not global either.
         (not address.is_global, "not a globally routable address"),
     )
     return next((reason for failed, reason in checks if failed), None)
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[tuple[str, str, ipaddress.IPv4Address]]:
+    """The IPv4 addresses an IPv6 address carries, as (form, role, address): what a relay or translator on the
+    way would connect to. Python judges most of these forms by their IPv6 prefix alone (3.11 calls 6to4 global)."""
+    if address.ipv4_mapped is not None:
+        return [("IPv4-mapped", "", address.ipv4_mapped)]
+    if address.sixtofour is not None:
+        return [("6to4", "", address.sixtofour)]
+    if address.teredo is not None:  # 2001::/32: the server in clear, the client's bits inverted (Python undoes it)
+        server, client = address.teredo
+        return [("Teredo", "server ", server), ("Teredo", "client ", client)]
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _NAT64_WELL_KNOWN or address in _NAT64_LOCAL:  # the /96 layout, the one DNS64 hands out
+        return [("NAT64", "", low32)]
+    if address in _IPV4_TRANSLATED:
+        return [("IPv4-translated", "", low32)]
+    if int(address) >> 32 == 0 and int(address) > 1:  # ::a.b.c.d, deprecated, but a stack may still route it
+        return [("IPv4-compatible", "", low32)]
+    return []

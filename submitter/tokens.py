@@ -37,6 +37,8 @@ class HookSigner:
         return self._serializer.dumps([job_id, provider])
 
     def verify_hook_token(self, token: str, provider: str) -> HookClaim:
+        if not token.isascii():  # tokens are URL-safe base64; a lone surrogate would not even encode to check
+            raise BadHookToken("invalid hook token: not ASCII")
         try:
             payload = self._serializer.loads(token, max_age=int(self._max_age))
         except BadData as exc:

@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Any
 
 from storage import CallbackResult, Job
+from submitter.jsonbody import JSONBodyError, parse_json
 
 
 @dataclass(frozen=True)
@@ -109,10 +110,15 @@ def fetch_id(job: Job) -> str:
 
 
 def load_json_object(body: bytes, what: str) -> dict[str, Any]:
+    """A provider's body (callback or answer) as a JSON object, or MalformedCallback naming what is wrong.
+
+    Read as every body is (submitter/jsonbody.py), with lone surrogates replaced by U+FFFD: a provider cannot be
+    asked to fix them, and the caller keeps the raw bytes as they came.
+    """
     try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedCallback(f"{what} is not JSON: {exc}") from None
+        value = parse_json(body, what=what, surrogates="replace")
+    except JSONBodyError as exc:
+        raise MalformedCallback(str(exc)) from None
     if not isinstance(value, dict):
         raise MalformedCallback(f"{what} must be a JSON object, got {type(value).__name__}")
     return value
@@ -121,8 +127,8 @@ def load_json_object(body: bytes, what: str) -> dict[str, Any]:
 def error_message(body: bytes, *keys: str) -> str:
     """The provider's own words from an error body, or the body itself, shortened."""
     try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        value = parse_json(body, what="the error body", surrogates="replace")
+    except JSONBodyError:
         return body[:300].decode("utf-8", "replace") or "(empty body)"
     for key in keys:
         current: Any = value

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 
 import pytest
 
-from receiver.netguard import UnsafeURL, check_url, origin, refusal_for, resolve
+from receiver.netguard import UnsafeURL, check_url, origin, refusal_for, resolve, why_not_public
 
 pytestmark = pytest.mark.anyio
 
@@ -124,3 +125,48 @@ def test_refusal_for_names_the_first_address_that_is_not_public() -> None:
         f"cdn.example resolves to 10.0.0.7, which is a private address (set {HINT} to allow)"
     )
     assert refusal_for("10.0.0.7", [private]) == f"10.0.0.7 is a private address (set {HINT} to allow)"
+
+
+def teredo(server: str, client: str) -> str:
+    """The Teredo address (2001::/32) for a server and a client; the client's bits are stored inverted."""
+    value = (
+        (0x2001_0000 << 96)
+        | (int(ipaddress.IPv4Address(server)) << 64)
+        | (~int(ipaddress.IPv4Address(client)) & 0xFFFFFFFF)
+    )
+    return str(ipaddress.IPv6Address(value))
+
+
+EMBEDDED = {
+    "6to4-loopback": ("2002:7f00:1::1", "a loopback address in 6to4 form (127.0.0.1)"),
+    "6to4-metadata": ("2002:a9fe:a9fe::1", "the cloud metadata address in 6to4 form (169.254.169.254)"),
+    "6to4-private": ("2002:a00:1::1", "a private address in 6to4 form (10.0.0.1)"),
+    "teredo-client": (teredo("65.54.227.120", "127.0.0.1"), "a loopback address in Teredo form (client 127.0.0.1)"),
+    "teredo-server": (teredo("10.1.2.3", "8.8.8.8"), "a private address in Teredo form (server 10.1.2.3)"),
+    "nat64": ("64:ff9b::7f00:1", "a loopback address in NAT64 form (127.0.0.1)"),
+    "nat64-metadata": ("64:ff9b::a9fe:a9fe", "the cloud metadata address in NAT64 form (169.254.169.254)"),
+    "nat64-local": ("64:ff9b:1::a00:1", "a private address in NAT64 form (10.0.0.1)"),
+    "nat64-local-public": ("64:ff9b:1::808:808", "a local-use NAT64 address (64:ff9b:1::/48), not globally routable"),
+    "compatible": ("::7f00:1", "a loopback address in IPv4-compatible form (127.0.0.1)"),
+    "compatible-private": ("::c0a8:101", "a private address in IPv4-compatible form (192.168.1.1)"),
+    "compatible-public": ("::808:808", "a reserved address"),
+    "mapped": ("::ffff:7f00:1", "a loopback address in IPv4-mapped form (127.0.0.1)"),
+    "translated": ("::ffff:0:a00:1", "a private address in IPv4-translated form (10.0.0.1)"),
+}
+
+
+@pytest.mark.parametrize(("address", "reason"), EMBEDDED.values(), ids=EMBEDDED.keys())
+async def test_ipv6_forms_that_embed_an_ipv4_address_are_judged_by_it(address: str, reason: str) -> None:
+    assert why_not_public(ipaddress.IPv6Address(address)) == reason
+    with pytest.raises(UnsafeURL, match=re.escape(f"{address} is {reason} (set {HINT}")):
+        await check_url(f"http://[{address}]/x.mp4")
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["2002:808:808::1", teredo("65.54.227.120", "8.8.8.8"), "::ffff:808:808", "2606:2800:220:1::1946"],
+)
+def test_forms_embedding_a_public_ipv4_address_are_left_to_the_usual_checks(address: str) -> None:
+    # 6to4 and IPv4-mapped forms of a public address are public; Teredo (2001::/32) is refused as a whole.
+    expected = "a private address" if address.startswith("2001:0:") else None
+    assert why_not_public(ipaddress.IPv6Address(address)) == expected
