@@ -5,6 +5,9 @@ an atomic rename, and an fsync of the folder make both the bytes and the name du
 the event loop takes the next chunks while a worker thread hashes and writes the previous megabyte, handed over
 through a two-block queue, so memory stays flat (a few MiB) whatever the file's size. The sidecar JSON is written the
 same way (`write_atomically`).
+
+The two system calls the promise rests on, fsync and rename, go through a `Disk` (os.fsync and os.replace unless a
+caller passes another): a test hands in one that records them and checks their order, which no crash test can see.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
@@ -26,6 +30,17 @@ WRITE_BLOCK = 1024 * 1024  # what the writer thread takes at a time (measured: 6
 MEDIA_EXTENSIONS = frozenset({"mp4", "mov", "webm", "png", "jpg", "jpeg", "webp", "gif"})
 
 
+@dataclass(frozen=True)
+class Disk:
+    """Where durable writes send their fsync and rename; the operating system's unless a test says otherwise."""
+
+    fsync: Callable[[int], None] = os.fsync
+    replace: Callable[[Path, Path], None] = os.replace
+
+
+OS_DISK = Disk()
+
+
 class Permanent(Exception):
     """Trying again will not help."""
 
@@ -35,7 +50,7 @@ class Transient(Exception):
 
 
 async def save_body(
-    response: httpx.Response, path: Path, fault: Callable[[str], None], max_bytes: int
+    response: httpx.Response, path: Path, fault: Callable[[str], None], max_bytes: int, *, disk: Disk = OS_DISK
 ) -> tuple[int, str]:
     """Stream the body to `{path}.part`, hashing it, then fsync and rename it into place.
 
@@ -87,7 +102,7 @@ async def save_body(
                     await read_blocks()
             except BaseExceptionGroup as group:  # one reader, one writer: report the first failure as itself
                 raise group.exceptions[0] from None
-            await anyio.to_thread.run_sync(_flush_and_sync, file)
+            await anyio.to_thread.run_sync(_flush_and_sync, file, disk)
         expected = response.headers.get("content-length")
         # h11 already raises on a short body; this keeps the promise whatever the transport. It compares the bytes
         # on the wire (before any content-decoding), which is what Content-Length counts.
@@ -97,7 +112,7 @@ async def save_body(
             raise Transient(f"empty body from {response.url}")
         if len(head) < HEAD_BYTES:
             _check_kind(response, path, head)
-        await anyio.to_thread.run_sync(_replace, part, path)
+        await anyio.to_thread.run_sync(_replace, part, path, disk)
     finally:
         # Synchronous on purpose: an await here would not run once the task is cancelled. Unlinking is quick.
         part.unlink(missing_ok=True)
@@ -109,9 +124,9 @@ def _hash_and_write(digest: Any, file: BinaryIO, block: bytes) -> None:
     file.write(block)
 
 
-def _flush_and_sync(file: BinaryIO) -> None:
+def _flush_and_sync(file: BinaryIO, disk: Disk) -> None:
     file.flush()
-    os.fsync(file.fileno())
+    disk.fsync(file.fileno())
 
 
 def _check_kind(response: httpx.Response, path: Path, head: bytes) -> None:
@@ -124,26 +139,25 @@ def over_cap(max_bytes: int) -> str:
     return f"over the download cap of {max_bytes} bytes (REELHOOK_MAX_DOWNLOAD_BYTES raises it)"
 
 
-async def write_atomically(path: Path, data: bytes) -> None:
+async def write_atomically(path: Path, data: bytes, *, disk: Disk = OS_DISK) -> None:
     def write() -> None:
         tmp = path.with_name(path.name + ".tmp")
         try:
             with open(tmp, "wb") as file:
                 file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            _replace(tmp, path)
+                _flush_and_sync(file, disk)
+            _replace(tmp, path, disk)
         finally:
             tmp.unlink(missing_ok=True)
 
     await anyio.to_thread.run_sync(write)
 
 
-def _replace(source: Path, target: Path) -> None:
-    os.replace(source, target)
+def _replace(source: Path, target: Path, disk: Disk) -> None:
+    disk.replace(source, target)
     directory = os.open(target.parent, os.O_RDONLY)
     try:
-        os.fsync(directory)  # makes the new name durable, not only the data behind it
+        disk.fsync(directory)  # makes the new name durable, not only the data behind it
     finally:
         os.close(directory)
 

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from receiver.notify import Notifier
 from receiver.serving import bind_socket, running
 from storage import NewJob, NewNotification, Store
+from tests.conftest import StoreOpener
 
 pytestmark = pytest.mark.anyio
 
@@ -71,9 +72,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def test_a_receiver_that_was_down_gets_each_event_once(tmp_path: Path, http: httpx.AsyncClient) -> None:
+async def test_a_receiver_that_was_down_gets_each_event_once(
+    tmp_path: Path, http: httpx.AsyncClient, open_store: StoreOpener
+) -> None:
     now = [time.time()]
-    store = await Store.open(tmp_path / "db.sqlite3", clock=lambda: now[0])
+    store = await open_store(tmp_path / "db.sqlite3", clock=lambda: now[0])
     port = free_port()
     await record(store, f"http://127.0.0.1:{port}/hook", {"type": "job.submitted"})
     notifier = Notifier(store, http, SECRET)
@@ -98,7 +101,6 @@ async def test_a_receiver_that_was_down_gets_each_event_once(tmp_path: Path, htt
     assert consumer.refused == 0
     assert [message["type"] for message in consumer.accepted] == ["job.submitted"]
     assert consumer.accepted[0]["id"].startswith("msg_")
-    await store.close()
 
 
 async def test_a_recorded_notification_survives_a_restart(tmp_path: Path, http: httpx.AsyncClient) -> None:

@@ -13,6 +13,7 @@ from storage import JobStatus, NewJob, Store
 from submitter.providers import PROVIDERS
 from submitter.tokens import HookSigner
 from submitter.worker import Endpoint, Submitter
+from tests.conftest import StoreOpener
 
 pytestmark = pytest.mark.anyio
 
@@ -96,9 +97,9 @@ async def test_refusals_fail_the_job_with_the_providers_message(store: Store, co
 
 
 @pytest.mark.parametrize("answer", [status(429), status(499, "Queue exhausted"), raises(httpx.ConnectError)])
-async def test_transient_refusals_wait_and_retry(tmp_path: Path, answer: Answer) -> None:
+async def test_transient_refusals_wait_and_retry(tmp_path: Path, answer: Answer, open_store: StoreOpener) -> None:
     now = [1000.0]
-    store = await Store.open(tmp_path / "db.sqlite3", clock=lambda: now[0])
+    store = await open_store(tmp_path / "db.sqlite3", clock=lambda: now[0])
     [job_id] = await queue(store)
     peer = Peer(answer, accepted)
     worker = submitter(store, peer)
@@ -112,7 +113,6 @@ async def test_transient_refusals_wait_and_retry(tmp_path: Path, answer: Answer)
     assert await worker.run_once() == 1
     assert len(peer.requests) == 2
     assert (await status_of(store, job_id))[0] is JobStatus.SUBMITTED
-    await store.close()
 
 
 @pytest.mark.parametrize(
