@@ -24,6 +24,7 @@ TTAPI's documented figure for the same upstream work, low enough to stay clear o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -177,10 +178,14 @@ def _error_text(error: object) -> str:
 
 
 def _progress(value: object) -> int | None:
+    # A whole percent, rounded down, since the column is an INTEGER (AceData documents a number; "45.5" is read too).
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
     try:
-        return max(0, min(100, int(str(value).rstrip("%"))))
+        number = float(str(value).strip().rstrip("%"))
     except ValueError:
         return None
+    return max(0, min(100, math.floor(number))) if math.isfinite(number) else None
 
 
 def fetch_request(job: Job, api_key: str) -> ProviderRequest:

@@ -17,6 +17,7 @@ and a bare TTAPI job id does not say which API made it, so `fetch_request` takes
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -164,10 +165,14 @@ def parse_fetch_response(status_code: int, body: bytes) -> CallbackResult:
 
 
 def _progress(value: object) -> int | None:
+    # A whole percent, rounded down, since the column is an INTEGER (TTAPI sends a string: "100", or mid-job "45.5").
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
     try:
-        return max(0, min(100, int(str(value).rstrip("%"))))
+        number = float(str(value).strip().rstrip("%"))
     except ValueError:
         return None
+    return max(0, min(100, math.floor(number))) if math.isfinite(number) else None
 
 
 PROVIDER = Provider(

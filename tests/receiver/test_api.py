@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 from typing import Any
 
 import anyio
@@ -125,3 +127,16 @@ async def test_list_filters_by_status_and_pages_newest_first(harness: Harness) -
 async def test_unknown_job_is_404(harness: Harness) -> None:
     response = await harness.client.get("/api/jobs/nosuch", headers=AUTH)
     assert response.status_code == 404 and response.json()["error"] == "not_found"
+
+
+async def test_a_decimal_progress_is_stored_and_shown_as_a_whole_percent(harness: Harness) -> None:
+    job_id = await harness.submitted_job("tt-1")
+    body = json.loads(ttapi_callback("tt-1", status="ON_QUEUE", videos=0))
+    body["data"]["progress"] = "45.5"
+    response = await harness.client.post(harness.hook_path(job_id), content=json.dumps(body).encode())
+    assert response.status_code == 200
+    shown = (await harness.client.get(f"/api/jobs/{job_id}", headers=AUTH)).json()
+    assert (shown["status"], shown["progress"]) == ("running", 45)
+    with closing(sqlite3.connect(harness.db_path)) as db:
+        stored = db.execute("SELECT progress, typeof(progress) FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    assert stored == (45, "integer")

@@ -174,6 +174,12 @@ def test_body_without_a_boolean_success_is_running(success: object) -> None:
     assert result.status is JobStatus.RUNNING and result.progress == 40 and result.media_urls == ()
 
 
+@pytest.mark.parametrize(("progress", "percent"), [(45.5, 45), ("45.5", 45), ("60%", 60), ("x", None)])
+def test_a_decimal_progress_is_a_whole_percent(progress: object, percent: int | None) -> None:
+    result = acedata.parse_callback(encode({"task_id": "t-1", "progress": progress}), {})
+    assert result.status is JobStatus.RUNNING and result.progress == percent
+
+
 def test_success_without_videos_is_a_failure() -> None:
     payload = json.loads(SEED_CALLBACK) | {"video_urls": []}
     result = acedata.parse_callback(encode(payload), {})

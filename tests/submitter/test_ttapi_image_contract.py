@@ -165,6 +165,13 @@ def test_a_non_terminal_image_callback_is_running(status: str) -> None:
     assert result.status is JobStatus.RUNNING and result.progress == 40 and result.media_urls == ()
 
 
+def test_an_image_callback_with_a_decimal_progress_is_a_whole_percent() -> None:
+    payload = json.loads(SEED_IMAGE_CALLBACK)
+    payload["status"], payload["data"]["progress"] = "ON_QUEUE", "45.5"
+    result = ttapi.parse_callback(json.dumps(payload).encode(), {})
+    assert result.status is JobStatus.RUNNING and result.progress == 45
+
+
 @pytest.mark.parametrize("data", [{"action": "generate", "videos": []}, {"videos": []}, {"action": "extend"}])
 def test_only_a_video_job_without_videos_fails(data: dict[str, Any]) -> None:
     payload = json.loads(SEED_CALLBACK)
