@@ -330,7 +330,6 @@ def test_2xx_carrying_the_error_envelope_is_fatal() -> None:
             },
         ),
         ("generate", {"prompt": "p", "image_url": "u", "options": {"mode": "turbo"}}),
-        ("extend", {"index": 0}),
         ("extend", {"index": 3, "prompt": "keep going"}),
     ],
 )
@@ -358,6 +357,9 @@ def test_valid_params_pass(action: str, params: dict[str, Any]) -> None:
         ("extend", {"index": True}, "index"),
         ("extend", {"index": 0, "prompt": 5}, "prompt"),
         ("extend", {"index": 0, "motion": "low"}, "motion"),
+        ("extend", {"index": 0, "motion": "low", "prompt": "p"}, "motion"),
+        ("extend", {"index": 0}, "extend needs a prompt"),  # seed 002: "you must fill in the prompt"
+        ("extend", {"index": 0, "prompt": "  "}, "extend needs a prompt"),
     ],
 )
 def test_invalid_params_name_the_field(action: str, params: dict[str, Any], names: str) -> None:
