@@ -165,6 +165,8 @@ def _result(task_id: str, payload: Mapping[str, Any]) -> CallbackResult:
     if not media:
         return CallbackResult(task_id, JobStatus.FAILED, progress, error="acedata reported success without any video")
     kept = {key: payload[key] for key in KEPT if payload.get(key) is not None}
+    if isinstance(kept.get("image_url"), str) and kept["image_url"]:
+        kept["cover_url"] = kept["image_url"]  # the cover, under the name every provider's result uses
     if isinstance(kept.get("video_id"), int):  # documented as a string of digits; keep one spelling
         kept["video_id"] = str(kept["video_id"])
     return CallbackResult(task_id, JobStatus.SUCCEEDED, progress, tuple(media), result=kept)

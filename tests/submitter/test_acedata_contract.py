@@ -140,6 +140,7 @@ def test_seed_callback_is_a_success_keeping_video_id_and_cover() -> None:
         "image_url": "https://storage.fonedis.cc/upload_1751818513244368774.png",
         "image_width": 560,
         "image_height": 688,
+        "cover_url": "https://storage.fonedis.cc/upload_1751818513244368774.png",  # what the job JSON shows
     }
 
 
