@@ -14,7 +14,7 @@ import pytest
 from receiver.app import create_app
 from receiver.rules import RuleSet
 from receiver.settings import ProviderSettings, Secret
-from storage import JobStatus, Store
+from storage import JobStatus, NewJob, Store
 from tests.receiver.conftest import AUTH, FakeTTAPI, Harness, make_settings, ttapi_callback
 
 pytestmark = pytest.mark.anyio
@@ -250,6 +250,10 @@ async def test_an_acedata_extend_without_a_prompt_carries_its_parents_and_shows_
         assert child["prompt"] == "a lighthouse at dusk"
         await wait_until(lambda: len(peer.bodies) == 2)
         sent = peer.bodies[1]
+        shown_parent = (await harness.client.get(f"/api/jobs/{parent}", headers=AUTH)).json()
+        assert shown_parent["result"] == {
+            "seed": None, "prompts": None, "actions": None, "cover_url": ACEDATA_CALLBACK["image_url"],
+        }  # fmt: skip
         assert (sent["action"], sent["video_id"], sent["video_index"]) == ("extend", "1751818512924054", 2)
         assert sent["prompt"] == "a lighthouse at dusk"  # seed 002: the extend "must" have a prompt
         # A prompt given is the one sent.
@@ -292,3 +296,59 @@ async def test_a_rules_prompt_is_not_sent_to_a_ttapi_extend_and_a_note_on_the_ex
             ("extend-first", "TTAPI extends take no prompt; the rule's prompt was not sent")
         ]
         assert (await harness.client.get(f"/api/jobs/{parent}", headers=AUTH)).json()["notes"] == []
+
+
+# -- the job JSON's `result`: what the provider returned that a user acts on -------------------------------------------
+
+
+def image_callback(provider_job_id: str, action: str, **data: Any) -> bytes:
+    """Seed 001's callback shape; its files on a loopback port the download guard refuses without connecting."""
+    base = {"actions": action, "jobId": provider_job_id, "progress": "100", "prompt": "a cat", "hookUrl": "",
+            "discordImage": "", "cdnImage": "", "components": [], "seed": "", "images": []}  # fmt: skip
+    payload = {"status": "SUCCESS", "jobId": provider_job_id, "message": "success", "data": base | data}
+    return json.dumps(payload).encode()
+
+
+async def accepted(harness: Harness, action: str, provider_job_id: str, **params: Any) -> str:
+    """A job TTAPI took. All of a test's jobs are taken before any callback: a callback frees a slot and wakes the
+    submitter, which would send a job still queued."""
+    job, _ = await harness.store.create_job(NewJob("ttapi", action, params))
+    await harness.store.claim_submission(job.id)
+    await harness.store.record_submitted(job.id, provider_job_id)
+    return job.id
+
+
+async def test_the_job_json_shows_the_seed_the_described_prompts_the_next_actions_and_the_grid(
+    harness: Harness,
+) -> None:
+    grid, tiles = "http://127.0.0.1:9/grid.png", [f"http://127.0.0.1:9/{i}.png" for i in range(4)]
+    buttons = [f"upsample{i}" for i in range(1, 5)] + [f"variation{i}" for i in range(1, 5)]
+    imagine = await accepted(harness, "imagine", "tt-i", prompt="a cat")
+    seed = await accepted(harness, "seed", "tt-s")
+    describe = await accepted(harness, "describe", "tt-d", image_base64="aGk=")
+    video = await harness.submitted_job("tt-v")
+    described = "\n\n".join(f"{i}\ufe0f\u20e3 a cat on a mat, take {i}" for i in range(1, 5))
+    for job_id, body in [
+        (imagine, image_callback("tt-i", "imagine", cdnImage=grid, images=tiles, components=buttons)),
+        (seed, image_callback("tt-s", "seed", seed="3282937712")),
+        (describe, image_callback("tt-d", "describe", prompt=described)),
+        (video, ttapi_callback("tt-v")),
+    ]:
+        assert (await harness.client.post(harness.hook_path(job_id), content=body)).status_code == 200
+
+    async def result(job_id: str) -> dict[str, Any]:
+        shown = (await harness.client.get(f"/api/jobs/{job_id}", headers=AUTH)).json()
+        return dict(shown["result"])
+
+    nothing = {"seed": None, "prompts": None, "actions": None, "cover_url": None}
+    assert await result(imagine) == nothing | {"actions": buttons, "cover_url": grid}  # its seed "" is not known
+    assert await result(seed) == nothing | {"seed": "3282937712", "actions": []}
+    assert await result(describe) == nothing | {
+        "prompts": [f"a cat on a mat, take {i}" for i in range(1, 5)],
+        "actions": [],
+    }
+    assert await result(video) == nothing  # a TTAPI video result names none of them
+    waiting, _ = await harness.store.create_job(NewJob("ttapi", "imagine", {"prompt": "later"}))
+    assert await result(waiting.id) == nothing
+    listed = (await harness.client.get("/api/jobs", headers=AUTH)).json()["jobs"]
+    assert {job["id"]: job["result"] for job in listed}[seed]["seed"] == "3282937712"
