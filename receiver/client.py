@@ -221,5 +221,14 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
             print(f"  {key}: {job[key]}")
     for video in job["videos"]:
         print(f"  file {video['index']}: {video['status']}  {video['path'] or video['url']}")
+    result = job.get("result") or {}
+    if result.get("seed"):
+        print(f"  seed: {result['seed']}")
+    for number, prompt in enumerate(result.get("prompts") or [], start=1):
+        print(f"  prompt {number}: {prompt}")
+    if result.get("actions"):
+        print(f"  actions: {', '.join(result['actions'])}  (reelhook action {job['id']} NAME)")
+    if result.get("cover_url"):
+        print(f"  cover: {result['cover_url']}")
     for note in job.get("notes", []):
         print(f"  note ({note['rule']}): {note['message']}")

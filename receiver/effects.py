@@ -22,6 +22,7 @@ from typing import Any, ClassVar, TypeGuard
 from urllib.parse import urlsplit
 
 from storage import EventType, Job
+from submitter.providers import InvalidParams, Provider
 
 MOTIONS = ("low", "high")
 ALL_EVENTS = frozenset(EventType)
@@ -120,6 +121,53 @@ def template_fields(job: Job, index: int, rule: str) -> dict[str, Any]:
         "image": images[0] if images else "",
         "images": images,
     }
+
+
+def extend_params(
+    extend: Extend, provider: Provider, job: Job, index: int, rule: str
+) -> tuple[dict[str, Any], str | None]:
+    """The params of the extend of take `index` of `job`, and why the rule's prompt was not sent, if it was not.
+
+    The job records what its provider is sent: a provider that takes no prompt on an extend (TTAPI) gets the extend
+    without the rule's prompt, and one that takes a prompt (AceData, which requires it) gets the rule's, else the
+    parent's.
+    """
+    params: dict[str, Any] = {"index": index}
+    if extend.motion is not None:
+        params["motion"] = extend.motion
+    if extend.prompt is None:
+        return with_parent_prompt(provider, params, job.prompt), None
+    prompt = extend.prompt.format(**template_fields(job, index, rule))
+    refusal = prompt_refusal(provider, "extend", params | {"prompt": prompt})
+    if refusal is not None:
+        return params, f"{refusal}; the rule's prompt was not sent"
+    return params | {"prompt": prompt}, None
+
+
+def with_parent_prompt(provider: Provider, params: dict[str, Any], prompt: str | None) -> dict[str, Any]:
+    """An extend's params with its parent's prompt where none is given and the provider takes one."""
+    if "prompt" in params or not prompt:
+        return params
+    carried = params | {"prompt": prompt}
+    try:
+        provider.validate_params("extend", carried)
+    except InvalidParams:
+        return params
+    return carried
+
+
+def prompt_refusal(provider: Provider, action: str, params: dict[str, Any]) -> InvalidParams | None:
+    """The provider's refusal of `params` when the prompt alone is the trouble (it would take them without)."""
+    try:
+        provider.validate_params(action, params)
+        return None
+    except InvalidParams as exc:
+        refusal = exc
+    try:
+        provider.validate_params(action, {name: value for name, value in params.items() if name != "prompt"})
+    except InvalidParams:
+        return None
+    return refusal
 
 
 def parse_extend(raw: object, where: str) -> Extend:

@@ -8,7 +8,8 @@ replay never doubles a job.
 The money guards sit between the rules and that transaction. The rules answer with follow-ups and the skips
 `max_depth` (or a provider that would refuse) caused; `receiver.guards.apply_limits` cuts the follow-ups at
 `max_jobs_per_root` and `max_jobs_per_day`. Every follow-up stopped either way becomes a note on the job that fired
-the rule, shown in its JSON, and a WARNING in the log.
+the rule, shown in its JSON, and a WARNING in the log. A follow-up recorded without part of what its rule asked (a
+TTAPI extend takes no prompt) gets the note itself.
 
 While the service is paused this worker leaves events unprocessed: it returns without touching them, so their
 follow-ups and notifications are created once, after resume, against the limits as they stand then. Callbacks are
@@ -24,7 +25,7 @@ import logging
 from collections.abc import Callable
 
 from receiver.guards import apply_limits, paused
-from receiver.rules import RuleSet
+from receiver.rules import RuleSet, Skip
 from receiver.views import event_json
 from storage import NewNotification, Note, Store
 
@@ -60,7 +61,8 @@ class FollowUps:
                 continue
             followups, skips = self._rules.followups(event, job)
             followups, stopped = await apply_limits(self._store, self._rules.limits, job, followups)
-            notes = [Note(job.id, skip.rule or None, skip.reason) for skip in skips] + stopped
+            notes = [Note(job.id, skip.rule or None, skip.reason) for skip in skips if skip.origin is None] + stopped
+            amended = {skip.origin: skip for skip in skips if skip.origin is not None}
             notifications = [
                 NewNotification(rule, url, event_json(event, job))
                 for rule, url in self._rules.notifications(event, job)
@@ -68,6 +70,8 @@ class FollowUps:
             new_ids = await self._store.complete_event(event.id, followups, notifications, notes)
             for note in notes:
                 log.warning('rule "%s" did not follow up job %s: %s', note.rule, note.job_id, note.message)
+            if amended:
+                await self._note_followups(event.id, new_ids, amended)
             notified = notified or bool(notifications)
             for new in new_ids:
                 log.info("event %s on job %s: follow-up job %s recorded", event.type, job.id, new)
@@ -79,3 +83,19 @@ class FollowUps:
         if notified:
             self._on_notify()
         return handled
+
+    async def _note_followups(self, event_id: int, new_ids: list[str], amended: dict[str, Skip]) -> None:
+        """Note, on each follow-up just recorded without part of what its rule asked, which part and why.
+
+        A follow-up's id exists only once the event's transaction made it, so these notes take a second one: a
+        crash between the two loses the note, never the follow-up, and its params still show what is sent.
+        """
+        notes = []
+        for job_id in new_ids:
+            child = await self._store.get_job(job_id)
+            skip = amended.get(child.origin or "") if child is not None else None
+            if skip is not None:
+                notes.append(Note(job_id, skip.rule or None, skip.reason))
+                log.warning('rule "%s" follow-up %s of job %s: %s', skip.rule, job_id, skip.job_id, skip.reason)
+        if notes:
+            await self._store.complete_event(event_id, notes=notes)

@@ -2,9 +2,11 @@
 
 Two kinds of action. A fresh one (generate, imagine, blend, describe) names its provider; a follow-up one (extend,
 seed, inpaint, and the image actions a result lists, such as upsample1) names a parent job, which must have
-succeeded, and goes to the parent's provider. Generic checks (field names, types, URLs) are here; what a provider
-can take is its own module's `validate_params`. For providers that cap the size of an image frame (APIMart), the
-frame URLs are asked for their size (HEAD, through the download guard) before anything is recorded.
+succeeded, and goes to the parent's provider. An extend without a prompt carries on its parent's where the provider
+takes one (AceData requires one; TTAPI refuses any), so the job records what is sent. Generic checks (field names,
+types, URLs) are here; what a provider can take is its own module's `validate_params`. For providers that cap the
+size of an image frame (APIMart), the frame URLs are asked for their size (HEAD, through the download guard) before
+anything is recorded.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from receiver.effects import prompt_refusal, with_parent_prompt
 from receiver.netguard import UnsafeURL, check_url
 from receiver.service import Service
 from storage import JobStatus, NewJob
@@ -53,7 +56,7 @@ async def read_job_request(service: Service, body: dict[str, Any]) -> NewJob:
     action = body.get("action", "generate")
     if not isinstance(action, str) or not action:
         raise BadRequest(f"action must be a name such as generate, extend, imagine or upsample1, got {action!r}")
-    parent_id = None
+    parent_id, parent_prompt = None, None
     if action in FRESH:
         provider = _provider(service, body.get("provider", DEFAULT_PROVIDER))
         allowed = FRESH[action]
@@ -69,7 +72,7 @@ async def read_job_request(service: Service, body: dict[str, Any]) -> NewJob:
             raise BadRequest(detail, 409, "conflict")
         if body.get("provider", parent.provider) != parent.provider:
             raise BadRequest(f"provider: a {action} goes to the parent's provider ({parent.provider})")
-        provider, parent_id = _provider(service, parent.provider), parent.id
+        provider, parent_id, parent_prompt = _provider(service, parent.provider), parent.id, parent.prompt
         allowed = FOLLOW_UP.get(action, set()) | {"parent_id"}
         components = parent.result.get("components")
         if action not in FOLLOW_UP and isinstance(components, list) and action not in components:
@@ -94,10 +97,13 @@ async def read_job_request(service: Service, body: dict[str, Any]) -> NewJob:
         _text(params, "prompt")
     if "end_image_url" in params:
         _url(params, "end_image_url")
+    if action == "extend":
+        params = with_parent_prompt(provider, params, parent_prompt)
     try:
         provider.validate_params(action, params)
     except InvalidParams as exc:
-        raise BadRequest(f"{provider.name}: {exc}") from None
+        fix = "; leave prompt out" if prompt_refusal(provider, action, params) is not None else ""
+        raise BadRequest(f"{provider.name}: {exc}{fix}") from None
     if provider.max_frame_bytes is not None:
         await _check_frames(service, provider, params)
     return NewJob(provider=provider.name, action=action, params=params, parent_id=parent_id)

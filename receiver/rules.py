@@ -10,8 +10,10 @@ take of the same job twice under one rule.
 `max_depth` is enforced here, where the depth is known: a follow-up deeper than it becomes a `Skip`, as does one
 whose provider cannot do it (a rule without a provider filter applies to every provider) or whose job has not
 succeeded. Skips are logged and returned so the caller can record them where a user will see them (a note on the
-job). The limits that count jobs (`max_jobs_per_root`, `max_jobs_per_day`) need the store, so the event worker
-applies them to what this returns (`receiver.guards`); answering stays pure.
+job). A follow-up its provider would take only without part of what the rule asked is recorded without that part
+and the skip names it (`Skip.origin`): a TTAPI extend carries no prompt, so a rule's `extend.prompt` is not sent,
+and the note goes on the extend itself. The limits that count jobs (`max_jobs_per_root`, `max_jobs_per_day`) need
+the store, so the event worker applies them to what this returns (`receiver.guards`); answering stays pure.
 """
 
 from __future__ import annotations
@@ -20,9 +22,8 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from receiver.effects import Act, Extend, Notify, Video, template_fields
+from receiver.effects import Act, Extend, Notify, Video, extend_params, template_fields
 from receiver.rulefile import Limits, Rule, RuleError, can, parse_rules
 from storage import Event, EventType, Job, JobStatus, NewJob
 from submitter.providers import PROVIDERS, InvalidParams, Provider
@@ -34,11 +35,17 @@ __all__ = ["Act", "Extend", "Limits", "Notify", "Rule", "RuleError", "RuleSet", 
 
 @dataclass(frozen=True)
 class Skip:
-    """A follow-up that a rule asked for and a limit stopped."""
+    """A follow-up, or a part of one, that a rule asked for and that will not happen, and why.
+
+    Without `origin` the follow-up was stopped, and the note belongs on `job_id`, the job that fired the rule. With
+    it the follow-up was recorded under that origin without what `reason` names (a TTAPI extend without the rule's
+    prompt), and the note belongs on the follow-up.
+    """
 
     rule: str
     job_id: str
     reason: str
+    origin: str | None = None
 
 
 def _default_providers() -> Mapping[str, Provider]:
@@ -155,22 +162,14 @@ class RuleSet:
             logger.info('rule "%s" did not follow up job %s: %s', rule.name, job.id, reason)
             skips.append(Skip(rule.name, job.id, reason))
             return
+        provider = self.providers[job.provider]  # _blocked made sure it exists and can extend
         for index in indexes:
-            params: dict[str, Any] = {"index": index}
-            if extend.prompt is not None:
-                params["prompt"] = extend.prompt.format(**template_fields(job, index, rule.name))
-            if extend.motion is not None:
-                params["motion"] = extend.motion
-            jobs.append(
-                NewJob(
-                    provider=job.provider,
-                    action=extend.action,
-                    params=params,
-                    parent_id=job.id,
-                    rule=rule.name,
-                    origin=f"{rule.name}:{job.id}:{index}",
-                )
-            )
+            params, dropped = extend_params(extend, provider, job, index, rule.name)
+            origin = f"{rule.name}:{job.id}:{index}"
+            jobs.append(NewJob(job.provider, extend.action, params, parent_id=job.id, rule=rule.name, origin=origin))
+            if dropped is not None:
+                logger.info('rule "%s" extends job %s without its prompt: %s', rule.name, job.id, dropped)
+                skips.append(Skip(rule.name, job.id, dropped, origin=origin))
 
     def _blocked(self, job: Job, action: str | None) -> str | None:
         """Why no follow-up of `job` may be created, or None. `action` is what the job's own provider must do."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,8 +40,26 @@ def job_json(job: Job) -> dict[str, Any]:
             }
             for video in job.videos
         ],
-        # Why a rule's follow-up of this job did not happen (a limit, a pause, a provider that would refuse it).
+        # Why a rule's follow-up of this job did not happen (a limit, a pause, a provider that would refuse it), or
+        # what of a rule's request this job was made without.
         "notes": [{"rule": note.rule, "message": note.message, "at": _iso(note.created_at)} for note in job.notes],
+        "result": result_json(job.result),
+    }
+
+
+def result_json(result: Mapping[str, Any]) -> dict[str, Any]:
+    """What the provider returned that a user acts on, by name, each null until the provider says it.
+
+    `seed` (a seed job's), `prompts` (a describe's four), `actions` (what an image job offers next: the names
+    `reelhook action JOB NAME` takes) and `cover_url` (the cover of a video, the grid of an image job). Only these:
+    the rest of a stored result (quota, costs, AceData's video_id) is bookkeeping, not something to act on.
+    """
+    seed, prompts, actions, cover = (result.get(key) for key in ("seed", "prompts", "components", "cover_url"))
+    return {
+        "seed": str(seed) if isinstance(seed, str | int) and not isinstance(seed, bool) and str(seed) else None,
+        "prompts": [p for p in prompts if isinstance(p, str)] if isinstance(prompts, list) else None,
+        "actions": [a for a in actions if isinstance(a, str)] if isinstance(actions, list) else None,
+        "cover_url": cover if isinstance(cover, str) and cover else None,
     }
 
 

@@ -2,10 +2,11 @@
 
 Wire facts: one endpoint, `POST /midjourney/videos`, with `authorization: Bearer <token>` and JSON in and out. The
 body's `action` is `generate` (`prompt`, `image_url`, optional `end_image_url`, `mode` fast|turbo, `resolution`
-480p|720p, `loop`) or `extend`, which names the parent's **`video_id`** (a result field, not its task id) and
-`video_index` (0-based). With `callback_url` the call answers at once with `{"task_id": …}` (seed) or
-`{"success": true, "task_id": …}` (the concept docs; the SDK also reads `data.task_id`); without it the call blocks
-for the whole generation, which is why we always send it.
+480p|720p, `loop`) or `extend`, which names the parent's **`video_id`** (a result field, not its task id),
+`video_index` (0-based) and a `prompt` ("you must fill in the prompt": `validate_params` requires one, and the API
+and the rules record the parent's when none is given, so the job shows what was sent). With `callback_url` the call
+answers at once with `{"task_id": …}` (seed) or `{"success": true, "task_id": …}` (the concept docs; the SDK also
+reads `data.task_id`); without it the call blocks for the whole generation, which is why we always send it.
 
 The callback is the seed's result body (`success: true`, `task_id`, `video_id`, `video_urls`, `image_url` — the
 cover — and its size, `progress`) or `{"success": false, "task_id", "error": {"code", "message"}}`. It is sent once
@@ -24,6 +25,7 @@ TTAPI's documented figure for the same upstream work, low enough to stay clear o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -82,6 +84,10 @@ def validate_params(action: str, params: Mapping[str, Any]) -> None:
             raise InvalidParams(f"options.{name}: acedata takes only options.{', options.'.join(OPTIONS)}")
         if value not in OPTIONS[name]:
             raise InvalidParams(f"options.{name} must be one of {', '.join(OPTIONS[name])}, got {value!r}")
+    # Last, so that a rule's other mistake (a motion) is the one reported: the extend must name its prompt (seed 002:
+    # "you must fill in the prompt"); the API and the rules carry on the parent's when none is given.
+    if action == "extend" and (not isinstance(params.get("prompt"), str) or not params["prompt"].strip()):
+        raise InvalidParams("extend needs a prompt (AceData requires one); give prompt, or extend a job that has one")
 
 
 def _headers(api_key: str) -> dict[str, str]:
@@ -157,6 +163,8 @@ def _result(task_id: str | None, payload: Mapping[str, Any]) -> CallbackResult:
     if not media:
         return CallbackResult(task_id, JobStatus.FAILED, progress, error="acedata reported success without any video")
     kept = {key: payload[key] for key in KEPT if payload.get(key) is not None}
+    if isinstance(kept.get("image_url"), str) and kept["image_url"]:
+        kept["cover_url"] = kept["image_url"]  # the cover, under the name every provider's result uses
     if isinstance(kept.get("video_id"), int):  # documented as a string of digits; keep one spelling
         kept["video_id"] = str(kept["video_id"])
     return CallbackResult(task_id, JobStatus.SUCCEEDED, progress, tuple(media), result=kept)
@@ -175,10 +183,14 @@ def _error_text(error: object) -> str:
 
 
 def _progress(value: object) -> int | None:
+    # A whole percent, rounded down, since the column is an INTEGER (AceData documents a number; "45.5" is read too).
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
     try:
-        return max(0, min(100, int(str(value).rstrip("%"))))
+        number = float(str(value).strip().rstrip("%"))
     except ValueError:
         return None
+    return max(0, min(100, math.floor(number))) if math.isfinite(number) else None
 
 
 def fetch_request(job: Job, api_key: str) -> ProviderRequest:

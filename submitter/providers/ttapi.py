@@ -2,10 +2,11 @@
 
 Wire facts (seed 000, providers.md §2): header `TT-API-KEY`; generate `POST /midjourney/video/submit` with `prompt`,
 `imageUrl`, `mode`, `manual` (motion), `hookUrl`; extend `POST /midjourney/video/extend` with the parent's `jobId`
-and `index`. The submit answer names the job in `data.jobId` (seed) or `data.job_id` (newer docs). The callback
-has the fetch endpoint's shape: top-level `status` (PENDING_QUEUE, ON_QUEUE, SUCCESS, FAILED; anything unknown is
-read as still running), `jobId`, and `data.videos`. At most 10 jobs in progress per account, images and videos
-alike (both seeds say so).
+and `index`, and no prompt (the seed's extend takes none: `validate_params` refuses one). The submit answer names
+the job in `data.jobId` (seed) or `data.job_id` (newer docs). The callback has the fetch endpoint's shape: top-level
+`status` (PENDING_QUEUE, ON_QUEUE, SUCCESS, FAILED; anything unknown is read as still running), `jobId`, and
+`data.videos`; `data.progress` is a string ("100", or "45.5" mid-job: read as a whole percent, rounded down). At
+most 10 jobs in progress per account, images and videos alike (both seeds say so).
 
 Both APIs call back to the same route with the same envelope; `data.action` (video) or `data.actions` (image,
 seed 001) tells them apart. A video job that succeeds without videos failed; an image job's media are read by
@@ -17,6 +18,7 @@ and a bare TTAPI job id does not say which API made it, so `fetch_request` takes
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -69,6 +71,8 @@ def validate_params(action: str, params: Mapping[str, Any]) -> None:
         index = params.get("index")
         if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= 3:
             raise InvalidParams(f"index must be 0-3, got {index!r}")
+        if params.get("prompt") is not None:  # seed 000's extend body has jobId, index, manual, animateMode only
+            raise InvalidParams("TTAPI extends take no prompt")
 
 
 def build_request(job: Job, parent: Job | None, api_key: str, hook_url: str) -> ProviderRequest:
@@ -170,10 +174,14 @@ def parse_fetch_response(status_code: int, body: bytes) -> CallbackResult:
 
 
 def _progress(value: object) -> int | None:
+    # A whole percent, rounded down, since the column is an INTEGER (TTAPI sends a string: "100", or mid-job "45.5").
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
     try:
-        return max(0, min(100, int(str(value).rstrip("%"))))
+        number = float(str(value).strip().rstrip("%"))
     except ValueError:
         return None
+    return max(0, min(100, math.floor(number))) if math.isfinite(number) else None
 
 
 PROVIDER = Provider(

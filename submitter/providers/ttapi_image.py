@@ -124,8 +124,14 @@ def image_urls(data: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def image_result(data: Mapping[str, Any], action: str | None) -> dict[str, Any]:
-    """What a follow-up or a user needs from an image result: its buttons, its seed, a describe's prompts."""
+    """What a follow-up or a user needs from an image result: its buttons, its seed, a describe's prompts, and the
+    grid (or the one image) as TTAPI shows it, `cover_url`: its own CDN's copy, else Discord's."""
     kept = {key: data[key] for key in ("components", "seed") if key in data}
+    for key in ("cdnImage", "discordImage"):
+        url = data.get(key)
+        if isinstance(url, str) and url.startswith(("https://", "http://")):
+            kept["cover_url"] = url
+            break
     if action == "describe" or isinstance(data.get("prompts"), list):
         value = data.get("prompts", data.get("prompt"))
         lines = value if isinstance(value, list) else str(value or "").splitlines()

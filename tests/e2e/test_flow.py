@@ -46,7 +46,10 @@ async def test_a_chain_runs_to_max_depth_and_stops(tmp_path: Path) -> None:
             assert (child["action"], child["rule"], child["parent_id"], child["root_id"]) == (
                 "extend", "extend-first", parent["id"], root["id"],
             )  # fmt: skip
-        assert jobs[1]["prompt"] == "a lighthouse at dusk, the camera keeps moving"
+        # TTAPI's extend takes no prompt: the rule's is neither sent nor recorded, and a note on the extend says so.
+        assert "prompt" not in jobs[1]["params"] and jobs[1]["prompt"] == "a lighthouse at dusk"  # as TTAPI reports
+        notes = (await deployed.job(jobs[1]["id"]))["notes"]
+        assert [note["message"] for note in notes] == ["TTAPI extends take no prompt; the rule's prompt was not sent"]
         for job in jobs.values():
             assert job["status"] == "succeeded" and len(job["videos"]) == 4
             assert_videos_on_disk(job, deployed.data_dir)
@@ -58,6 +61,7 @@ async def test_a_chain_runs_to_max_depth_and_stops(tmp_path: Path) -> None:
             (jobs[0]["provider_job_id"], 0),
             (jobs[1]["provider_job_id"], 0),
         ]
+        assert not any("prompt" in body for body in deployed.extends())
         for body in [submits[0].body, *deployed.extends()]:
             assert body["hookUrl"].startswith(f"{deployed.url}/hooks/ttapi/")
         # One CDN request per video: nothing was fetched twice.

@@ -119,6 +119,32 @@ async def test_every_action_from_the_command_line(tmp_path: Path, capsys: pytest
         for job in (upscale, seed, describe, blend, wave, animate):
             await wait_until(lambda job=job: succeeded(str(job["id"])))  # type: ignore[misc]
 
+        # What each job returned that a user acts on: `show` prints it, `show --json` has it under "result".
+        shown = {name: await cli("show", str(job["id"])) for name, job in [("imagine", imagine), ("seed", seed),
+                 ("describe", describe), ("upscale", upscale)]}  # fmt: skip
+        assert str(shown["seed"]["result"]["seed"]).isdigit()  # type: ignore[index]
+        assert shown["describe"]["result"]["prompts"] == [  # type: ignore[index]
+            f"a described picture, take {i} --ar 1:1" for i in range(1, 5)
+        ]
+        assert shown["imagine"]["result"]["actions"][:2] == ["upsample1", "upsample2"]  # type: ignore[index]
+        assert str(shown["imagine"]["result"]["cover_url"]).endswith("/4.png")  # type: ignore[index]
+        assert "zoom_out_2" in shown["upscale"]["result"]["actions"]  # type: ignore[index]  # an upscale's buttons
+
+        async def show(job_id: object) -> str:
+            code = await anyio.to_thread.run_sync(main, ["show", str(job_id)], env)
+            out, err = capsys.readouterr()
+            assert code == 0, err
+            return out
+
+        assert f"  seed: {shown['seed']['result']['seed']}\n" in await show(seed["id"])  # type: ignore[index]
+        described = await show(describe["id"])
+        assert "  prompt 1: a described picture, take 1 --ar 1:1\n" in described
+        assert "  prompt 4: a described picture, take 4 --ar 1:1\n" in described
+        grid = await show(imagine["id"])
+        actions = "upsample1, upsample2, upsample3, upsample4, variation1, variation2, variation3, variation4"
+        assert f"  actions: {actions}  (reelhook action {imagine['id']} NAME)\n" in grid
+        assert f"  cover: {shown['imagine']['result']['cover_url']}\n" in grid  # type: ignore[index]
+
     tt = {s.path.rsplit("/", 1)[1]: s.body for s in deployed.sims["ttapi"].submissions if s.status_code == 200}
     assert tt["imagine"]["mode"] == "relax" and tt["action"]["action"] == "upsample1"
     assert tt["seed"]["jobId"] == tt["action"]["jobId"] == imagine_provider_id

@@ -119,19 +119,37 @@ def test_issue_example_parses() -> None:
     )
 
 
-def test_issue_example_extends_the_first_take() -> None:
+def test_issue_example_extends_the_first_take_of_a_ttapi_job_without_its_prompt() -> None:
+    # TTAPI's extend takes no prompt (seed 000): the extend is recorded as it is sent, and the skip says why.
     jobs, skips = RuleSet.parse(ISSUE_EXAMPLE).followups(SUCCEEDED, job())
-    assert skips == []
     assert jobs == [
         NewJob(
             provider="ttapi",
             action="extend",
-            params={"index": 0, "prompt": "a red fox in snow, the camera keeps moving", "motion": "high"},
+            params={"index": 0, "motion": "high"},
             parent_id="job-1",
             rule="extend-first",
             origin="extend-first:job-1:0",
         )
     ]
+    reason = "TTAPI extends take no prompt; the rule's prompt was not sent"
+    assert skips == [Skip("extend-first", "job-1", reason, origin="extend-first:job-1:0")]
+
+
+def test_an_acedata_extend_takes_the_rules_prompt_else_its_parents() -> None:
+    parent = job(provider="acedata")
+    prompted = rules(extend_rule("extend.index = [0, 1]", 'extend.prompt = "{prompt}, take {index}"'))
+    jobs, skips = prompted.followups(SUCCEEDED, parent)
+    assert skips == [] and [new.params for new in jobs] == [
+        {"index": 0, "prompt": "a red fox in snow, take 0"},
+        {"index": 1, "prompt": "a red fox in snow, take 1"},
+    ]
+    # AceData's extend must have a prompt (seed 002): without extend.prompt it carries on the parent's.
+    jobs, skips = rules(extend_rule("extend.index = 2")).followups(SUCCEEDED, parent)
+    assert skips == [] and [new.params for new in jobs] == [{"index": 2, "prompt": "a red fox in snow"}]
+    # A parent without a prompt leaves nothing to carry on: AceData would refuse, so the rule is skipped.
+    jobs, skips = rules(extend_rule("extend.index = 2")).followups(SUCCEEDED, job(provider="acedata", prompt=None))
+    assert jobs == [] and "extend needs a prompt" in skips[0].reason and skips[0].origin is None
 
 
 def test_limits_default_and_empty_file() -> None:
@@ -176,17 +194,17 @@ def test_no_template_and_no_motion_leave_the_keys_out() -> None:
 def test_template_renders_every_field() -> None:
     template = "{prompt}|{id}|{provider}|{action}|{provider_job_id}|{root_id}|{depth}|{index}|{rule}|{{x}}|{depth:03d}"
     ruleset = rules(extend_rule("extend.index = [1, 2]", f'extend.prompt = "{template}"', name="t"), max_depth=5)
-    parent = job(id="p-1", action="extend", depth=1)
+    parent = job(id="p-1", provider="acedata", action="extend", depth=1)  # AceData's extend takes a prompt
     jobs, _ = ruleset.followups(event(EventType.JOB_SUCCEEDED, "p-1"), parent)
     assert [new.params["prompt"] for new in jobs] == [
-        "a red fox in snow|p-1|ttapi|extend|tt-p-1|root-job|1|1|t|{x}|001",
-        "a red fox in snow|p-1|ttapi|extend|tt-p-1|root-job|1|2|t|{x}|001",
+        "a red fox in snow|p-1|acedata|extend|tt-p-1|root-job|1|1|t|{x}|001",
+        "a red fox in snow|p-1|acedata|extend|tt-p-1|root-job|1|2|t|{x}|001",
     ]
 
 
 def test_template_without_a_parent_prompt_renders_empty() -> None:
     ruleset = rules(extend_rule("extend.index = 0", 'extend.prompt = "[{prompt}] more"'))
-    jobs, _ = ruleset.followups(SUCCEEDED, job(prompt=None))
+    jobs, _ = ruleset.followups(SUCCEEDED, job(provider="acedata", prompt=None))
     assert jobs[0].params["prompt"] == "[] more"
 
 
@@ -541,10 +559,9 @@ def test_example_file_loads_and_extends_the_first_take_twice() -> None:
     ruleset = RuleSet.load(example)
     assert ruleset.rules[0].name == "extend-first" and ruleset.rules[0].actions == frozenset({"generate"})
 
-    first, _ = ruleset.followups(event(EventType.JOB_SUCCEEDED, "g"), job(id="g"))
-    assert [(new.origin, new.params) for new in first] == [
-        ("extend-first:g:0", {"index": 0, "prompt": "a red fox in snow, the camera keeps moving", "motion": "high"})
-    ]
+    first, dropped = ruleset.followups(event(EventType.JOB_SUCCEEDED, "g"), job(id="g"))
+    assert [(new.origin, new.params) for new in first] == [("extend-first:g:0", {"index": 0, "motion": "high"})]
+    assert [skip.origin for skip in dropped] == ["extend-first:g:0"]  # TTAPI: the prompt is not sent, and noted
     second, _ = ruleset.followups(event(EventType.JOB_SUCCEEDED, "e1"), job(id="e1", action="extend", depth=1))
     assert [new.origin for new in second] == ["extend-again:e1:0"]
     third, skips = ruleset.followups(event(EventType.JOB_SUCCEEDED, "e2"), job(id="e2", action="extend", depth=2))

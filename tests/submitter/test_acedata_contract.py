@@ -140,6 +140,7 @@ def test_seed_callback_is_a_success_keeping_video_id_and_cover() -> None:
         "image_url": "https://storage.fonedis.cc/upload_1751818513244368774.png",
         "image_width": 560,
         "image_height": 688,
+        "cover_url": "https://storage.fonedis.cc/upload_1751818513244368774.png",  # what the job JSON shows
     }
 
 
@@ -172,6 +173,12 @@ def test_body_without_a_boolean_success_is_running(success: object) -> None:
     payload = {"task_id": "t-1", "progress": 40} | ({} if success is None else {"success": success})
     result = acedata.parse_callback(encode(payload), {})
     assert result.status is JobStatus.RUNNING and result.progress == 40 and result.media_urls == ()
+
+
+@pytest.mark.parametrize(("progress", "percent"), [(45.5, 45), ("45.5", 45), ("60%", 60), ("x", None)])
+def test_a_decimal_progress_is_a_whole_percent(progress: object, percent: int | None) -> None:
+    result = acedata.parse_callback(encode({"task_id": "t-1", "progress": progress}), {})
+    assert result.status is JobStatus.RUNNING and result.progress == percent
 
 
 def test_success_without_videos_is_a_failure() -> None:
@@ -323,7 +330,6 @@ def test_2xx_carrying_the_error_envelope_is_fatal() -> None:
             },
         ),
         ("generate", {"prompt": "p", "image_url": "u", "options": {"mode": "turbo"}}),
-        ("extend", {"index": 0}),
         ("extend", {"index": 3, "prompt": "keep going"}),
     ],
 )
@@ -351,6 +357,9 @@ def test_valid_params_pass(action: str, params: dict[str, Any]) -> None:
         ("extend", {"index": True}, "index"),
         ("extend", {"index": 0, "prompt": 5}, "prompt"),
         ("extend", {"index": 0, "motion": "low"}, "motion"),
+        ("extend", {"index": 0, "motion": "low", "prompt": "p"}, "motion"),
+        ("extend", {"index": 0}, "extend needs a prompt"),  # seed 002: "you must fill in the prompt"
+        ("extend", {"index": 0, "prompt": "  "}, "extend needs a prompt"),
     ],
 )
 def test_invalid_params_name_the_field(action: str, params: dict[str, Any], names: str) -> None:

@@ -113,6 +113,25 @@ def test_non_terminal_callback_is_running(status: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("progress", "percent"),
+    [("45.5", 45), ("99.99", 99), ("7.0", 7), ("45.5%", 45), (45.5, 45), ("0.4", 0), ("100.0", 100), ("12", 12)],
+)
+def test_progress_with_a_decimal_is_a_whole_percent_rounded_down(progress: object, percent: int) -> None:
+    # TTAPI reports progress as a string ("100" in the seed); mid-job it can carry a decimal ("45.5").
+    payload = json.loads(SEED_CALLBACK)
+    payload["status"], payload["data"]["progress"], payload["data"]["videos"] = "ON_QUEUE", progress, []
+    assert ttapi.parse_callback(callback(payload), {}).progress == percent
+
+
+@pytest.mark.parametrize("progress", ["", "soon", None, "nan", "inf", [50]])
+def test_progress_that_is_no_number_is_unknown(progress: object) -> None:
+    payload = json.loads(SEED_CALLBACK)
+    payload["status"], payload["data"]["progress"], payload["data"]["videos"] = "ON_QUEUE", progress, []
+    result = ttapi.parse_callback(callback(payload), {})
+    assert result.status is JobStatus.RUNNING and result.progress is None
+
+
+@pytest.mark.parametrize(
     "body",
     [
         b'{"status": "SUCCESS", "jobId": ',  # broken JSON

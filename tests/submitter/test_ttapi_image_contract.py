@@ -117,6 +117,8 @@ def test_seed_image_callback_is_a_success_with_the_four_tiles_in_order() -> None
     assert result.result["seed"] == ""
     assert result.result["prompt"].endswith("poker, realistic --ar 1280:720")
     assert "discordImage" not in result.result and "images" not in result.result
+    # The grid, for the job JSON: TTAPI's own CDN copy (the seed's is a placeholder address, kept as given).
+    assert result.result["cover_url"] == "http://127.0.0.1/8080/pics/452020f2-6793-4525-a1b5-472cac439610.png"
 
 
 def test_an_upscale_result_is_its_cdn_image_before_discords() -> None:
@@ -128,6 +130,7 @@ def test_an_upscale_result_is_its_cdn_image_before_discords() -> None:
     assert result.result["action"] == "upsample1" and result.result["components"] == ["zoom_out_2"]
     no_cdn = ttapi.parse_callback(image_callback(actions="upsample1", images=[], cdnImage="", discordImage=discord), {})
     assert no_cdn.media_urls == (discord,)
+    assert (result.result["cover_url"], no_cdn.result["cover_url"]) == (cdn, discord)
 
 
 def test_a_seed_result_succeeds_without_an_image() -> None:
@@ -136,6 +139,7 @@ def test_a_seed_result_succeeds_without_an_image() -> None:
     assert result.status is JobStatus.SUCCEEDED
     assert result.media_urls == ()
     assert result.result["seed"] == "3282937712" and result.result["action"] == "seed"
+    assert "cover_url" not in result.result
 
 
 def test_a_describe_result_keeps_its_four_prompts_as_a_list() -> None:
@@ -163,6 +167,13 @@ def test_a_non_terminal_image_callback_is_running(status: str) -> None:
     payload["status"], payload["data"]["progress"] = status, "40"
     result = ttapi.parse_callback(json.dumps(payload).encode(), {})
     assert result.status is JobStatus.RUNNING and result.progress == 40 and result.media_urls == ()
+
+
+def test_an_image_callback_with_a_decimal_progress_is_a_whole_percent() -> None:
+    payload = json.loads(SEED_IMAGE_CALLBACK)
+    payload["status"], payload["data"]["progress"] = "ON_QUEUE", "45.5"
+    result = ttapi.parse_callback(json.dumps(payload).encode(), {})
+    assert result.status is JobStatus.RUNNING and result.progress == 45
 
 
 @pytest.mark.parametrize("data", [{"action": "generate", "videos": []}, {"videos": []}, {"action": "extend"}])
