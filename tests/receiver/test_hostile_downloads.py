@@ -26,6 +26,7 @@ import pytest
 
 from receiver.downloads import Downloader
 from receiver.guarded_http import guarded_client
+from receiver.settings import Settings, SettingsError
 from storage import CallbackResult, Job, JobStatus, NewJob, Store, Video, VideoStatus
 
 pytestmark = pytest.mark.anyio
@@ -433,3 +434,16 @@ async def test_a_slow_download_that_keeps_its_average_is_not_cut_off(
             assert await downloader.run_once() == 1
     row = await only_video(store, job)
     assert (row.status, row.attempts, row.sha256) == (VideoStatus.DOWNLOADED, 1, sha(SAMPLE))
+
+
+def test_the_download_pacing_and_share_are_settings() -> None:
+    assert Settings.from_env({}).download_min_rate == 32 * 1024
+    assert (Settings.from_env({}).download_deadline, Settings.from_env({}).download_per_origin) == (600.0, 2)
+    settings = Settings.from_env(
+        {"REELHOOK_DOWNLOAD_MIN_RATE": "1000", "REELHOOK_DOWNLOAD_DEADLINE": "90", "REELHOOK_DOWNLOAD_PER_ORIGIN": "3"}
+    )
+    assert (settings.download_min_rate, settings.download_deadline, settings.download_per_origin) == (1000, 90.0, 3)
+    with pytest.raises(SettingsError, match="REELHOOK_DOWNLOAD_DEADLINE must be a number of seconds above 0"):
+        Settings.from_env({"REELHOOK_DOWNLOAD_DEADLINE": "0"})
+    with pytest.raises(SettingsError, match="REELHOOK_DOWNLOAD_PER_ORIGIN must be a whole number above 0"):
+        Settings.from_env({"REELHOOK_DOWNLOAD_PER_ORIGIN": "0"})
