@@ -16,18 +16,29 @@ What a crash at each point leaves behind, and why the next attempt (the row is s
 Recording first would be the unsafe order: a crash would leave a downloaded row, and an event, for a missing file.
 
 Failures split in two. Permanent ones fail the video at once: an unsafe URL, a 4xx such as an expired CDN link, a
-body over `max_bytes`, or one that is not media (see `filekinds`; a refused body is never renamed into place).
-Transient ones (5xx, 408, 429, a dropped connection, a short body, a full disk) retry with backoff until
-`max_attempts`. Redirects are followed by hand so that each hop passes `check_url` before a byte is requested;
-`check_url` gives the clear message early, and the client from `guarded_http` checks the address again as it
-connects, where DNS cannot answer differently.
+body over `max_bytes` (counted decoded), one encoded twice or in a coding reelhook does not decode, or one that is not
+media (see `filekinds`; a refused body is never renamed into place). Transient ones (5xx, 408, 429, a dropped
+connection, a short body, an attempt past its deadline, a full disk) retry with backoff until `max_attempts`.
+Redirects are followed by hand so that each hop passes `check_url` before a byte is requested; `check_url` gives the
+clear message early, and the client from `guarded_http` checks the address again as it connects, where DNS cannot
+answer differently.
+
+Anyone with a valid hook token can name the URL, so an origin may be hostile, and three things keep one from hurting
+the rest. The body is decoded by `wirebody`, a bounded piece at a time, so memory stays flat under a decompression
+bomb. Each attempt has a deadline (`wirebody.Pace`: a head start, then one second per `min_rate` bytes received,
+never past `deadline`), so a server that sends a byte now and then loses its slot and is retried later. And at most
+`per_origin` of the `concurrency` slots fetch from one scheme://host:port at once: a claim skips the videos of a full
+origin rather than wait on them, and a run whose other slots sit idle beside a slow download takes the videos that
+`wake()` announces, so other jobs' files keep arriving while one origin drips.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +48,8 @@ import httpx
 
 from receiver.filekinds import why_not_media_type
 from receiver.mediafiles import Permanent, Transient, media_extension, over_cap, save_body, write_atomically
-from receiver.netguard import UnsafeURL, check_url
+from receiver.netguard import UnsafeURL, check_url, origin
+from receiver.wirebody import ASK_FOR_IDENTITY, Pace, plain_response
 from storage import Job, Store, Video
 from submitter.backoff import next_attempt_at
 
@@ -45,6 +57,10 @@ logger = logging.getLogger("reelhook.downloads")
 
 MAX_REDIRECTS = 5
 MAX_BYTES = 2 * 1024**3
+MIN_RATE = 32 * 1024  # bytes/s, averaged over an attempt (REELHOOK_DOWNLOAD_MIN_RATE)
+DEADLINE = 600.0  # seconds, the most any attempt may take (REELHOOK_DOWNLOAD_DEADLINE)
+HEAD_START = 15.0  # seconds before MIN_RATE counts: resolving, connecting, TLS, redirects, the first byte
+PER_ORIGIN = 2  # downloads at once from one scheme://host:port (REELHOOK_DOWNLOAD_PER_ORIGIN)
 
 
 class Downloader:
@@ -59,11 +75,18 @@ class Downloader:
         concurrency: int = 4,
         max_attempts: int = 8,
         max_bytes: int = MAX_BYTES,
+        min_rate: int = MIN_RATE,
+        deadline: float = DEADLINE,
+        head_start: float = HEAD_START,
+        per_origin: int = PER_ORIGIN,
         on_recorded: Callable[[], None] = lambda: None,
         fault: Callable[[str], None] = lambda point: None,
     ) -> None:
-        if concurrency < 1 or max_attempts < 1 or max_bytes < 1:
-            raise ValueError("Downloader: concurrency, max_attempts and max_bytes must be at least 1")
+        if min(concurrency, max_attempts, max_bytes, min_rate, per_origin) < 1 or deadline <= 0 or head_start < 0:
+            raise ValueError(
+                "Downloader: concurrency, max_attempts, max_bytes, min_rate and per_origin must be at least 1,"
+                " deadline above 0 and head_start not negative"
+            )
         self._store = store
         self._http = http
         self._media_dir = media_dir
@@ -72,45 +95,90 @@ class Downloader:
         self._concurrency = concurrency
         self._max_attempts = max_attempts
         self._max_bytes = max_bytes
+        self._min_rate = min_rate
+        self._deadline = deadline
+        self._head_start = head_start
+        self._per_origin = per_origin
         self._on_recorded = on_recorded
         self._fault = fault
         self._clock = store.clock
         # Shared by every run_once in flight: they draw from one pool of slots and never pick the same video.
         self._limiter = anyio.CapacityLimiter(concurrency)
         self._claim_lock = anyio.Lock()
-        self._in_progress: set[tuple[str, int]] = set()
+        self._in_progress: dict[tuple[str, int], str] = {}  # video -> the origin it is fetched from
+        self._busy: Counter[str] = Counter()  # origin -> downloads from it in progress
+        self._changed: anyio.Event | None = None  # set when a slot frees up or new work is announced
 
     async def run_once(self) -> int:
         """Download every video that is due now; return how many were handled (downloaded, retried or failed).
 
-        A video retried during this run waits for a later run, even if its retry time has already come.
+        A video retried during this run waits for a later run, even if its retry time has already come. While this
+        run still has downloads in progress, its idle slots wait for news (`wake()`, a slot freeing up, a retry
+        coming due) rather than return, so one slow origin cannot hold back videos announced after the run began.
         """
-        handled: list[tuple[str, int]] = []
-        retried: set[tuple[str, int]] = set()
+        run = _Run()
         async with anyio.create_task_group() as tg:
             for _ in range(self._concurrency):
-                tg.start_soon(self._work, retried, handled)
-        return len(handled)
+                tg.start_soon(self._work, run)
+        return len(run.handled)
+
+    def wake(self) -> None:
+        """New videos may be due: idle slots of a run still in progress look again."""
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     async def next_due(self) -> float | None:
         return await self._store.next_download_at()
 
-    async def _work(self, retried: set[tuple[str, int]], handled: list[tuple[str, int]]) -> None:
+    async def _work(self, run: _Run) -> None:
         while True:
+            if self._changed is None:
+                self._changed = anyio.Event()
+            changed = self._changed  # taken before looking, so news that comes while we look is not missed
             async with self._limiter:
-                async with self._claim_lock:  # due_downloads awaits: claim under a lock, or two workers race
-                    due = await self._store.due_downloads(limit=1, exclude=self._in_progress | retried)
-                    if not due:
-                        return
-                    video = due[0]
+                video = await self._claim(run.retried)
+                if video is not None:
+                    await self._attempt(video, run)
+                    continue
+            if not run.active:
+                return
+            due = await self._store.next_download_at()
+            with anyio.move_on_after(float("inf") if due is None else max(0.0, due - self._clock())):
+                await changed.wait()
+
+    async def _claim(self, retried: set[tuple[str, int]]) -> Video | None:
+        """The first due video whose origin has a free slot; videos of a full origin are skipped, not awaited."""
+        async with self._claim_lock:  # due_downloads awaits: claim under a lock, or two workers race
+            skip = set(self._in_progress) | retried
+            while True:
+                # The batch grows with what was skipped, so a long queue behind a full origin costs few queries.
+                due = await self._store.due_downloads(limit=max(self._concurrency, len(skip)), exclude=skip)
+                if not due:
+                    return None
+                for video in due:
                     key = (video.job_id, video.index)
-                    self._in_progress.add(key)
-                try:
-                    if not await self._handle(video):
-                        retried.add(key)
-                finally:
-                    self._in_progress.discard(key)
-                handled.append(key)
+                    where = _origin_of(video.url)
+                    if self._busy[where] < self._per_origin:
+                        self._in_progress[key] = where
+                        self._busy[where] += 1
+                        return video
+                    skip.add(key)
+
+    async def _attempt(self, video: Video, run: _Run) -> None:
+        key = (video.job_id, video.index)
+        run.active += 1
+        try:
+            if not await self._handle(video):
+                run.retried.add(key)
+        finally:
+            run.active -= 1
+            where = self._in_progress.pop(key)
+            self._busy[where] -= 1
+            if not self._busy[where]:
+                del self._busy[where]
+            self.wake()
+        run.handled.append(key)
 
     async def _handle(self, video: Video) -> bool:
         """One attempt at one video; False when it is left pending for a retry."""
@@ -157,17 +225,25 @@ class Downloader:
         await self._store.fail_download(video.job_id, video.index, error=error)
 
     async def _fetch(self, url: str, path: Path) -> tuple[int, str]:
+        """Stream `url` to `path` within the attempt's deadline; return its size and sha256."""
+        with anyio.CancelScope() as scope:
+            pace = Pace(scope, min_rate=self._min_rate, ceiling=self._deadline, head_start=self._head_start)
+            return await self._follow(url, path, pace)
+        raise Transient(pace.overdue(url))
+
+    async def _follow(self, url: str, path: Path, pace: Pace) -> tuple[int, str]:
         """Stream `url` to `path`, following redirects by hand; return its size and sha256."""
         for _ in range(MAX_REDIRECTS + 1):
             await check_url(url, allow_private=self._allow_private, allowed_origins=self._allowed_origins)
-            async with self._http.stream("GET", url, follow_redirects=False) as response:
+            async with self._http.stream("GET", url, headers=ASK_FOR_IDENTITY, follow_redirects=False) as response:
                 if response.is_redirect:
                     url = str(response.url.join(response.headers["location"]))
                     continue
                 status = response.status_code
                 if status == 200:
                     self._check_head(response)
-                    return await save_body(response, path, self._fault, self._max_bytes)
+                    body = plain_response(response, max_bytes=self._max_bytes, on_wire=pace.received)
+                    return await save_body(body, path, self._fault, self._max_bytes)
                 if status in (408, 429) or status >= 500:
                     raise Transient(f"HTTP {status} from {url}")
                 raise Permanent(f"HTTP {status} from {url}")
@@ -181,6 +257,23 @@ class Downloader:
         reason = why_not_media_type(response.headers.get("content-type"))
         if reason is not None:
             raise Permanent(f"refusing {response.url}: {reason}")
+
+
+@dataclass
+class _Run:
+    handled: list[tuple[str, int]] = field(default_factory=list)
+    retried: set[tuple[str, int]] = field(default_factory=set)
+    active: int = 0  # downloads of this run in progress
+
+
+def _origin_of(url: str) -> str:
+    try:
+        return origin(url)
+    except (
+        UnsafeURL,
+        ValueError,
+    ):  # a URL that cannot be parsed fails when fetched; until then it is an origin of its own
+        return url
 
 
 def _sidecar(job: Job, video: Video, size: int, sha256: str, now: float) -> bytes:

@@ -77,11 +77,14 @@ class Service:
             allowed_origins=trusted_origins,
             timeout=httpx.Timeout(30.0, connect=10.0),
         )
-        downloader = Downloader(
+        self.downloader = downloader = Downloader(
             store,
             self._download_http,
             settings.media_dir,
             max_bytes=settings.max_download_bytes,
+            min_rate=settings.download_min_rate,
+            deadline=settings.download_deadline,
+            per_origin=settings.download_per_origin,
             allow_private=settings.allow_private_urls,
             allowed_origins=trusted_origins,
             on_recorded=self.wake_events,
@@ -123,6 +126,7 @@ class Service:
     def wake_all(self) -> None:
         for worker in self.workers:
             worker.wake()
+        self.downloader.wake()  # a run still downloading from a slow origin takes new videos into its idle slots
 
     async def webhook_secret(self, provider: str) -> str:
         """The secret a provider signs its callbacks with: configured, or asked of the provider once and kept."""

@@ -81,6 +81,9 @@ class Settings:
     faults: frozenset[str] = frozenset()  # fault-injection points (tests/faults), never set in production
     notify_secret: Secret | None = None  # whsec_… key that signs the rules' notifications
     max_download_bytes: int = 2 * 1024**3  # a larger file is refused, not half-kept
+    download_min_rate: int = 32 * 1024  # bytes/s an attempt must average (after a 15 s head start), or it is retried
+    download_deadline: float = 600.0  # seconds: no attempt lasts longer, however fast it goes
+    download_per_origin: int = 2  # downloads at once from one scheme://host:port, of the 4 slots
     max_hook_requests: int = 256  # callbacks in progress at once; past it /hooks/* answers 503 + Retry-After
 
     @property
@@ -148,6 +151,9 @@ class Settings:
             faults=frozenset(filter(None, environ.get("REELHOOK_FAULTS", "").split(","))),
             notify_secret=Secret(notify_secret) if notify_secret else None,
             max_download_bytes=_whole(environ, "REELHOOK_MAX_DOWNLOAD_BYTES", 2 * 1024**3),
+            download_min_rate=_whole(environ, "REELHOOK_DOWNLOAD_MIN_RATE", 32 * 1024),
+            download_deadline=_positive(environ, "REELHOOK_DOWNLOAD_DEADLINE", 600.0),
+            download_per_origin=_whole(environ, "REELHOOK_DOWNLOAD_PER_ORIGIN", 2),
             max_hook_requests=_whole(environ, "REELHOOK_MAX_HOOK_REQUESTS", 256),
         )
 
@@ -219,4 +225,11 @@ def _number(environ: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
     if value < 0:
         raise SettingsError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
+    value = _number(environ, name, default)
+    if value <= 0:
+        raise SettingsError(f"{name} must be a number of seconds above 0, got {environ.get(name)!r}")
     return value

@@ -54,7 +54,8 @@ async def test_sigterm_mid_download_stops_cleanly_and_resumes(tmp_path: Path, so
             job = (await rig.api.post("/api/jobs", json={"prompt": "p", "image_url": "https://i.example/a"})).json()
 
             async def mid_download() -> bool:
-                return len(list((rig.data / "media").rglob("*.part"))) == 4
+                # One CDN, so two at once: the service's per-origin share of its four slots.
+                return len(list((rig.data / "media").rglob("*.part"))) == 2
 
             await wait_until(mid_download)
             first.send_signal(signal.SIGTERM)

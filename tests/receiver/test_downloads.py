@@ -212,8 +212,9 @@ async def test_a_run_entered_while_another_downloads_leaves_its_videos_alone(
         cdn.files[f"/v/{i}.mp4"] = SAMPLE + bytes([i])
     job = await finished_job(store, [f"{cdn_url}/v/{i}.mp4" for i in range(4)])
     cdn.hold, cdn.hold_count = anyio.Event(), 4
-    # More slots than videos, so only the in-progress set (not a full limiter) can keep the second run off them.
-    downloader = Downloader(store, http, tmp_path / "media", allowed_origins={cdn_url}, concurrency=8)
+    # More slots than videos, so only the in-progress set (not a full limiter, nor the per-origin limit) can keep
+    # the second run off them.
+    downloader = Downloader(store, http, tmp_path / "media", allowed_origins={cdn_url}, concurrency=8, per_origin=8)
     counts: list[int] = []
 
     async def first() -> None:
