@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver import api, hooks
+from receiver.deadlines import BodyDeadline
 from receiver.overload import HookSlots
 from receiver.rules import RuleSet
 from receiver.service import Service
@@ -72,4 +73,6 @@ def create_app(
     app = Starlette(routes=routes, lifespan=lifespan)
     # The handler takes a slot once the token verifies; the middleware frees it however the request ends.
     app.add_middleware(HookSlots, limit=settings.max_hook_requests, per_job=settings.max_hook_requests_per_job)
+    # Outermost, so the deadline covers every body any route reads.
+    app.add_middleware(BodyDeadline, timeout=settings.body_timeout)
     return app
