@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.common import REPO, Result, machine
 
-BENCHMARKS = ("ingest", "downloads", "latency", "scale")
+BENCHMARKS = ("ingest", "downloads", "latency", "scale", "hostile")
 RESULTS = REPO / "bench" / "results"
 
 
