@@ -16,7 +16,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from receiver import api, hooks
-from receiver.overload import HookLoadShedder
+from receiver.deadlines import BodyDeadline
+from receiver.overload import HookSlots
 from receiver.rules import RuleSet
 from receiver.service import Service
 from receiver.settings import Settings, SettingsError
@@ -70,6 +71,8 @@ def create_app(
         Route("/api/status", api.status, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
-    # Outermost, so a shed callback costs no routing, no body read, no database.
-    app.add_middleware(HookLoadShedder, limit=settings.max_hook_requests)
+    # The handler takes a slot once the token verifies; the middleware frees it however the request ends.
+    app.add_middleware(HookSlots, limit=settings.max_hook_requests, per_job=settings.max_hook_requests_per_job)
+    # Outermost, so the deadline covers every body any route reads.
+    app.add_middleware(BodyDeadline, timeout=settings.body_timeout)
     return app

@@ -80,6 +80,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 async def _serve_async(settings: Settings, rules: RuleSet, sock: socket.socket) -> None:
     from receiver.app import create_app  # the client commands need none of the server's imports
+    from receiver.connections import ConnectionLimits
     from submitter.simulators.registry import SIMULATORS
 
     async with AsyncExitStack() as stack:
@@ -96,7 +97,8 @@ async def _serve_async(settings: Settings, rules: RuleSet, sock: socket.socket) 
         app = create_app(settings, rules=rules, trusted_origins=trusted)
         log.info("reelhook listening on %s (public URL %s); data in %s", socket_url(sock), settings.public_url,
                  settings.data_dir)  # fmt: skip
-        await make_server(app, log_level="info", handle_signals=True).serve([sock])
+        server = make_server(app, limits=ConnectionLimits.of(settings), log_level="info", handle_signals=True)
+        await server.serve([sock])
 
 
 def _rules_check(args: argparse.Namespace, environ: Mapping[str, str]) -> None:

@@ -1,6 +1,7 @@
 """`POST /hooks/{provider}/{token}`: where providers deliver results.
 
-The order is the promise. Check the token (403), read at most 1 MiB (413), check the signature where the provider
+The order is the promise. Check the token (403), take one of the job's few callback slots (429/503 with Retry-After,
+receiver/overload.py), read at most 1 MiB within the body deadline (413, 408), check the signature where the provider
 signs (WaveSpeed; 403), parse with the provider's module (400), then store the raw callback and apply it in one
 transaction; only after the commit answer 200, since a provider stops re-delivering once it has a 200 (TTAPI counts
 nothing else). A body that names no provider job id (a failure without one) is applied to the job the token names.
@@ -17,6 +18,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from receiver.overload import take_hook_slot
 from receiver.requests import BodyTooLarge, error, read_body
 from receiver.service import Service
 from storage import JobMismatch
@@ -41,6 +43,9 @@ async def receive_callback(request: Request) -> Response:
     except BadHookToken as exc:
         log.warning("refused %s callback: %s", name, exc)
         return error(403, "forbidden", str(exc))
+    refused = take_hook_slot(request, claim.job_id)  # only now: a bad token holds no slot; one job holds a few
+    if refused is not None:
+        return refused
     try:
         body = await read_body(request, MAX_BODY)
     except BodyTooLarge:

@@ -3,6 +3,9 @@ servers the end-to-end tests start.
 
 Sockets are bound before uvicorn starts, so the address is known up front and a client can connect as soon as the
 socket listens (connections wait in the backlog); `running()` returns only once uvicorn says `started`.
+
+Every server made here gets the connection limits of receiver/connections.py (head deadline, keep-alive, cap on
+open connections): `reelhook serve` passes the ones its settings name, everything else gets the defaults.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from collections.abc import AsyncIterator, Generator
 import anyio
 import uvicorn
 from starlette.types import ASGIApp
+
+from receiver.connections import ConnectionLimits
 
 
 class Server(uvicorn.Server):
@@ -40,11 +45,19 @@ def socket_url(sock: socket.socket) -> str:
 
 
 def make_server(
-    app: ASGIApp, *, log_level: str = "warning", access_log: bool = False, handle_signals: bool = False
+    app: ASGIApp,
+    *,
+    limits: ConnectionLimits | None = None,
+    log_level: str = "warning",
+    access_log: bool = False,
+    handle_signals: bool = False,
 ) -> uvicorn.Server:
     """uvicorn with our defaults; only the process's main server handles SIGINT/SIGTERM."""
+    limits = limits or ConnectionLimits()
     config = uvicorn.Config(
         app,
+        http=limits.protocol(),  # h11 (what "auto" picks without httptools) with a head deadline and a cap
+        timeout_keep_alive=limits.keep_alive_timeout,  # type: ignore[arg-type]  # uvicorn declares an int
         lifespan="on",
         log_level=log_level,
         access_log=access_log,

@@ -85,6 +85,16 @@ class Settings:
     download_deadline: float = 600.0  # seconds: no attempt lasts longer, however fast it goes
     download_per_origin: int = 2  # downloads at once from one scheme://host:port, of the 4 slots
     max_hook_requests: int = 256  # callbacks in progress at once; past it /hooks/* answers 503 + Retry-After
+    # Slow and idle clients (receiver/connections.py, receiver/deadlines.py). A provider sends a callback's head
+    # in one packet and its few-KiB body right after; these bound what a client that does not can hold. A job's
+    # callbacks are few and mostly one at a time, but a provider that re-delivers before our answer reaches it
+    # sends several at once (tests/e2e/test_flow.py sends 5): 8 leaves room for that, and a leaked token still
+    # holds at most 8 of the 256 slots.
+    max_hook_requests_per_job: int = 8  # callbacks in progress for one job's token; past it 429 + Retry-After
+    header_timeout: float = 10.0  # seconds to send a request's head, on a new or kept-alive connection
+    body_timeout: float = 30.0  # seconds to send a request's body once its head is in; then 408 and close
+    keep_alive_timeout: float = 5.0  # seconds an idle kept-alive connection stays open
+    max_connections: int = 512  # open connections; past it the one idle longest is closed for a new one
 
     @property
     def database_path(self) -> Path:
@@ -155,6 +165,11 @@ class Settings:
             download_deadline=_positive(environ, "REELHOOK_DOWNLOAD_DEADLINE", 600.0),
             download_per_origin=_whole(environ, "REELHOOK_DOWNLOAD_PER_ORIGIN", 2),
             max_hook_requests=_whole(environ, "REELHOOK_MAX_HOOK_REQUESTS", 256),
+            max_hook_requests_per_job=_whole(environ, "REELHOOK_MAX_HOOK_REQUESTS_PER_JOB", 8),
+            header_timeout=_positive(environ, "REELHOOK_HEADER_TIMEOUT", 10.0),
+            body_timeout=_positive(environ, "REELHOOK_BODY_TIMEOUT", 30.0),
+            keep_alive_timeout=_positive(environ, "REELHOOK_KEEP_ALIVE_TIMEOUT", 5.0),
+            max_connections=_whole(environ, "REELHOOK_MAX_CONNECTIONS", 512),
         )
 
     def with_local_secrets(self) -> Settings:
