@@ -23,7 +23,6 @@ import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,44 +34,15 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from submitter.simulators import media_bytes, read_json
+from submitter.simulators import read_json
+from submitter.simulators.cdn import media_file
 from submitter.simulators.delivery import Courier, Delivery, Message
 from submitter.simulators.faults import Faults, FaultSwitch
 from submitter.simulators.state import FAILED, PENDING, SUCCEEDED, JobTable, SimJob
+from submitter.simulators.traffic import RequestLog, Submission, Taken
 
 __all__ = ["FAILED", "PENDING", "SUCCEEDED", "Delivery", "Faults", "SimJob", "Simulator", "Submission", "read_json"]
-
-
-@dataclass(frozen=True)
-class Submission:
-    path: str
-    body: dict[str, Any]  # {} when the body was not a JSON object
-    status_code: int
-    job_id: str | None = None
-    query: Mapping[str, str] = field(default_factory=dict)
-
-
-class Taken(Exception):
-    """The job was taken, but the submit is answered `status_code` (the `taken_then_status` fault)."""
-
-    def __init__(self, status_code: int) -> None:
-        self.status_code = status_code
-
-
-class RequestLog:
-    """Records each HTTP request's method and path, and tells the simulator the address it is reached at."""
-
-    def __init__(self, app: ASGIApp, simulator: Simulator) -> None:
-        self.app = app
-        self.simulator = simulator
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            self.simulator.requests.append((scope["method"], scope["path"]))
-            self.simulator.reached_at(str(Request(scope).base_url).rstrip("/"))
-        await self.app(scope, receive, send)
 
 
 class Simulator:
@@ -118,7 +88,7 @@ class Simulator:
         routes = [*self.routes(), Route("/cdn/{job_id}/{filename}", self._cdn, methods=["GET"]), self._switch.route()]
         self.app = Starlette(
             routes=routes,
-            middleware=[Middleware(RequestLog, simulator=self)],
+            middleware=[Middleware(RequestLog, requests=self.requests, reached_at=self.reached_at)],
             exception_handlers={Taken: self._taken},
             lifespan=self._lifespan,
         )
@@ -205,20 +175,7 @@ class Simulator:
         if job.hook_url is None:
             return []
 
-        async def post() -> int | None:
-            return await self._courier.send(job_id, lambda: self._message(job_id), attempts=1, again=bool, pause=0)
-
-        if not concurrently:
-            return [await post() for _ in range(times)]
-        codes: list[int | None] = [None] * times
-
-        async def post_into(i: int) -> None:
-            codes[i] = await post()
-
-        async with anyio.create_task_group() as tg:
-            for i in range(times):
-                tg.start_soon(post_into, i)
-        return codes
+        return await self._courier.repeat(job_id, lambda: self._message(job_id), times, concurrently=concurrently)
 
     # -- helpers for a subclass's routes ------------------------------------------------------------------------
 
@@ -313,12 +270,7 @@ class Simulator:
 
     async def _cdn(self, request: Request) -> Response:
         self.cdn_hits[request.url.path] += 1
-        job = self._jobs.get(request.path_params["job_id"])
-        stem, _, ext = request.path_params["filename"].partition(".")
-        if job is None or job.status != SUCCEEDED or not stem.isdigit() or ext != job.ext or int(stem) >= job.count:
-            return Response(b"not found", status_code=404, media_type="text/plain")
-        media_type = "image/png" if ext == "png" else "video/mp4"
-        return Response(media_bytes(job.job_id, int(stem), ext), media_type=media_type)
+        return media_file(self._jobs.get(request.path_params["job_id"]), request.path_params["filename"])
 
     def _finish(self, job_id: str) -> SimJob:
         job = self._jobs[job_id]

@@ -61,6 +61,26 @@ class Courier:
         finally:
             self.sending -= 1
 
+    async def repeat(
+        self, job_id: str, message: Callable[[], Message], times: int, *, concurrently: bool = False
+    ) -> list[int | None]:
+        """POST the message `times` times now, one attempt each (at once, if `concurrently`); the statuses in order."""
+
+        async def post() -> int | None:
+            return await self.send(job_id, message, attempts=1, again=bool, pause=0)
+
+        if not concurrently:
+            return [await post() for _ in range(times)]
+        codes: list[int | None] = [None] * times
+
+        async def post_into(i: int) -> None:
+            codes[i] = await post()
+
+        async with anyio.create_task_group() as tg:
+            for i in range(times):
+                tg.start_soon(post_into, i)
+        return codes
+
     async def post(self, job_id: str, message: Message) -> int | None:
         if self.http is None:
             raise RuntimeError(f"the {self.name} simulator has no HTTP client: pass http= or run it with its lifespan")
