@@ -139,11 +139,10 @@ def write_requests(workdir: Path, url: str, jobs: Sequence[tuple[str, str]], pla
         for _ in range(level.warmup + level.measured):
             job_id, provider_job_id = next(remaining)
             path = f"/hooks/ttapi/{signer.sign_hook_token(job_id, 'ttapi')}"
-            media = tuple(f"{NOWHERE}/cdn/{provider_job_id}/{i}.mp4" for i in range(4))
+            # a finished job's media are its files on the CDN at its base URL: NOWHERE/cdn/<id>/<i>.mp4
             sim_job = SimJob(
-                provider_job_id, "generate", {}, url + path, "a lighthouse at dusk", NOWHERE, 4, status=SUCCEEDED,
-                media=media,
-            )  # fmt: skip
+                provider_job_id, "generate", {}, url + path, "a lighthouse at dusk", NOWHERE, 4, status=SUCCEEDED
+            )
             lines.append(json.dumps({"path": path, "body": json.dumps(simulator.payload(sim_job))}))
         files.append(workdir / f"requests-{level.senders}.jsonl")
         files[-1].write_text("\n".join(lines) + "\n")

@@ -88,7 +88,7 @@ async def _serve_async(settings: Settings, rules: RuleSet, sock: socket.socket) 
         providers = dict(settings.providers)
         for name, config in settings.providers.items():
             if config.simulated and name in SIMULATORS:
-                simulator = SIMULATORS[name](delay=settings.simulator_delay)
+                simulator = SIMULATORS[name](delay=settings.simulator_delay, state_dir=settings.data_dir / "simulators")
                 url = await stack.enter_async_context(running(simulator.app))
                 providers[name] = ProviderSettings(api_key=None, base_url=url, callback_grace=config.callback_grace)
                 trusted.add(url)

@@ -8,9 +8,13 @@ chunk before the PNG's `IEND`. Players and decoders skip both, so every file sta
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from importlib import resources
+from typing import Any
+
+from starlette.requests import Request
 
 SAMPLE_MP4: bytes = resources.files(__name__).joinpath("sample.mp4").read_bytes()
 SAMPLE_PNG: bytes = resources.files(__name__).joinpath("sample.png").read_bytes()
@@ -34,4 +38,13 @@ def media_bytes(job_id: str, index: int, ext: str) -> bytes:
     return image_bytes(job_id, index) if ext == "png" else video_bytes(job_id, index)
 
 
-__all__ = ["SAMPLE_MP4", "SAMPLE_PNG", "image_bytes", "media_bytes", "video_bytes"]
+async def read_json(request: Request) -> dict[str, Any]:
+    """The request's JSON object; {} when the body is not one (each simulator then refuses it its own way)."""
+    try:
+        value = json.loads(await request.body())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+__all__ = ["SAMPLE_MP4", "SAMPLE_PNG", "image_bytes", "media_bytes", "read_json", "video_bytes"]

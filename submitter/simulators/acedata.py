@@ -9,10 +9,17 @@ answers the task record (`id`, `request`, `response`, `created_at`, and `finishe
 answers `{"items", "count"}`. The videos live on the simulator's CDN (`/cdn/<task_id>/<i>.mp4`) where AceData's
 live on `storage.fonedis.cc`; the cover (`image_url`) is the first frame the job was given.
 
+While a job runs it calls back once with `{"task_id", "trace_id", "progress"}` and no `success` (AceData documents
+none: seed 002 says only that the result is sent "when the task is completed", which does not rule one out; a
+`success` key would claim a result). A failed job calls back with the seed's error envelope, `{"success": false,
+"error": {"code", "message"}, "trace_id"}` (seed 002 "Error Handling"), which names no task; with
+`failure_names_task=True` it adds `task_id`, the shape AceData's concepts page gives (providers.md §3.4).
+
 Refusals use the seed's envelope `{"success": false, "error": {"code", "message"}, "trace_id"}`: 401
-`invalid_token` for a wrong Bearer token, 400 `bad_request` for a bad body, 429 `too_many_requests` once
-`max_in_flight` jobs await an acknowledged callback. AceData documents no callback retry policy; this one delivers
-until a 2xx answer (its docs ask receivers to "return 2xx quickly"), three deliveries in all, like the base.
+`invalid_token` for a wrong Bearer token, 400 `bad_request` for a bad body, 429 `too_many_requests` while
+`max_in_flight` jobs are running (a limit AceData does not state; 429 is its documented rate-limit answer). AceData
+documents no callback retry policy; this one delivers until a 2xx answer (its docs ask receivers to "return 2xx
+quickly"), three deliveries in all, like the base.
 """
 
 from __future__ import annotations
@@ -37,6 +44,12 @@ COVER_SIZE = (560, 688)  # the seed's cover size
 class AceDataSimulator(Simulator):
     name = "acedata"
     _last_video_id = 0  # the last video_id handed out, per instance once set
+
+    def __init__(self, *, failure_names_task: bool = False, **options: Any) -> None:
+        super().__init__(**options)
+        self.failure_names_task = failure_names_task
+        video_ids = [int(job.extra["video_id"]) for job in self.jobs() if "video_id" in job.extra]
+        self._last_video_id = max(video_ids, default=0)  # a restarted simulator never hands one out twice
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -63,16 +76,19 @@ class AceDataSimulator(Simulator):
         return status_code is None or not 200 <= status_code < 300
 
     def finished(self, job: SimJob) -> dict[str, Any]:
+        if job.status == FAILED:
+            return {"finished_at": time.time()}
         # Like the seed's "1751816807896311": microseconds since the epoch, made unique.
         self._last_video_id = max(self._last_video_id + 1, time.time_ns() // 1000)
         return {"video_id": str(self._last_video_id), "finished_at": time.time()}
 
     def payload(self, job: SimJob) -> dict[str, Any]:
-        if job.status == FAILED:
-            error = {"code": "api_error", "message": job.message}
-            return {"success": False, "task_id": job.job_id, "trace_id": str(uuid.uuid4()), "error": error}
+        if job.status == FAILED:  # seed 002 "Error Response Example"
+            failure: dict[str, Any] = {"success": False, "error": {"code": "api_error", "message": job.message}}
+            named = {"task_id": job.job_id} if self.failure_names_task else {}
+            return failure | named | {"trace_id": str(uuid.uuid4())}
         if job.status != SUCCEEDED:
-            return {"task_id": job.job_id, "progress": 0}
+            return {"task_id": job.job_id, "trace_id": str(uuid.uuid4()), "progress": 50}
         width, height = COVER_SIZE
         return {
             "image_url": job.extra["image_url"],

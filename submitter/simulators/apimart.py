@@ -8,7 +8,8 @@ example shows, or wrapped in `{"code":200,"data":…}` with `wrap_callbacks=True
 wrapped form. A job has `batch_size` videos (default 1) on its own CDN.
 
 APIMart's habits are here on purpose: its error envelope `{"error":{"code","message","param","type"}}` (401 with an
-empty code and type `apimart_error`, as observed), 429 once `max_in_flight` jobs await an acknowledged callback, and
+empty code and type `apimart_error`, as observed), 429 while `max_in_flight` jobs are running (APIMart states no
+concurrency limit, only a per-minute cap answered 429), no progress callbacks (only terminal states are pushed), and
 a callback answered 4xx is dropped while no answer or a 5xx is tried again, three more times.
 
 Task ids are `task_` + the base simulator's job id; `job()`, `known()` and `deliver()` take either form. A task id
@@ -51,6 +52,9 @@ __all__ = ["APIMartSimulator"]
 class APIMartSimulator(Simulator):
     name = "apimart"
     max_deliveries = 4  # the first POST and three retries (~10 s, 30 s, 60 s; here `delay` apart)
+    sends_progress = (
+        False  # providers.md §5.4: "Only terminal states pushed (completed/failed); nothing while processing"
+    )
 
     def __init__(self, *, wrap_callbacks: bool = False, videos_per_job: int = 1, **options: Any) -> None:
         super().__init__(videos_per_job=videos_per_job, **options)
@@ -100,8 +104,8 @@ class APIMartSimulator(Simulator):
         """The task object `GET /v1/tasks/{id}` answers inside `data`, and the callback carries."""
         task: dict[str, Any] = {"id": PREFIX + job.job_id, "status": "processing", "progress": 50}
         task["created"] = job.extra["created"]
-        completed = job.extra.get("completed", job.extra["created"])  # `finished()` runs for successes only
-        if job.status == FAILED:
+        completed = job.extra.get("completed", job.extra["created"])
+        if job.status == FAILED:  # providers.md §5.4, the English webhook page's failure example
             error = {"message": job.message, "type": "task_failed", "param": "", "code": "task_failed"}
             task |= {"status": "failed", "progress": 100, "completed": completed, "error": error}
         elif job.status == SUCCEEDED:

@@ -1,15 +1,19 @@
 """A fake TTAPI that speaks its Midjourney video contract (seed 000, providers.md §2) over real HTTP.
 
-It takes `submit` and `extend`, answers `{"status":"SUCCESS","message":"","data":{"jobId":…}}`, and `delay` seconds
-later POSTs the job's result to its `hookUrl` in the seed's "Async callback & fetch json" shape; `fetch` answers the
-same body. The videos live on its own CDN (`/cdn/<jobId>/<i>.mp4`), addressed by the base URL the submitting
-request used. Its image API (seed 001) comes from `ImageEndpoints` (ttapi_image.py), with the same key, errors,
-queue and deliveries, and its own `/midjourney/v1/fetch`: each fetch knows only its own API's jobs, since nothing
-says TTAPI's do more.
+It takes `submit` and `extend`, answers `{"status":"SUCCESS","message":"","data":{"jobId":…}}`, and calls the job's
+`hookUrl` back: once while it runs (`status` ON_QUEUE, `data.progress` a string such as "50", since the seed's
+progress is the string "100" and its enum says "Completeness: 0-100"; seed 000 says only "task completion or failed
+notification", which does not rule progress reports out, and a third party reports them), then with the result in
+the seed's "Async callback & fetch json" shape. A failed job's callback is TTAPI's failure envelope,
+`{"status":"FAILED","message":<reason>,"data":null}` (providers.md §2.4-2.5: `message` "returns specific error reason
+on failure"), which names no job. `GET /midjourney/video/fetch?jobId=` answers the same bodies; seed 000's heading
+says GET, so a POST is answered 405 in TTAPI's envelope. The videos live on its own CDN (`/cdn/<jobId>/<i>.mp4`).
+Its image API (seed 001) comes from `ImageEndpoints` (ttapi_image.py), with the same key, errors, queue and
+deliveries, and its own `GET /midjourney/v1/fetch`: each fetch knows only its own API's jobs.
 
-TTAPI's own misbehaviour is here on purpose: a wrong `TT-API-KEY` (401), a full queue (499 "Queue exhausted" once
-`max_in_flight` jobs await an acknowledged callback), and callbacks not answered 200 delivered again (three
-deliveries in all, as TTAPI's founder describes).
+TTAPI's own misbehaviour is here on purpose: a wrong `TT-API-KEY` (401), a full queue (499 "Queue exhausted" while
+`max_in_flight` jobs are in progress: "The max job in progressing is 10", seeds 000 and 001), and callbacks not
+answered 200 delivered again (three deliveries in all, as TTAPI's founder describes).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from submitter.simulators import SAMPLE_MP4, video_bytes
-from submitter.simulators.base import SUCCEEDED, Delivery, SimJob, Submission, read_json
+from submitter.simulators.base import FAILED, SUCCEEDED, Delivery, SimJob, Submission, read_json
 from submitter.simulators.ttapi_image import STATUS, ImageEndpoints
 
 BAD_KEY = "Wrong TT-API-KEY or email is not activated."
@@ -40,7 +44,7 @@ class TTAPISimulator(ImageEndpoints):
             Route("/midjourney/video/extend", self._submit, methods=["POST"]),
             Route("/midjourney/video/fetch", self._fetch, methods=["GET", "POST"]),
             *self.image_routes(),
-            Route("/midjourney/v1/fetch", self._fetch, methods=["GET", "POST"]),
+            Route("/midjourney/v1/fetch", self._fetch, methods=["GET", "POST"]),  # POST: 405, in TTAPI's envelope
         ]
 
     def authorized(self, request: Request) -> bool:
@@ -56,6 +60,8 @@ class TTAPISimulator(ImageEndpoints):
         return self.error(499, "Queue exhausted")
 
     def payload(self, job: SimJob) -> dict[str, Any]:
+        if job.status == FAILED:  # the documented failure envelope (providers.md §2.4-2.5): no job id
+            return {"status": "FAILED", "message": job.message, "data": None}
         if job.ext == "png":
             return self.image_payload(job)
         status = STATUS.get(job.status, "ON_QUEUE")
@@ -65,7 +71,7 @@ class TTAPISimulator(ImageEndpoints):
             data["quota"] = "30"
         data["videos"] = list(job.media)
         data["hookUrl"] = job.hook_url
-        message = "success" if status == "SUCCESS" else job.message
+        message = "success" if status == "SUCCESS" else ""
         return {"status": status, "message": message, "jobId": job.job_id, "data": data}
 
     async def _submit(self, request: Request) -> Response:
@@ -109,12 +115,13 @@ class TTAPISimulator(ImageEndpoints):
         return None
 
     async def _fetch(self, request: Request) -> Response:
+        if request.method != "GET":  # both seeds' headings: "GET {Domain}/…/fetch"
+            return self.error(405, f"Request method '{request.method}' is not supported; use GET")
         if not self.authorized(request):
             return self.unauthorized()
-        if request.method == "GET":
-            job_id: object = request.query_params.get("jobId")
-        else:
-            job_id = (await read_json(request)).get("jobId")
+        job_id: object = request.query_params.get("jobId")
+        if job_id is None and request.url.path.startswith("/midjourney/v1/"):
+            job_id = (await read_json(request)).get("jobId")  # seed 001 lists jobId under "Request Body" of its GET
         if not isinstance(job_id, str) or not job_id:
             return self.error(400, "jobId is required")
         job = self.known(job_id)

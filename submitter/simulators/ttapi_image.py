@@ -66,7 +66,7 @@ class ImageEndpoints(Simulator):
             "seed": job.extra.get("seed", ""),
             "images": media[:TILES] if len(media) > 1 else [],
         }
-        message = "success" if status == "SUCCESS" else job.message
+        message = "success" if status == "SUCCESS" else ""
         return {"status": status, "jobId": job.job_id, "message": message, "data": data}
 
     def finished(self, job: SimJob) -> dict[str, Any]:

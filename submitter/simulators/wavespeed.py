@@ -3,18 +3,25 @@
 `POST /api/v3/midjourney/image-to-video?webhook=<url>` takes `image` and `prompt` (required, seed 003) with
 `resolution`, `motion` and the seed's Midjourney knobs, checked against the seed's table; fields it does not know are
 dropped, as WaveSpeed drops undeclared fields. It answers the envelope `{"code":200,"message":"success","data":
-{prediction}}` with `status` "created" and empty `outputs`, and `delay` seconds later POSTs the bare prediction
-object (`status` completed or failed; WaveSpeed calls back on those only) to the `webhook` URL, signed as WaveSpeed
-signs: a fresh `webhook-id`, `webhook-timestamp` now, and `webhook-signature: v3,<hex HMAC-SHA256>` keyed by
-`webhook_secret` without its `whsec_` prefix, as text. The signature is computed here the way WaveSpeed's own Python
-sample does, independently of submitter/providers/wavespeed.py, so a test of one checks the other.
+{prediction}}` with `status` "created" and empty `outputs`, and POSTs the bare prediction object to the `webhook`
+URL: once while it runs (`status` "processing"; the docs say the webhook fires "when complete (or failed)", which
+names the events that carry a result but does not say no other is sent, so one progress report is sent, and
+`sends_progress = False` is the switch if a live key shows otherwise), then with `status` completed or failed
+(`error` the reason, `outputs` empty: providers.md §4.4).
+
+Each callback is signed as WaveSpeed signs: `webhook-id`, `webhook-timestamp` and `webhook-signature: v3,<hex
+HMAC-SHA256>` keyed by `webhook_secret` without its `whsec_` prefix, as text. The `webhook-id` names the message,
+not the attempt: a redelivery keeps it (Standard Webhooks: "the same when the same webhook is being resent") and is
+signed again with a fresh timestamp. The signature is computed here the way WaveSpeed's own Python sample does,
+independently of submitter/providers/wavespeed.py, so a test of one checks the other.
 `GET /api/v3/webhook/secret` answers that secret; `GET /api/v3/predictions/{id}/result` (and `/predictions/{id}`)
 answer the prediction in the envelope. Videos live on its own CDN (`/cdn/<id>/<i>.mp4`).
 
 One video per job by default: the docs describe "a ~5 s clip" priced per video, and the newest page says only
-"video URL(s)". Misbehaviour on purpose: a wrong Bearer key (401), too many jobs in flight (429, the answer of its
-account-level limit; the real service makes excess tasks wait), and a callback not answered 2xx delivered again,
-four deliveries in all (a third party reports "3 retries"; WaveSpeed documents none).
+"video URL(s)". Concurrency as WaveSpeed's account levels describe it: jobs over `max_in_flight` are taken and wait
+("excess concurrent tasks wait"), staying `created` until a slot frees. Misbehaviour on purpose: a wrong Bearer key
+(401), and a callback not answered 2xx delivered again, four deliveries in all (a third party reports "3 retries";
+WaveSpeed documents none).
 """
 
 from __future__ import annotations
@@ -24,8 +31,8 @@ import hashlib
 import hmac
 import secrets
 import time
-import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from submitter.simulators.base import FAILED, SUCCEEDED, SimJob, Simulator, read_json
+from submitter.simulators.base import FAILED, SUCCEEDED, Faults, SimJob, Simulator, read_json
 
 MODEL = "midjourney/image-to-video"
 STATUS = {SUCCEEDED: "completed", FAILED: "failed"}  # anything else: processing
@@ -55,9 +62,16 @@ def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
+def message_id(job: SimJob) -> str:
+    """The `webhook-id` of the job's message in its current state: the same for every (re)delivery of it."""
+    state = STATUS.get(job.status, "processing")
+    return "msg_" + hashlib.sha256(f"{job.job_id}/{state}".encode()).hexdigest()[:27]
+
+
 class WaveSpeedSimulator(Simulator):
     name = "wavespeed"
     max_deliveries = 4
+    excess_waits = True  # providers.md §4.5: "excess concurrent tasks wait"
 
     def __init__(
         self,
@@ -69,6 +83,9 @@ class WaveSpeedSimulator(Simulator):
         max_in_flight: int = 10,
         videos_per_job: int = 1,
         http: httpx.AsyncClient | None = None,
+        state_dir: Path | None = None,
+        faults: Faults | None = None,
+        progress_callbacks: bool | None = None,
     ) -> None:
         self.webhook_secret = webhook_secret or new_webhook_secret()
         super().__init__(
@@ -78,6 +95,9 @@ class WaveSpeedSimulator(Simulator):
             max_in_flight=max_in_flight,
             videos_per_job=videos_per_job,
             http=http,
+            state_dir=state_dir,
+            faults=faults,
+            progress_callbacks=progress_callbacks,
         )
 
     def routes(self) -> list[BaseRoute]:
@@ -97,15 +117,12 @@ class WaveSpeedSimulator(Simulator):
     def unauthorized(self) -> Response:
         return self.error(401, "Unauthorized: invalid or missing API key")
 
-    def queue_full(self) -> Response:
-        return self.error(429, "Too many requests: your account level's limit is reached")
-
     def redeliver(self, status_code: int | None) -> bool:
         return status_code is None or not 200 <= status_code < 300
 
     def payload(self, job: SimJob) -> dict[str, Any]:
-        status = STATUS.get(job.status, "processing")
-        took = 0 if status == "processing" else int(self.delay * 1000)
+        status = STATUS.get(job.status, "created" if self.waiting(job.job_id) else "processing")
+        took = 0 if status in ("created", "processing") else int(self.delay * 1000)
         return {
             "id": job.job_id,
             "model": MODEL,
@@ -120,7 +137,7 @@ class WaveSpeedSimulator(Simulator):
         }
 
     def delivery_headers(self, job: SimJob, body: bytes) -> dict[str, str]:
-        webhook_id, timestamp = uuid.uuid4().hex[:25], str(int(time.time()))
+        webhook_id, timestamp = message_id(job), str(int(time.time()))
         key = self.webhook_secret.removeprefix("whsec_").encode()
         content = f"{webhook_id}.{timestamp}.{body.decode()}".encode()
         signature = hmac.new(key, content, hashlib.sha256).hexdigest()

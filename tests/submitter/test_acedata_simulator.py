@@ -58,14 +58,14 @@ async def send(client: httpx.AsyncClient, request: Any) -> httpx.Response:
 
 
 async def test_generate_answers_the_task_id_and_delivers_the_seed_callback() -> None:
-    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01), Recorder()
+    sim, recorder = AceDataSimulator(api_key=KEY, progress_callbacks=False, delay=0.01), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         job = dataclasses.replace(parent_job({}), status=JobStatus.QUEUED)
         response = await send(client, acedata.build_request(job, None, KEY, hook))
         assert response.status_code == 200
         task_id = task_id_of(response)
         assert response.json() == {"task_id": task_id}
-        await until(lambda: sim.in_flight == 0)
+        await until(lambda: sim.idle)
 
         [payload] = recorder.payloads()
         assert list(payload) == SEED_KEYS
@@ -96,7 +96,7 @@ async def test_generate_answers_the_task_id_and_delivers_the_seed_callback() -> 
 
 
 async def test_extend_by_the_modules_request_names_the_video_id_and_gets_a_fresh_one() -> None:
-    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01), Recorder()
+    sim, recorder = AceDataSimulator(api_key=KEY, progress_callbacks=False, delay=0.01), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         parent_task = task_id_of(await submit(client, hook, resolution="480p", loop=True))
         await until(lambda: len(recorder.bodies) == 1)
@@ -119,7 +119,7 @@ async def test_extend_by_the_modules_request_names_the_video_id_and_gets_a_fresh
 
 
 async def test_extend_needs_the_video_id_of_a_finished_job_and_a_valid_index() -> None:
-    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
+    sim, recorder = AceDataSimulator(api_key=KEY, progress_callbacks=False, delay=0.01, auto_deliver=False), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         unfinished = task_id_of(await submit(client, hook))
         cases: list[tuple[dict[str, Any], str]] = [
@@ -159,7 +159,7 @@ BAD_GENERATE_BODIES: list[
 
 
 async def test_bad_generate_bodies_are_400_bad_request() -> None:
-    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01), Recorder()
+    sim, recorder = AceDataSimulator(api_key=KEY, progress_callbacks=False, delay=0.01), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         for fields, message in BAD_GENERATE_BODIES:
             body: dict[str, Any] = {"action": "generate", "prompt": PROMPT, "image_url": IMAGE, "callback_url": hook}
@@ -177,7 +177,7 @@ async def test_bad_generate_bodies_are_400_bad_request() -> None:
 
 
 async def test_wrong_token_is_401_invalid_token() -> None:
-    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01), Recorder()
+    sim, recorder = AceDataSimulator(api_key=KEY, progress_callbacks=False, delay=0.01), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         body = {"action": "generate", "prompt": PROMPT, "image_url": IMAGE, "callback_url": hook}
         for headers in ({"authorization": "Bearer wrong"}, {"authorization": KEY}, {"authorization": ""}):
@@ -193,24 +193,23 @@ async def test_wrong_token_is_401_invalid_token() -> None:
         assert [s.status_code for s in sim.submissions] == [401, 401, 401] and sim.jobs() == []
 
 
-async def test_too_many_requests_until_a_callback_is_acknowledged_with_any_2xx() -> None:
-    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01, auto_deliver=False, max_in_flight=2), Recorder((500, 204))
-    async with serving(sim, recorder, AUTH) as (client, hook):
+async def test_too_many_requests_until_a_job_ends() -> None:
+    sim = AceDataSimulator(api_key=KEY, progress_callbacks=False, delay=0.01, auto_deliver=False, max_in_flight=2)
+    async with serving(sim, Recorder((500,)), AUTH) as (client, hook):
         first, _second = task_id_of(await submit(client, hook)), task_id_of(await submit(client, hook))
         full = await submit(client, hook)
         assert full.status_code == 429 and full.json()["error"]["code"] == "too_many_requests"
         caught = refusal(task_id_of, full)
         assert caught.kind is Rejection.RETRY and "429 too_many_requests" in caught.message
 
-        assert await sim.deliver(first) == [500]  # not acknowledged: the slot stays taken
-        assert sim.in_flight == 2 and (await submit(client, hook)).status_code == 429
-        assert await sim.deliver(first) == [204]  # AceData asks for any 2xx
+        assert await sim.deliver(first) == [500]  # the job ended: its slot is free, whoever heard of it
         assert sim.in_flight == 1 and (await submit(client, hook)).status_code == 200
-        assert [s.status_code for s in sim.submissions] == [200, 200, 429, 429, 200]
+        assert (await submit(client, hook)).status_code == 429
+        assert [s.status_code for s in sim.submissions] == [200, 200, 429, 200, 429]
 
 
 async def test_reject_next_uses_acedatas_codes() -> None:
-    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
+    sim, recorder = AceDataSimulator(api_key=KEY, progress_callbacks=False, delay=0.01, auto_deliver=False), Recorder()
     sim.reject_next(403, "your balance is used up")
     sim.reject_next(500, "fetch failed")
     sim.reject_next(504, "upstream timed out")
@@ -227,42 +226,55 @@ async def test_reject_next_uses_acedatas_codes() -> None:
         assert [s.status_code for s in sim.submissions] == [403, 500, 504, 200] and sim.in_flight == 1
 
 
-async def test_fail_job_when_sends_the_failure_callback() -> None:
-    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01), Recorder()
+async def test_fail_job_when_sends_the_seeds_error_envelope() -> None:
+    sim, recorder = AceDataSimulator(api_key=KEY, progress_callbacks=False, delay=0.01), Recorder()
     sim.fail_job_when("cat", "prompt violation")
     async with serving(sim, recorder, AUTH) as (client, hook):
         failed = task_id_of(await submit(client, hook))
+        await until(lambda: sim.idle and len(recorder.bodies) == 1)
         fine = task_id_of(await submit(client, hook, prompt="a calm lake"))
-        await until(lambda: sim.in_flight == 0)
-        by_task = {payload["task_id"]: payload for payload in recorder.payloads()}
-        assert list(by_task[failed]) == ["success", "task_id", "trace_id", "error"]
-        assert by_task[failed]["error"] == {"code": "api_error", "message": "prompt violation"}
-        result = acedata.parse_callback(json.dumps(by_task[failed]).encode(), {})
-        assert result.status is JobStatus.FAILED and result.error == "api_error: prompt violation"
-        assert by_task[fine]["success"] is True
+        await until(lambda: sim.idle and len(recorder.bodies) == 2)
+        failure, success = recorder.payloads()
+        # Seed 002 "Error Response Example": success, error {code, message}, trace_id; no task_id.
+        assert list(failure) == ["success", "error", "trace_id"] and failure["success"] is False
+        assert failure["error"] == {"code": "api_error", "message": "prompt violation"}
+        assert success["success"] is True and success["task_id"] == fine
         assert "video_id" not in sim.job(failed).extra  # nothing to extend
 
 
+async def test_failure_names_task_sends_the_concepts_pages_shape() -> None:
+    sim = AceDataSimulator(api_key=KEY, progress_callbacks=False, delay=0.01, failure_names_task=True)
+    sim.fail_job_when("cat", "prompt violation")
+    async with serving(sim, Recorder(), AUTH) as (client, hook):
+        failed = task_id_of(await submit(client, hook))
+        await until(lambda: sim.idle and len(sim.deliveries) == 1)
+        body = sim.deliveries[0].body
+        assert list(json.loads(body)) == ["success", "error", "task_id", "trace_id"]
+        result = acedata.parse_callback(body, {})
+        assert result.provider_job_id == failed
+        assert result.status is JobStatus.FAILED and result.error == "api_error: prompt violation"
+
+
 async def test_unacknowledged_callback_is_delivered_three_times() -> None:
-    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01), Recorder((500, 500, 500, 500))
+    sim, recorder = AceDataSimulator(api_key=KEY, progress_callbacks=False, delay=0.01), Recorder((500, 500, 500, 500))
     async with serving(sim, recorder, AUTH) as (client, hook):
         task_id = task_id_of(await submit(client, hook))
-        await until(lambda: sim.in_flight == 0)  # AceData gave up: the slot is free
+        await until(lambda: sim.idle)  # AceData gave up: the slot is free
         assert len(recorder.bodies) == 3 and len(set(recorder.bodies)) == 1
         assert [(d.job_id, d.status_code) for d in sim.deliveries] == [(task_id, 500)] * 3
 
 
 async def test_callback_answered_204_on_the_second_try_is_not_sent_again() -> None:
-    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01), Recorder((503, 204))
+    sim, recorder = AceDataSimulator(api_key=KEY, progress_callbacks=False, delay=0.01), Recorder((503, 204))
     async with serving(sim, recorder, AUTH) as (client, hook):
         task_id_of(await submit(client, hook))
-        await until(lambda: sim.in_flight == 0)
+        await until(lambda: sim.idle)
         await anyio.sleep(0.05)  # room for a third delivery, which must not come
         assert [d.status_code for d in sim.deliveries] == [503, 204] and len(recorder.bodies) == 2
 
 
 async def test_retrieve_answers_the_task_record() -> None:
-    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
+    sim, recorder = AceDataSimulator(api_key=KEY, progress_callbacks=False, delay=0.01, auto_deliver=False), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         task_id = task_id_of(await submit(client, hook))
         request = acedata.fetch_request(dataclasses.replace(parent_job({}), provider_job_id=task_id), KEY)
@@ -293,7 +305,7 @@ async def test_retrieve_answers_the_task_record() -> None:
 
 
 async def test_without_callback_url_the_call_blocks_and_answers_the_result() -> None:
-    sim, recorder = AceDataSimulator(api_key=KEY, delay=0.01, max_in_flight=1), Recorder()
+    sim, recorder = AceDataSimulator(api_key=KEY, progress_callbacks=False, delay=0.01, max_in_flight=1), Recorder()
     async with serving(sim, recorder, AUTH) as (client, _hook):
         response = await submit(client, None)
         assert response.status_code == 200 and list(response.json()) == SEED_KEYS

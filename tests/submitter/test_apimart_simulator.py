@@ -49,7 +49,7 @@ async def test_submit_delivers_the_bare_task_to_webhook_slash_callback() -> None
         task_id = task_id_of(response)
         assert task_id.startswith("task_")
         assert response.json() == {"code": 200, "data": [{"status": "submitted", "task_id": task_id}]}
-        await until(lambda: sim.in_flight == 0)
+        await until(lambda: sim.idle)
 
         [(path, body)] = recorder.calls
         assert path == "/hooks/apimart/tok3n/callback"
@@ -79,7 +79,7 @@ async def test_wrapped_callbacks_parse_as_the_bare_ones_and_match_fetch() -> Non
     sim, recorder = APIMartSimulator(api_key=KEY, delay=0.01, wrap_callbacks=True), Recorder()
     async with serving(sim, recorder, hook_path=HOOK_PATH) as (client, hook):
         task_id = task_id_of(await submit(client, hook, batch_size=4, resolution="720p"))
-        await until(lambda: sim.in_flight == 0)
+        await until(lambda: sim.idle)
         [payload] = recorder.payloads()
         assert payload["code"] == 200 and payload["data"]["id"] == task_id
         result = apimart.parse_callback(recorder.calls[0][1], {})
@@ -95,7 +95,7 @@ async def test_webhook_ending_in_a_slash_gets_no_double_slash() -> None:
     sim, recorder = APIMartSimulator(api_key=KEY, delay=0.01), Recorder()
     async with serving(sim, recorder, hook_path=HOOK_PATH) as (client, hook):
         task_id_of(await submit(client, hook + "/"))
-        await until(lambda: sim.in_flight == 0)
+        await until(lambda: sim.idle)
         assert [path for path, _ in recorder.calls] == ["/hooks/apimart/tok3n/callback"]
 
 
@@ -107,7 +107,7 @@ async def test_an_imagine_is_animated_by_task_id_and_index() -> None:
         request = apimart.build_request(make_job("apimart", params=params), None, KEY, hook)
         response = await client.post(SUBMIT, json=request.json, headers=dict(request.headers))
         task_id = task_id_of(response)
-        await until(lambda: sim.in_flight == 0)
+        await until(lambda: sim.idle)
         assert sim.job(task_id).prompt == "a lighthouse at dusk"  # no prompt: the imagine's is inherited
         assert sim.submissions[0].body["task_id"] == imagine and sim.submissions[0].body["index"] == 2
         assert apimart.parse_callback(recorder.calls[0][1], {}).status is JobStatus.SUCCEEDED
@@ -178,7 +178,7 @@ async def test_4xx_answer_is_not_redelivered_and_frees_the_slot() -> None:
     sim, recorder = APIMartSimulator(api_key=KEY, delay=0.01), Recorder((404,))
     async with serving(sim, recorder, hook_path=HOOK_PATH) as (client, hook):
         task_id_of(await submit(client, hook))
-        await until(lambda: sim.in_flight == 0)
+        await until(lambda: sim.idle)
         await anyio.sleep(0.05)  # several retry delays: nothing more comes
         assert [d.status_code for d in sim.deliveries] == [404] and len(recorder.calls) == 1
 
@@ -187,7 +187,7 @@ async def test_5xx_answer_is_redelivered_until_2xx() -> None:
     sim, recorder = APIMartSimulator(api_key=KEY, delay=0.01), Recorder((500, 503))
     async with serving(sim, recorder, hook_path=HOOK_PATH) as (client, hook):
         task_id_of(await submit(client, hook))
-        await until(lambda: sim.in_flight == 0)
+        await until(lambda: sim.idle)
         assert [d.status_code for d in sim.deliveries] == [500, 503, 200]
         assert len({body for _, body in recorder.calls}) == 1
 
@@ -199,7 +199,7 @@ async def test_no_answer_is_tried_four_times_in_all() -> None:
     sim, recorder = APIMartSimulator(api_key=KEY, delay=0.01), Recorder()
     async with serving(sim, recorder, hook_path=HOOK_PATH) as (client, _hook):
         task_id_of(await submit(client, dead))
-        await until(lambda: sim.in_flight == 0)
+        await until(lambda: sim.idle)
         assert [(d.url, d.status_code) for d in sim.deliveries] == [(f"{dead}/callback", None)] * 4
 
 
@@ -208,7 +208,7 @@ async def test_failed_job_callback_carries_apimarts_error() -> None:
     sim.fail_job_when("black sand", "prompt rejected by moderation")
     async with serving(sim, recorder, hook_path=HOOK_PATH) as (client, hook):
         task_id = task_id_of(await submit(client, hook))
-        await until(lambda: sim.in_flight == 0)
+        await until(lambda: sim.idle)
         [payload] = recorder.payloads()
         assert payload["status"] == "failed" and payload["error"]["type"] == "task_failed"
         result = apimart.parse_callback(recorder.calls[0][1], {})

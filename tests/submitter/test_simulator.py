@@ -59,13 +59,13 @@ def test_video_bytes_are_the_sample_plus_a_free_box_naming_the_video() -> None:
 
 
 async def test_submit_delivers_the_seed_callback_and_serves_the_videos() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01), Recorder()
+    sim, recorder = TTAPISimulator(api_key=KEY, progress_callbacks=False, delay=0.01), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         response = await submit(client, hook)
         assert response.status_code == 200
         job_id = job_id_of(response)
         assert response.json() == {"status": "SUCCESS", "message": "", "data": {"jobId": job_id}}
-        await until(lambda: sim.in_flight == 0)
+        await until(lambda: sim.idle)
 
         [payload] = recorder.payloads()
         assert recorder.content_types == ["application/json"]
@@ -98,7 +98,7 @@ async def test_submit_delivers_the_seed_callback_and_serves_the_videos() -> None
 
 
 async def test_extend_of_a_finished_job_names_action_extend() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01), Recorder()
+    sim, recorder = TTAPISimulator(api_key=KEY, progress_callbacks=False, delay=0.01), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         parent = job_id_of(await submit(client, hook, bs=2))
         await until(lambda: len(recorder.bodies) == 1)
@@ -117,7 +117,7 @@ async def test_extend_of_a_finished_job_names_action_extend() -> None:
 
 
 async def test_extend_needs_a_known_finished_job_and_a_valid_index() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
+    sim, recorder = TTAPISimulator(api_key=KEY, progress_callbacks=False, delay=0.01, auto_deliver=False), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         unfinished = job_id_of(await submit(client, hook))
         cases = [
@@ -137,7 +137,7 @@ async def test_extend_needs_a_known_finished_job_and_a_valid_index() -> None:
 
 
 async def test_wrong_key_is_401() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01), Recorder()
+    sim, recorder = TTAPISimulator(api_key=KEY, progress_callbacks=False, delay=0.01), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         for headers in ({"TT-API-KEY": "wrong"}, {"TT-API-KEY": ""}):
             body = {"prompt": PROMPT, "imageUrl": IMAGE, "hookUrl": hook}
@@ -152,7 +152,7 @@ async def test_wrong_key_is_401() -> None:
 
 
 async def test_missing_required_field_is_400() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01), Recorder()
+    sim, recorder = TTAPISimulator(api_key=KEY, progress_callbacks=False, delay=0.01), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         response = await client.post("/midjourney/video/submit", json={"prompt": PROMPT, "hookUrl": hook})
         assert response.status_code == 400 and response.json()["message"] == "imageUrl is required"
@@ -163,8 +163,9 @@ async def test_missing_required_field_is_400() -> None:
         assert sim.in_flight == 0 and sim.submissions[0].body == {"prompt": PROMPT, "hookUrl": hook}
 
 
-async def test_queue_full_is_499_until_a_callback_is_answered_200() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False, max_in_flight=2), Recorder((500,))
+async def test_queue_full_is_499_until_a_job_ends_whatever_its_callback_is_answered() -> None:
+    sim = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False, max_in_flight=2, progress_callbacks=False)
+    recorder = Recorder((500, 500))
     async with serving(sim, recorder, AUTH) as (client, hook):
         first, _second = job_id_of(await submit(client, hook)), job_id_of(await submit(client, hook))
         full = await submit(client, hook)
@@ -173,16 +174,16 @@ async def test_queue_full_is_499_until_a_callback_is_answered_200() -> None:
         caught = refusal(ttapi.parse_submit_response, full.status_code, full.content)
         assert caught.kind is Rejection.RETRY
 
-        assert await sim.deliver(first) == [500]  # not acknowledged: the slot stays taken
-        assert sim.in_flight == 2 and (await submit(client, hook)).status_code == 499
-        assert await sim.deliver(first) == [200]
+        # "The max job in progressing is 10" counts jobs in progress: one that ended is not, heard of or not.
+        assert await sim.deliver(first) == [500]
         assert sim.in_flight == 1
         assert (await submit(client, hook)).status_code == 200
-        assert [s.status_code for s in sim.submissions] == [200, 200, 499, 499, 200]
+        assert (await submit(client, hook)).status_code == 499
+        assert [s.status_code for s in sim.submissions] == [200, 200, 499, 200, 499]
 
 
 async def test_reject_next_answers_the_queued_statuses_in_order() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
+    sim, recorder = TTAPISimulator(api_key=KEY, progress_callbacks=False, delay=0.01, auto_deliver=False), Recorder()
     sim.reject_next(402, "Insufficient balance")
     sim.reject_next(503)
     async with serving(sim, recorder, AUTH) as (client, hook):
@@ -196,37 +197,37 @@ async def test_reject_next_answers_the_queued_statuses_in_order() -> None:
         assert [s.status_code for s in sim.submissions] == [402, 503, 200] and sim.in_flight == 1
 
 
-async def test_fail_job_when_sends_a_failed_callback() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01), Recorder()
+async def test_fail_job_when_sends_ttapis_failure_envelope_without_a_job_id() -> None:
+    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, progress_callbacks=False), Recorder()
     sim.fail_job_when("Ghost Canoe")
     async with serving(sim, recorder, AUTH) as (client, hook):
         failed = job_id_of(await submit(client, hook))
+        await until(lambda: sim.idle and len(recorder.bodies) == 1)
         fine = job_id_of(await submit(client, hook, prompt="a calm lake"))
-        await until(lambda: sim.in_flight == 0)
-        by_job = {payload["jobId"]: payload for payload in recorder.payloads()}
-        assert by_job[failed]["status"] == "FAILED" and by_job[failed]["message"] == "prompt violation"
-        assert by_job[failed]["data"]["videos"] == [] and by_job[failed]["data"]["progress"] == "0"
-        result = ttapi.parse_callback(json.dumps(by_job[failed]).encode(), {})
-        assert result.status is JobStatus.FAILED and result.error == "prompt violation"
-        assert by_job[fine]["status"] == "SUCCESS"
+        await until(lambda: sim.idle and len(recorder.bodies) == 2)
+        # providers.md §2.4-2.5: status FAILED, the reason in `message`, no data: nothing names the job.
+        assert recorder.payloads()[0] == {"status": "FAILED", "message": "prompt violation", "data": None}
+        assert recorder.payloads()[1]["status"] == "SUCCESS" and recorder.payloads()[1]["jobId"] == fine
+        fetched = await client.get("/midjourney/video/fetch", params={"jobId": failed})
+        assert fetched.status_code == 200 and fetched.json() == recorder.payloads()[0]  # "same data structure"
         extend = await client.post("/midjourney/video/extend", json={"jobId": failed, "index": 0})
         assert extend.status_code == 400
 
 
 async def test_unanswered_callback_is_delivered_at_most_three_times() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01), Recorder((500, 500, 500, 500))
+    sim, recorder = TTAPISimulator(api_key=KEY, progress_callbacks=False, delay=0.01), Recorder((500, 500, 500, 500))
     async with serving(sim, recorder, AUTH) as (client, hook):
         job_id = job_id_of(await submit(client, hook))
-        await until(lambda: sim.in_flight == 0)  # TTAPI gave up: the slot is free
+        await until(lambda: sim.idle)  # TTAPI gave up: the slot is free
         assert len(recorder.bodies) == 3 and len(set(recorder.bodies)) == 1
         assert [(d.job_id, d.status_code) for d in sim.deliveries] == [(job_id, 500)] * 3
 
 
 async def test_callback_answered_200_on_the_second_try_is_not_sent_again() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01), Recorder((503,))
+    sim, recorder = TTAPISimulator(api_key=KEY, progress_callbacks=False, delay=0.01), Recorder((503,))
     async with serving(sim, recorder, AUTH) as (client, hook):
         job_id_of(await submit(client, hook))
-        await until(lambda: sim.in_flight == 0)
+        await until(lambda: sim.idle)
         assert [d.status_code for d in sim.deliveries] == [503, 200] and len(recorder.bodies) == 2
 
 
@@ -234,15 +235,15 @@ async def test_unreachable_hook_counts_as_failed_deliveries() -> None:
     closed = bind_socket()
     dead_hook = f"{socket_url(closed)}/hook"
     closed.close()
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01), Recorder()
+    sim, recorder = TTAPISimulator(api_key=KEY, progress_callbacks=False, delay=0.01), Recorder()
     async with serving(sim, recorder, AUTH) as (client, _hook):
         job_id_of(await submit(client, dead_hook))
-        await until(lambda: sim.in_flight == 0)
+        await until(lambda: sim.idle)
         assert [(d.url, d.status_code) for d in sim.deliveries] == [(dead_hook, None)] * 3
 
 
 async def test_deliver_resends_the_callback_concurrently() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01), Recorder()
+    sim, recorder = TTAPISimulator(api_key=KEY, progress_callbacks=False, delay=0.01), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         job_id = job_id_of(await submit(client, hook))
         await until(lambda: len(recorder.bodies) == 1)
@@ -254,7 +255,7 @@ async def test_deliver_resends_the_callback_concurrently() -> None:
         assert len(sim.deliveries) == 8
 
 
-async def test_fetch_answers_get_and_post_with_the_callback_shape() -> None:
+async def test_fetch_answers_get_with_the_callback_shape_and_refuses_post() -> None:
     sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         job_id = job_id_of(await submit(client, hook))
@@ -266,28 +267,32 @@ async def test_fetch_answers_get_and_post_with_the_callback_shape() -> None:
 
         assert await sim.deliver(job_id) == [200]
         by_get = await client.get("/midjourney/video/fetch", params={"jobId": job_id})
+        assert by_get.json() == json.loads(recorder.bodies[0])
+        assert ttapi.parse_callback(by_get.content, {}).status is JobStatus.SUCCEEDED
+
+        # Seed 000's heading: "GET {Domain}/midjourney/video/fetch"; a POST is refused in TTAPI's envelope.
         by_post = await client.post("/midjourney/video/fetch", json={"jobId": job_id})
-        assert by_get.json() == by_post.json() == json.loads(recorder.bodies[0])
-        assert ttapi.parse_callback(by_post.content, {}).status is JobStatus.SUCCEEDED
+        assert by_post.status_code == 405
+        assert by_post.json()["status"] == "FAILED" and by_post.json()["data"] is None
 
         unknown = await client.get("/midjourney/video/fetch", params={"jobId": "no-such-job"})
         assert unknown.status_code == 400 and unknown.json()["message"] == "job not found"
-        assert (await client.post("/midjourney/video/fetch", json={})).status_code == 400
+        assert (await client.get("/midjourney/video/fetch")).status_code == 400
 
 
 async def test_job_without_hook_finishes_for_fetch_and_frees_its_slot() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, max_in_flight=1), Recorder()
+    sim, recorder = TTAPISimulator(api_key=KEY, progress_callbacks=False, delay=0.01, max_in_flight=1), Recorder()
     async with serving(sim, recorder, AUTH) as (client, _hook):
         job_id = job_id_of(await submit(client, None))
         await until(lambda: sim.job(job_id).status == "succeeded")
-        fetched = await client.post("/midjourney/video/fetch", json={"jobId": job_id})
+        fetched = await client.get("/midjourney/video/fetch", params={"jobId": job_id})
         assert len(ttapi.parse_callback(fetched.content, {}).media_urls) == 4
         assert sim.in_flight == 0 and sim.deliveries == [] and recorder.bodies == []
         assert (await submit(client, None)).status_code == 200
 
 
 async def test_cdn_answers_404_for_unknown_videos_and_counts_hits() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
+    sim, recorder = TTAPISimulator(api_key=KEY, progress_callbacks=False, delay=0.01, auto_deliver=False), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         job_id = job_id_of(await submit(client, hook))
         assert (await client.get(f"/cdn/{job_id}/0.mp4")).status_code == 404  # not finished yet

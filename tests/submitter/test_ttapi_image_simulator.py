@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
-import json
 from typing import Any
 
 import httpx
@@ -39,12 +38,12 @@ async def finished(sim: TTAPISimulator, client: httpx.AsyncClient, endpoint: str
 
 
 async def test_imagine_calls_back_in_the_seeds_shape_with_four_png_tiles() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01), Recorder()
+    sim, recorder = TTAPISimulator(api_key=KEY, progress_callbacks=False, delay=0.01), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         response = await post(client, "imagine", prompt="a cute cat", mode="fast", hookUrl=hook)
         job_id = job_id_of(response)
         assert response.json() == {"status": "SUCCESS", "message": "", "data": {"jobId": job_id}}
-        await until(lambda: sim.in_flight == 0)
+        await until(lambda: sim.idle)
 
         [payload] = recorder.payloads()
         assert list(payload) == SEED_KEYS and list(payload["data"]) == SEED_DATA_KEYS
@@ -73,7 +72,7 @@ async def test_imagine_calls_back_in_the_seeds_shape_with_four_png_tiles() -> No
 
 
 async def test_upsample_has_one_image_and_its_own_components() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
+    sim, recorder = TTAPISimulator(api_key=KEY, progress_callbacks=False, delay=0.01, auto_deliver=False), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         grid = await finished(sim, client, "imagine", prompt="a cute cat", hookUrl=hook)
         upscale = await finished(sim, client, "action", jobId=grid, action="upsample2", hookUrl=hook)
@@ -95,7 +94,7 @@ async def test_upsample_has_one_image_and_its_own_components() -> None:
 
 
 async def test_seed_and_describe_succeed_without_images() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
+    sim, recorder = TTAPISimulator(api_key=KEY, progress_callbacks=False, delay=0.01, auto_deliver=False), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         grid = await finished(sim, client, "imagine", prompt="a cute cat", hookUrl=hook)
         await finished(sim, client, "seed", jobId=grid, hookUrl=hook)
@@ -113,7 +112,7 @@ async def test_seed_and_describe_succeed_without_images() -> None:
 
 
 async def test_blend_takes_two_to_five_base64_images() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
+    sim, recorder = TTAPISimulator(api_key=KEY, progress_callbacks=False, delay=0.01, auto_deliver=False), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         cases: list[tuple[dict[str, Any], str]] = [
             ({"imgBase64Array": [PNG_B64]}, "imgBase64Array must hold 2-5 images"),
@@ -134,7 +133,7 @@ async def test_blend_takes_two_to_five_base64_images() -> None:
 
 
 async def test_follow_ups_need_a_finished_image_job() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
+    sim, recorder = TTAPISimulator(api_key=KEY, progress_callbacks=False, delay=0.01, auto_deliver=False), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         pending = job_id_of(await post(client, "imagine", prompt="a cute cat"))
         video = job_id_of(await submit(client, hook))
@@ -163,7 +162,7 @@ async def test_follow_ups_need_a_finished_image_job() -> None:
 
 
 async def test_inpaint_of_an_upscale_is_a_new_grid() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
+    sim, recorder = TTAPISimulator(api_key=KEY, progress_callbacks=False, delay=0.01, auto_deliver=False), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         grid = await finished(sim, client, "imagine", prompt="a cute cat")
         upscale = await finished(sim, client, "action", jobId=grid, action="upsample1")
@@ -176,7 +175,7 @@ async def test_inpaint_of_an_upscale_is_a_new_grid() -> None:
 
 
 async def test_each_fetch_answers_its_own_apis_jobs_with_the_callback_shape() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
+    sim, recorder = TTAPISimulator(api_key=KEY, progress_callbacks=False, delay=0.01, auto_deliver=False), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         image = job_id_of(await post(client, "imagine", prompt="a cute cat", hookUrl=hook))
         pending = await client.get("/midjourney/v1/fetch", params={"jobId": image})
@@ -185,8 +184,12 @@ async def test_each_fetch_answers_its_own_apis_jobs_with_the_callback_shape() ->
 
         assert await sim.deliver(image) == [200]
         by_get = await client.get("/midjourney/v1/fetch", params={"jobId": image})
-        by_post = await client.post("/midjourney/v1/fetch", json={"jobId": image})
-        assert by_get.json() == by_post.json() == recorder.payloads()[0]
+        by_body = await client.request(
+            "GET", "/midjourney/v1/fetch", json={"jobId": image}
+        )  # seed 001's "Request Body"
+        assert by_get.json() == by_body.json() == recorder.payloads()[0]
+        by_post = await client.post("/midjourney/v1/fetch", json={"jobId": image})  # seed 001: "GET …/v1/fetch"
+        assert by_post.status_code == 405 and by_post.json()["status"] == "FAILED"
         assert len(ttapi.parse_fetch_response(by_get.status_code, by_get.content).media_urls) == 4
 
         video = job_id_of(await submit(client, hook))
@@ -200,7 +203,10 @@ async def test_each_fetch_answers_its_own_apis_jobs_with_the_callback_shape() ->
 
 
 async def test_wrong_key_queue_and_rejections_are_shared_with_the_video_api() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False, max_in_flight=2), Recorder()
+    sim, recorder = (
+        TTAPISimulator(api_key=KEY, progress_callbacks=False, delay=0.01, auto_deliver=False, max_in_flight=2),
+        Recorder(),
+    )
     sim.reject_next(402, "Insufficient balance")
     async with serving(sim, recorder, AUTH) as (client, hook):
         refused = await post(client, "imagine", prompt="p", hookUrl=hook)
@@ -217,22 +223,19 @@ async def test_wrong_key_queue_and_rejections_are_shared_with_the_video_api() ->
 
 
 async def test_fail_job_when_fails_an_imagine_and_its_callback_says_so() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01), Recorder()
+    sim, recorder = TTAPISimulator(api_key=KEY, progress_callbacks=False, delay=0.01), Recorder()
     sim.fail_job_when("poker", "banned prompt words: poker")
     async with serving(sim, recorder, AUTH) as (client, hook):
         job_id = job_id_of(await post(client, "imagine", prompt="a poker scam", hookUrl=hook))
-        await until(lambda: sim.in_flight == 0)
-        [payload] = recorder.payloads()
-        assert payload["status"] == "FAILED" and payload["message"] == "banned prompt words: poker"
-        assert payload["data"]["images"] == [] and payload["data"]["components"] == []
-        result = ttapi.parse_callback(json.dumps(payload).encode(), {})
-        assert result.status is JobStatus.FAILED and result.error == "banned prompt words: poker"
+        await until(lambda: sim.idle)
+        [payload] = recorder.payloads()  # TTAPI's failure envelope (providers.md §2.4-2.5) names no job
+        assert payload == {"status": "FAILED", "message": "banned prompt words: poker", "data": None}
         refused = await post(client, "action", jobId=job_id, action="upsample1")
         assert refused.status_code == 400 and "completed status" in refused.json()["message"]
 
 
 async def test_the_provider_modules_requests_are_taken_by_the_simulator() -> None:
-    sim, recorder = TTAPISimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
+    sim, recorder = TTAPISimulator(api_key=KEY, progress_callbacks=False, delay=0.01, auto_deliver=False), Recorder()
 
     async def send(action: str, params: dict[str, Any], parent: Any = None) -> Any:
         ttapi.validate_params(action, params)

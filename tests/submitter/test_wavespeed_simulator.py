@@ -54,7 +54,7 @@ def job_id_of(response: httpx.Response) -> str:
 
 
 async def test_submit_delivers_a_signed_prediction_and_serves_the_video() -> None:
-    sim, recorder = WaveSpeedSimulator(api_key=KEY, delay=0.01), Recorder()
+    sim, recorder = WaveSpeedSimulator(api_key=KEY, progress_callbacks=False, delay=0.01), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         secret = await secret_of(client)
         assert secret == sim.webhook_secret and secret.startswith("whsec_")
@@ -66,7 +66,7 @@ async def test_submit_delivers_a_signed_prediction_and_serves_the_video() -> Non
         assert answer["message"] == "success" and list(answer["data"])[:8] == PREDICTION_KEYS
         assert answer["data"]["status"] == "created" and answer["data"]["outputs"] == []
         assert answer["data"]["model"] == "midjourney/image-to-video"
-        await until(lambda: sim.in_flight == 0)
+        await until(lambda: sim.idle)
 
         [submission] = sim.submissions
         assert submission.query == {"webhook": hook + "?token=t0k&n=1"}
@@ -91,8 +91,11 @@ async def test_submit_delivers_a_signed_prediction_and_serves_the_video() -> Non
         assert hashlib.sha256(video.content).digest() == hashlib.sha256(video_bytes(job_id, 0)).digest()
 
 
-async def test_signatures_need_the_simulators_own_secret_and_each_delivery_gets_a_fresh_id() -> None:
-    sim, recorder = WaveSpeedSimulator(api_key=KEY, webhook_secret="whsec_c2ltLXNlY3JldA==", delay=0.01), Recorder()
+async def test_signatures_need_the_simulators_own_secret_and_a_redelivery_keeps_its_webhook_id() -> None:
+    sim, recorder = (
+        WaveSpeedSimulator(api_key=KEY, progress_callbacks=False, webhook_secret="whsec_c2ltLXNlY3JldA==", delay=0.01),
+        Recorder(),
+    )
     assert WaveSpeedSimulator().webhook_secret != WaveSpeedSimulator().webhook_secret
     async with serving(sim, recorder, AUTH) as (client, hook):
         assert await secret_of(client) == "whsec_c2ltLXNlY3JldA=="
@@ -100,7 +103,7 @@ async def test_signatures_need_the_simulators_own_secret_and_each_delivery_gets_
         await until(lambda: len(recorder.bodies) == 1)
         assert await sim.deliver(job_id, times=2) == [200, 200]
         ids = [headers["webhook-id"] for headers in recorder.headers]
-        assert len(set(ids)) == 3 and len(set(recorder.bodies)) == 1
+        assert len(set(ids)) == 1 and len(set(recorder.bodies)) == 1  # one message, delivered three times
         for body, headers in zip(recorder.bodies, recorder.headers, strict=True):
             assert abs(int(headers["webhook-timestamp"]) - time.time()) < 5
             wavespeed.verify_signature(body, headers, "whsec_c2ltLXNlY3JldA==", time.time())
@@ -111,7 +114,7 @@ async def test_signatures_need_the_simulators_own_secret_and_each_delivery_gets_
 
 
 async def test_videos_per_job_sets_how_many_outputs_a_prediction_has() -> None:
-    sim, recorder = WaveSpeedSimulator(api_key=KEY, delay=0.01, videos_per_job=4), Recorder()
+    sim, recorder = WaveSpeedSimulator(api_key=KEY, progress_callbacks=False, delay=0.01, videos_per_job=4), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         job_id = job_id_of(await submit(client, hook, resolution="720p", motion="high"))
         await until(lambda: len(recorder.bodies) == 1)
@@ -121,7 +124,10 @@ async def test_videos_per_job_sets_how_many_outputs_a_prediction_has() -> None:
 
 
 async def test_seed_validation_answers_400_in_wavespeeds_envelope() -> None:
-    sim, recorder = WaveSpeedSimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
+    sim, recorder = (
+        WaveSpeedSimulator(api_key=KEY, progress_callbacks=False, delay=0.01, auto_deliver=False),
+        Recorder(),
+    )
     async with serving(sim, recorder, AUTH) as (client, hook):
         base = {"image": IMAGE, "prompt": PROMPT}
         cases = [
@@ -150,7 +156,7 @@ async def test_seed_validation_answers_400_in_wavespeeds_envelope() -> None:
 
 
 async def test_wrong_key_is_401_everywhere() -> None:
-    sim, recorder = WaveSpeedSimulator(api_key=KEY, delay=0.01), Recorder()
+    sim, recorder = WaveSpeedSimulator(api_key=KEY, progress_callbacks=False, delay=0.01), Recorder()
     async with serving(sim, recorder, AUTH) as (client, hook):
         for auth in ("Bearer wrong", KEY, ""):
             headers = {"Authorization": auth}
@@ -164,22 +170,24 @@ async def test_wrong_key_is_401_everywhere() -> None:
         assert [s.status_code for s in sim.submissions] == [401] * 3 and sim.in_flight == 0 and sim.jobs() == []
 
 
-async def test_too_many_in_flight_is_429_until_a_callback_is_acknowledged() -> None:
-    sim = WaveSpeedSimulator(api_key=KEY, delay=0.01, auto_deliver=False, max_in_flight=2)
-    recorder = Recorder((500,))
-    async with serving(sim, recorder, AUTH) as (client, hook):
-        first, _second = job_id_of(await submit(client, hook)), job_id_of(await submit(client, hook))
-        full = await submit(client, hook)
-        assert full.status_code == 429 and full.json()["code"] == 429
-        caught = refusal(wavespeed.parse_submit_response, full.status_code, full.content)
-        assert caught.kind is Rejection.RETRY
-        assert await sim.deliver(first) == [500] and sim.in_flight == 2
-        assert await sim.deliver(first) == [200] and sim.in_flight == 1
-        assert (await submit(client, hook)).status_code == 200
+async def test_jobs_over_the_limit_wait_for_a_slot_rather_than_being_refused() -> None:
+    sim = WaveSpeedSimulator(api_key=KEY, progress_callbacks=False, delay=0.3, max_in_flight=1)
+    async with serving(sim, Recorder((500, 500, 500, 500)), AUTH) as (client, hook):
+        first, second = job_id_of(await submit(client, hook)), job_id_of(await submit(client, hook))
+        waiting = await client.get(f"/api/v3/predictions/{second}/result")
+        assert waiting.json()["data"]["status"] == "created"  # "excess concurrent tasks wait" (providers.md §4.5)
+        assert (await client.get(f"/api/v3/predictions/{first}/result")).json()["data"]["status"] == "processing"
+        await until(lambda: sim.job(first).ended)
+        # The first job ended though nobody acknowledged its callback: the second takes its slot.
+        await until(lambda: sim.job(second).status == "succeeded")
+        assert [s.status_code for s in sim.submissions] == [200, 200]
 
 
 async def test_reject_next_answers_in_wavespeeds_envelope() -> None:
-    sim, recorder = WaveSpeedSimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
+    sim, recorder = (
+        WaveSpeedSimulator(api_key=KEY, progress_callbacks=False, delay=0.01, auto_deliver=False),
+        Recorder(),
+    )
     sim.reject_next(503, "service unavailable")
     sim.reject_next(402, "insufficient balance")
     async with serving(sim, recorder, AUTH) as (client, hook):
@@ -196,11 +204,11 @@ async def test_reject_next_answers_in_wavespeeds_envelope() -> None:
 
 
 async def test_fail_job_when_sends_a_signed_failed_prediction() -> None:
-    sim, recorder = WaveSpeedSimulator(api_key=KEY, delay=0.01), Recorder()
+    sim, recorder = WaveSpeedSimulator(api_key=KEY, progress_callbacks=False, delay=0.01), Recorder()
     sim.fail_job_when("lighthouse", "image could not be processed")
     async with serving(sim, recorder, AUTH) as (client, hook):
         job_id = job_id_of(await submit(client, hook))
-        await until(lambda: sim.in_flight == 0)
+        await until(lambda: sim.idle)
         [payload] = recorder.payloads()
         assert payload["status"] == "failed" and payload["error"] == "image could not be processed"
         assert payload["outputs"] == [] and payload["has_nsfw_contents"] == []
@@ -213,31 +221,39 @@ async def test_fail_job_when_sends_a_signed_failed_prediction() -> None:
         )
 
 
-async def test_unacknowledged_callback_is_delivered_four_times_each_freshly_signed() -> None:
-    sim, recorder = WaveSpeedSimulator(api_key=KEY, delay=0.01), Recorder((500, 404, 503, 500, 500))
+async def test_unacknowledged_callback_is_delivered_four_times_as_one_message() -> None:
+    sim, recorder = (
+        WaveSpeedSimulator(api_key=KEY, progress_callbacks=False, delay=0.01),
+        Recorder((500, 404, 503, 500, 500)),
+    )
     async with serving(sim, recorder, AUTH) as (client, hook):
         job_id = job_id_of(await submit(client, hook))
-        await until(lambda: sim.in_flight == 0)  # it gave up: the slot is free
+        await until(lambda: sim.idle)  # it gave up: the slot is free
         assert [(d.job_id, d.status_code) for d in sim.deliveries] == [
             (job_id, 500),
             (job_id, 404),
             (job_id, 503),
             (job_id, 500),
         ]
-        assert len({headers["webhook-id"] for headers in recorder.headers}) == 4 and len(set(recorder.bodies)) == 1
+        assert len({headers["webhook-id"] for headers in recorder.headers}) == 1 and len(set(recorder.bodies)) == 1
+        for body, headers in zip(recorder.bodies, recorder.headers, strict=True):  # each attempt signed anew
+            wavespeed.verify_signature(body, headers, sim.webhook_secret, time.time())
 
 
 async def test_callback_acknowledged_with_any_2xx_is_not_sent_again() -> None:
-    sim, recorder = WaveSpeedSimulator(api_key=KEY, delay=0.01), Recorder((502, 204))
+    sim, recorder = WaveSpeedSimulator(api_key=KEY, progress_callbacks=False, delay=0.01), Recorder((502, 204))
     async with serving(sim, recorder, AUTH) as (client, hook):
         job_id_of(await submit(client, hook))
-        await until(lambda: sim.in_flight == 0)
+        await until(lambda: sim.idle)
         await anyio.sleep(0.05)
         assert [d.status_code for d in sim.deliveries] == [502, 204]
 
 
 async def test_result_endpoint_answers_the_prediction_in_its_envelope() -> None:
-    sim, recorder = WaveSpeedSimulator(api_key=KEY, delay=0.01, auto_deliver=False), Recorder()
+    sim, recorder = (
+        WaveSpeedSimulator(api_key=KEY, progress_callbacks=False, delay=0.01, auto_deliver=False),
+        Recorder(),
+    )
     async with serving(sim, recorder, AUTH) as (client, hook):
         job_id = job_id_of(await submit(client, hook))
         request = wavespeed.fetch_request(make_job("wavespeed", provider_job_id=job_id), KEY)
@@ -260,7 +276,7 @@ async def test_result_endpoint_answers_the_prediction_in_its_envelope() -> None:
 
 
 async def test_job_without_webhook_finishes_for_the_result_endpoint_only() -> None:
-    sim, recorder = WaveSpeedSimulator(api_key=KEY, delay=0.01, max_in_flight=1), Recorder()
+    sim, recorder = WaveSpeedSimulator(api_key=KEY, progress_callbacks=False, delay=0.01, max_in_flight=1), Recorder()
     async with serving(sim, recorder, AUTH) as (client, _hook):
         job_id = job_id_of(await submit(client, None))
         assert sim.submissions[0].query == {}
