@@ -45,6 +45,7 @@ log = logging.getLogger("reelhook.reconcile")
 SOURCE_HEADER = ("x-reelhook-source", "fetch")
 MAX_CONCURRENT = 8  # lookups in flight at once: a backlog after an outage should not burst a provider's rate limit
 MAX_INTERVAL = 3600.0  # a job still running is asked again at most hourly
+MIN_GRACE = 0.25  # a grace of 0 ("look up as soon as it is sent") must not turn the backoff into a busy loop
 BATCH = 100
 UNCONFIGURED_GIVE_UP = 86400.0  # a job of a provider no longer configured still gives up its slot
 
@@ -148,7 +149,7 @@ class Reconciler:
             await self._store.schedule_lookup(job.id, at=give_up_at, looked_up=False)
             return Look.WAITING
         assert endpoint is not None
-        interval = min(endpoint.callback_grace * 2 ** min(job.lookups + 1, 30), MAX_INTERVAL)
+        interval = min(max(endpoint.callback_grace, MIN_GRACE) * 2 ** min(job.lookups + 1, 30), MAX_INTERVAL)
         if not await self._store.schedule_lookup(job.id, at=min(now + interval, give_up_at), looked_up=True):
             return Look.GONE  # committed first: asked once per deadline, even across a crash
         try:

@@ -86,12 +86,14 @@ async def deployment(
     options: dict[str, dict[str, Any]] | None = None,
     trusted: tuple[str, ...] = (),
     callback_grace: float | None = None,
+    provider_settings: dict[str, Any] | None = None,
     **ttapi_options: Any,
 ) -> AsyncIterator[Deployment]:
     """reelhook on real uvicorn with every provider's simulator beside it (each on its own port, key TT_KEY).
 
     `ttapi_options` configure the TTAPI simulator; `options` the others, by provider name. `callback_grace` sets
-    every provider's REELHOOK_<PROVIDER>_CALLBACK_GRACE (how late a callback may be before reconcile asks).
+    every provider's REELHOOK_<PROVIDER>_CALLBACK_GRACE (how late a callback may be before it is looked up), and
+    `provider_settings` any other ProviderSettings field of every provider (give_up_after, max_in_flight, ...).
     """
     per_provider = {name: {"delay": 0.02} for name in SIMULATORS} | {"ttapi": {"delay": 0.02} | ttapi_options}
     for name, extra in (options or {}).items():
@@ -103,8 +105,9 @@ async def deployment(
         stack.callback(sock.close)  # running() closes it too; this covers a create_app that raises
         url = socket_url(sock)
         settings = settings_for(tmp_path / "data", url, sim_urls)
-        if callback_grace is not None:
-            providers = {name: replace(p, callback_grace=callback_grace) for name, p in settings.providers.items()}
+        overrides = (provider_settings or {}) | ({} if callback_grace is None else {"callback_grace": callback_grace})
+        if overrides:
+            providers = {name: replace(p, **overrides) for name, p in settings.providers.items()}
             settings = replace(settings, providers=providers)
         app = create_app(settings, rules=RuleSet.parse(rules), trusted_origins={*sim_urls.values(), *trusted})
         await stack.enter_async_context(running(app, sock))

@@ -71,7 +71,6 @@ async def test_a_chain_runs_to_max_depth_and_stops(tmp_path: Path) -> None:
         assert sidecar["sha256"] == jobs[1]["videos"][0]["sha256"]
 
 
-@pytest.mark.xfail(reason="needs lead's no-id failure callbacks", strict=False)
 async def test_a_failed_job_is_reported_and_not_followed_up(tmp_path: Path) -> None:
     async with deployment(tmp_path, rules=EXTEND_CHAIN) as deployed:
         deployed.sim.fail_job_when("forbidden", "prompt violation")
