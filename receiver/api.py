@@ -85,6 +85,26 @@ async def reconcile(request: Request) -> Response:
     return TextSafeJSONResponse({"looked_up": report.looked_up, "settled": report.settled, "lost": report.lost})
 
 
+async def prune(request: Request) -> Response:
+    """`POST /api/prune` `{"callbacks_older_than_days"}`: drop the raw bodies of finished jobs' callbacks past that
+    age, keeping each one's digest, status and counts (storage/inbox.py)."""
+    if not authorized(request):
+        return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
+    service: Service = request.app.state.service
+    try:
+        body = await _json_object(request)
+    except BadRequest as exc:
+        return error(exc.status_code, exc.error, exc.detail)
+    days = body.get("callbacks_older_than_days")
+    if isinstance(days, bool) or not isinstance(days, int | float) or not 0 <= days <= 36500:
+        return error(
+            400, "invalid_request", f"callbacks_older_than_days must be a number of days 0-36500, got {days!r}"
+        )
+    pruned = await service.store.prune_callbacks(older_than=service.store.clock() - days * 86400)
+    log.info("pruned the bodies of %d callbacks older than %s days", pruned, days)
+    return TextSafeJSONResponse({"pruned": pruned})
+
+
 async def pause(request: Request) -> Response:
     """`POST /api/pause` `{"reason"?}`: the kill switch. Callbacks are still stored; rules' follow-ups wait."""
     if not authorized(request):

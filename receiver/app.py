@@ -66,6 +66,7 @@ def create_app(
         Route("/api/jobs", api.list_jobs, methods=["GET"]),
         Route("/api/jobs/{job_id}", api.get_job, methods=["GET"]),
         Route("/api/reconcile", api.reconcile, methods=["POST"]),
+        Route("/api/prune", api.prune, methods=["POST"]),
         Route("/api/pause", api.pause, methods=["POST"]),
         Route("/api/resume", api.resume, methods=["POST"]),
         Route("/api/status", api.status, methods=["GET"]),

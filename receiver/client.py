@@ -78,7 +78,9 @@ def add_client_commands(commands: Any) -> None:
     show = _command(commands, "show", "show one job and its files", _show)
     show.add_argument("job_id")
 
-    _command(commands, "reconcile", "look up, once each, the jobs whose callbacks are overdue", _reconcile)
+    _command(commands, "reconcile", "look up now the jobs whose results are overdue", _reconcile)
+    prune = _command(commands, "prune", "drop old raw callback bodies of finished jobs (their digests stay)", _prune)
+    prune.add_argument("--callbacks-older-than", dest="days", type=float, required=True, metavar="DAYS")
 
     pause = _command(commands, "pause", "kill switch: rules stop submitting (callbacks are still stored)", _switch)
     pause.add_argument("--reason", default="paused from the command line")
@@ -193,7 +195,15 @@ def _reconcile(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print(f"looked up {report['looked_up']} overdue jobs; {report['settled']} settled")
+    print(f"looked up {report['looked_up']} overdue jobs; {report['settled']} settled, {report['lost']} given up on")
+
+
+def _prune(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    report = _call(environ, "POST", "/api/prune", json={"callbacks_older_than_days": args.days})
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"pruned {report['pruned']} callback bodies (their digests are kept)")
 
 
 def _switch(args: argparse.Namespace, environ: Mapping[str, str]) -> None:

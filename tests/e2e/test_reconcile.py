@@ -106,11 +106,16 @@ async def test_a_504_after_taking_the_job_is_not_resent_and_a_silent_job_is_lost
         assert_videos_on_disk(await deployed.job(silent), deployed.data_dir)
 
 
-async def test_reconcile_from_the_command_line_and_the_api(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_reconcile_and_prune_from_the_command_line_and_the_api(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     async with deployment(tmp_path, callback_grace=3600) as deployed:
         env = {"REELHOOK_SERVER_URL": deployed.url, "REELHOOK_API_TOKEN": API_TOKEN}
         code = await anyio.to_thread.run_sync(main, ["reconcile", "--json"], env)  # the CLI blocks: not on the loop
         out, err = capsys.readouterr()
         assert code == 0, err
         assert json.loads(out) == {"looked_up": 0, "settled": 0, "lost": 0}
+        code = await anyio.to_thread.run_sync(main, ["prune", "--callbacks-older-than", "30"], env)
+        out, err = capsys.readouterr()
+        assert code == 0 and out == "pruned 0 callback bodies (their digests are kept)\n", err
         assert (await deployed.api.post("/api/reconcile", headers={"Authorization": "Bearer wrong"})).status_code == 401

@@ -112,3 +112,22 @@ async def test_prune_drops_old_bodies_of_finished_jobs_and_keeps_their_digest(ha
     rows = {row[1]: row for row in harness.snapshot()["callbacks"]}
     assert rows[done][5] == b"" and rows[done][8] == hashlib.sha256(body).hexdigest() and rows[done][13] is not None
     assert rows[open_job][5] == progress
+
+
+async def test_prune_from_the_api_needs_the_token_and_a_sane_age(harness: Harness) -> None:
+    done = await harness.submitted_job("tt-1")
+    body = ttapi_callback("tt-1")
+    await harness.client.post(harness.hook_path(done), content=body)
+    auth = {"Authorization": "Bearer test-api-token"}
+    before = harness.snapshot()
+    for bad in ({}, {"callbacks_older_than_days": "7"}, {"callbacks_older_than_days": -1}, {"x": 1}):
+        response = await harness.client.post("/api/prune", json=bad, headers=auth)
+        assert response.status_code == 400 and "callbacks_older_than_days" in response.json()["detail"]
+    assert (await harness.client.post("/api/prune", json={"callbacks_older_than_days": 0})).status_code == 401
+    assert harness.snapshot() == before
+    kept = await harness.client.post("/api/prune", json={"callbacks_older_than_days": 1}, headers=auth)
+    assert kept.json() == {"pruned": 0}  # received just now
+    pruned = await harness.client.post("/api/prune", json={"callbacks_older_than_days": 0}, headers=auth)
+    assert pruned.json() == {"pruned": 1}
+    [row] = harness.snapshot()["callbacks"]
+    assert row[5] == b"" and row[8] == hashlib.sha256(body).hexdigest()
