@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +171,15 @@ def test_forms_embedding_a_public_ipv4_address_are_left_to_the_usual_checks(addr
     # 6to4 and IPv4-mapped forms of a public address are public; Teredo (2001::/32) is refused as a whole.
     expected = "a private address" if address.startswith("2001:0:") else None
     assert why_not_public(ipaddress.IPv6Address(address)) == expected
+
+
+def test_the_readmes_list_of_refused_ranges_matches_the_code() -> None:
+    """Every range README.md lists under "Addresses downloads refuse" is refused, at its first and last address."""
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    section = readme.read_text().split("### Addresses downloads refuse", 1)[1].split("\n### ", 1)[0]
+    ranges = re.findall(r"`([0-9a-f:.]+/\d+|[0-9a-f:.]*[.:][0-9a-f:.]+)`", section)
+    assert len(ranges) >= 20, ranges
+    for text in ranges:
+        network = ipaddress.ip_network(text, strict=False)
+        for address in {network[0], network[-1]}:
+            assert why_not_public(address) is not None, f"README says {text} is refused, but {address} passes"
