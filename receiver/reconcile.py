@@ -186,13 +186,7 @@ class Reconciler:
         return Look.SETTLED if outcome is CallbackOutcome.APPLIED else Look.GONE
 
     async def _send(self, endpoint: Endpoint, request: ProviderRequest) -> httpx.Response:
-        return await self._http.request(
-            request.method,
-            endpoint.base_url + request.path,
-            headers=dict(request.headers),
-            json=request.json,
-            params=dict(request.params),
-        )
+        return await self._http.send(endpoint.request(self._http, request))
 
     async def _give_up(self, job: Job, waited: float) -> Look:
         if job.provider_job_id:

@@ -28,7 +28,7 @@ import httpx
 
 from storage import InvalidTransition, Job, Store
 from submitter.backoff import next_attempt_at
-from submitter.providers import InvalidParams, Provider, ProviderError, Rejection
+from submitter.providers import InvalidParams, Provider, ProviderError, ProviderRequest, Rejection
 from submitter.tokens import HookSigner
 
 log = logging.getLogger("reelhook.submitter")
@@ -53,6 +53,13 @@ class Endpoint:
     @property
     def slots(self) -> int:
         return self.max_in_flight if self.max_in_flight is not None else self.provider.max_in_flight
+
+    def request(self, http: httpx.AsyncClient, spec: ProviderRequest) -> httpx.Request:
+        """`spec` as an httpx request to this provider. The body is encoded here: text that cannot be fails here,
+        before anything is sent."""
+        return http.build_request(
+            spec.method, self.base_url + spec.path, headers=dict(spec.headers), json=spec.json, params=dict(spec.params)
+        )
 
 
 class Submitter:
@@ -147,13 +154,7 @@ class Submitter:
 
     def _build(self, job: Job, parent: Job | None, endpoint: Endpoint) -> httpx.Request:
         spec = endpoint.provider.build_request(job, parent, endpoint.api_key, self.hook_url(job.id, job.provider))
-        return self._http.build_request(  # encodes the body: a text that cannot be encoded fails here, unsent
-            spec.method,
-            endpoint.base_url + spec.path,
-            headers=dict(spec.headers),
-            json=spec.json,
-            params=dict(spec.params),
-        )
+        return endpoint.request(self._http, spec)
 
     async def _rejected(self, job: Job, exc: ProviderError) -> None:
         if exc.kind is Rejection.RETRY:
