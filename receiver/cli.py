@@ -16,9 +16,10 @@ from pathlib import Path
 import anyio
 
 from receiver.client import ApiError, add_client_commands
+from receiver.process import StartError, describe_bind_error, handle_signals, lock_data_dir
 from receiver.rules import RuleError, RuleSet, check_rules_file
 from receiver.serving import bind_socket, make_server, running, socket_url
-from receiver.settings import ProviderSettings, Settings, SettingsError
+from receiver.settings import Settings, SettingsError
 
 log = logging.getLogger("reelhook")
 
@@ -28,7 +29,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = _parser().parse_args(argv)
     try:
         return int(args.run(args, environ) or 0)
-    except (SettingsError, RuleError) as exc:
+    except (SettingsError, RuleError, StartError) as exc:
         print(f"reelhook: {exc}", file=sys.stderr)
         return 2
     except ApiError as exc:
@@ -62,19 +63,28 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # httpx logs each request's full URL at INFO; a hook URL's token is a credential, so keep those out of the log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    settings = Settings.from_env(environ).with_local_secrets()
+    settings = Settings.from_env(environ)
+    lock = lock_data_dir(settings.data_dir)  # one server per data dir; a folder it cannot use is said here
+    try:
+        settings = settings.with_local_secrets()
+    except OSError as exc:
+        raise StartError(
+            f"REELHOOK_DATA_DIR {settings.data_dir} cannot be used ({exc}): point it at a folder you can write"
+        ) from None
     rules = RuleSet.load(settings.rules_path) if settings.rules_path else RuleSet.empty()  # refuse before binding
     if args.fd is not None:
         sock = socket.socket(fileno=args.fd)
         sock.setblocking(False)
     else:
-        sock = bind_socket(args.host, args.port)
+        try:
+            sock = bind_socket(args.host, args.port)
+        except OSError as exc:
+            raise describe_bind_error(exc, args.host, args.port) from None
     if "REELHOOK_PUBLIC_URL" not in environ:
         settings = replace(settings, public_url=socket_url(sock))
-    try:
+    with lock, sock:
         anyio.run(_serve_async, settings, rules, sock)
-    finally:
-        sock.close()
+    log.info("stopped")
     return 0
 
 
@@ -90,15 +100,19 @@ async def _serve_async(settings: Settings, rules: RuleSet, sock: socket.socket) 
             if config.simulated and name in SIMULATORS:
                 simulator = SIMULATORS[name](delay=settings.simulator_delay, state_dir=settings.data_dir / "simulators")
                 url = await stack.enter_async_context(running(simulator.app))
-                providers[name] = ProviderSettings(api_key=None, base_url=url, callback_grace=config.callback_grace)
+                providers[name] = replace(config, api_key=None, base_url=url)
                 trusted.add(url)
                 log.info("no REELHOOK_%s_API_KEY: the built-in %s simulator answers at %s", name.upper(), name, url)
         settings = replace(settings, providers=providers)
         app = create_app(settings, rules=rules, trusted_origins=trusted)
         log.info("reelhook listening on %s (public URL %s); data in %s", socket_url(sock), settings.public_url,
                  settings.data_dir)  # fmt: skip
-        server = make_server(app, limits=ConnectionLimits.of(settings), log_level="info", handle_signals=True)
-        await server.serve([sock])
+        # Signals are ours, not uvicorn's: it re-raises SIGINT after a clean stop (a traceback, exit 130).
+        server = make_server(app, limits=ConnectionLimits.of(settings), log_level="info")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(handle_signals, server, settings.rules_path, lambda new: app.state.service.replace_rules(new))
+            await server.serve([sock])
+            tg.cancel_scope.cancel()
 
 
 def _rules_check(args: argparse.Namespace, environ: Mapping[str, str]) -> None:

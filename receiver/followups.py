@@ -43,7 +43,7 @@ class FollowUps:
         fault: Callable[[str], None] = lambda point: None,
     ) -> None:
         self._store = store
-        self._rules = rules
+        self.rules = rules  # replaced whole when the rules file is re-read (SIGHUP); each event reads it once
         self._on_recorded = on_recorded
         self._on_notify = on_notify
         self._fault = fault
@@ -59,13 +59,12 @@ class FollowUps:
             if job is None:  # events reference jobs by foreign key; this cannot happen short of manual edits
                 await self._store.complete_event(event.id)
                 continue
-            followups, skips = self._rules.followups(event, job)
-            followups, stopped = await apply_limits(self._store, self._rules.limits, job, followups)
+            followups, skips = self.rules.followups(event, job)
+            followups, stopped = await apply_limits(self._store, self.rules.limits, job, followups)
             notes = [Note(job.id, skip.rule or None, skip.reason) for skip in skips if skip.origin is None] + stopped
             amended = {skip.origin: skip for skip in skips if skip.origin is not None}
             notifications = [
-                NewNotification(rule, url, event_json(event, job))
-                for rule, url in self._rules.notifications(event, job)
+                NewNotification(rule, url, event_json(event, job)) for rule, url in self.rules.notifications(event, job)
             ]
             new_ids = await self._store.complete_event(event.id, followups, notifications, notes)
             for note in notes:

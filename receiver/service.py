@@ -90,7 +90,7 @@ class Service:
             on_recorded=self.wake_events,
             fault=self.faults.trip,
         )
-        followups = FollowUps(
+        self._followups = followups = FollowUps(
             store, rules, on_recorded=self.wake_submitter, on_notify=self.wake_notifier, fault=self.faults.trip
         )
         if settings.notify_secret is None:
@@ -109,6 +109,11 @@ class Service:
         """Until every worker has drained what it had and waits for news (tests use this to start from rest)."""
         for worker in self.workers:
             await worker.wait_idle()
+
+    def replace_rules(self, rules: RuleSet) -> None:
+        """Use `rules` from the next event on (the rules file was re-read); what was recorded stays as it is."""
+        self.rules = rules
+        self._followups.rules = rules
 
     def wake_submitter(self) -> None:
         self.submitter.wake()
