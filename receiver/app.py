@@ -65,6 +65,8 @@ def create_app(
         Route("/api/jobs", api.create_job, methods=["POST"]),
         Route("/api/jobs", api.list_jobs, methods=["GET"]),
         Route("/api/jobs/{job_id}", api.get_job, methods=["GET"]),
+        Route("/api/jobs/{job_id}/timeline", api.timeline, methods=["GET"]),
+        Route("/api/overview", api.overview, methods=["GET"]),
         Route("/api/reconcile", api.reconcile, methods=["POST"]),
         Route("/api/pause", api.pause, methods=["POST"]),
         Route("/api/resume", api.resume, methods=["POST"]),
