@@ -21,6 +21,8 @@ from receiver.overload import HookSlots
 from receiver.rules import RuleSet
 from receiver.service import Service
 from receiver.settings import Settings, SettingsError
+from receiver.web import dashboard
+from receiver.web.auth import Sessions
 from storage import Store
 
 
@@ -71,8 +73,10 @@ def create_app(
         Route("/api/pause", api.pause, methods=["POST"]),
         Route("/api/resume", api.resume, methods=["POST"]),
         Route("/api/status", api.status, methods=["GET"]),
+        *dashboard.routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.sessions = Sessions(settings)
     # The handler takes a slot once the token verifies; the middleware frees it however the request ends.
     app.add_middleware(HookSlots, limit=settings.max_hook_requests, per_job=settings.max_hook_requests_per_job)
     # Outermost, so the deadline covers every body any route reads.
