@@ -1,5 +1,6 @@
-"""The API: jobs (`POST /api/jobs`, `GET /api/jobs`, `GET /api/jobs/{id}`), `POST /api/reconcile`, and the kill
-switch (`POST /api/pause`, `POST /api/resume`, `GET /api/status`), all behind a bearer token.
+"""The API: jobs (`POST /api/jobs`, `GET /api/jobs`, `GET /api/jobs/{id}`, `GET /api/jobs/{id}/timeline`),
+`GET /api/overview`, `POST /api/reconcile`, and the kill switch (`POST /api/pause`, `POST /api/resume`,
+`GET /api/status`), all behind a bearer token.
 
 The receiver's port is exposed through a tunnel, so everything here needs `Authorization: Bearer <token>`; only
 `/hooks/*` and `/healthz` are open. Bad input answers 4xx with `{"error", "detail"}` and records nothing.
@@ -7,23 +8,19 @@ The receiver's port is exposed through a tunnel, so everything here needs `Autho
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 import secrets
 from typing import Any
 
-from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
 from receiver import guards
-from receiver.jobrequests import BadRequest, read_job_request
+from receiver.jobrequests import BadRequest
 from receiver.requests import BodyTooLarge, TextSafeJSONResponse, error, read_body
 from receiver.service import Service
 from receiver.views import job_json
-from storage import Job, JobStatus
+from receiver.web import reads
 from submitter.jsonbody import JSONBodyError, parse_json
 
 MAX_REQUEST = 64 * 1024
@@ -41,12 +38,9 @@ async def create_job(request: Request) -> Response:
         return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
     service: Service = request.app.state.service
     try:
-        body = await _json_object(request)
-        new = await read_job_request(service, body)
+        job = await reads.submit_job(service, await _json_object(request))
     except BadRequest as exc:
         return error(exc.status_code, exc.error, exc.detail)
-    job, _ = await service.store.create_job(new)
-    service.wake_submitter()
     return TextSafeJSONResponse(job_json(job), status_code=201)
 
 
@@ -55,12 +49,10 @@ async def list_jobs(request: Request) -> Response:
         return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
     service: Service = request.app.state.service
     try:
-        status, limit, before = _list_query(request.query_params)
+        query = reads.JobQuery.parse(request.query_params)
     except BadRequest as exc:
         return error(exc.status_code, exc.error, exc.detail)
-    jobs = await service.store.list_jobs(status=status, limit=limit, before=before)
-    next_cursor = _encode_cursor(jobs[-1]) if len(jobs) == limit else None
-    return TextSafeJSONResponse({"jobs": [job_json(job) for job in jobs], "next_cursor": next_cursor})
+    return TextSafeJSONResponse(await reads.jobs_page(service, query))
 
 
 async def get_job(request: Request) -> Response:
@@ -81,8 +73,7 @@ async def reconcile(request: Request) -> Response:
     if not authorized(request):
         return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
     service: Service = request.app.state.service
-    report = await service.reconciler.reconcile()
-    return TextSafeJSONResponse({"looked_up": report.looked_up, "settled": report.settled, "lost": report.lost})
+    return TextSafeJSONResponse(await reads.reconcile(service))
 
 
 async def prune(request: Request) -> Response:
@@ -117,8 +108,7 @@ async def pause(request: Request) -> Response:
     reason = body.get("reason") or "paused from the API"
     if not isinstance(reason, str):
         return error(400, "invalid_request", "reason must be a string")
-    await guards.pause(service.store, reason)
-    log.warning("paused: %s", reason)
+    await reads.pause(service, reason)
     return TextSafeJSONResponse({"paused": reason})
 
 
@@ -127,9 +117,7 @@ async def resume(request: Request) -> Response:
     if not authorized(request):
         return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
     service: Service = request.app.state.service
-    await guards.resume(service.store)
-    service.wake_all()
-    log.warning("resumed")
+    await reads.resume(service)
     return TextSafeJSONResponse({"paused": None})
 
 
@@ -139,6 +127,23 @@ async def status(request: Request) -> Response:
         return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
     service: Service = request.app.state.service
     return TextSafeJSONResponse({"paused": await guards.paused(service.store)})
+
+
+async def timeline(request: Request) -> Response:
+    """`GET /api/jobs/{id}/timeline`: the job, what happened to it in order, and its chain as a tree."""
+    if not authorized(request):
+        return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
+    found = await reads.job_timeline(request.app.state.service, request.path_params["job_id"])
+    if found is None:
+        return error(404, "not_found", f"no job {request.path_params['job_id']}")
+    return TextSafeJSONResponse(found)
+
+
+async def overview(request: Request) -> Response:
+    """`GET /api/overview`: per provider, what is in flight, queued, finished today, downloading; the kill switch."""
+    if not authorized(request):
+        return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
+    return TextSafeJSONResponse(await reads.overview(request.app.state.service))
 
 
 async def _json_object(request: Request, *, empty: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -156,41 +161,3 @@ async def _json_object(request: Request, *, empty: dict[str, Any] | None = None)
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body
-
-
-def _list_query(query: QueryParams) -> tuple[JobStatus | None, int, tuple[float, str] | None]:
-    """`status`, `limit` and `cursor` of `GET /api/jobs`, or BadRequest naming the one to fix."""
-    try:
-        status = JobStatus(query["status"]) if "status" in query else None
-    except ValueError:
-        detail = f"status must be one of {', '.join(JobStatus)}, got {_shorten(query['status'])!r}"
-        raise BadRequest(detail, error="invalid_query") from None
-    limit = query.get("limit", "50")
-    if not (limit.isascii() and limit.isdigit() and len(limit) <= 3 and 1 <= int(limit) <= 500):
-        raise BadRequest(f"limit must be a whole number from 1 to 500, got {_shorten(limit)!r}", error="invalid_query")
-    before = _decode_cursor(query["cursor"]) if "cursor" in query else None
-    return status, int(limit), before
-
-
-def _shorten(text: str) -> str:
-    return text if len(text) <= 40 else f"{text[:37]}..."
-
-
-def _encode_cursor(job: Job) -> str:
-    return base64.urlsafe_b64encode(json.dumps([job.created_at, job.id]).encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str]:
-    wrong = BadRequest("cursor must be a next_cursor from an earlier answer, unchanged", error="invalid_query")
-    try:
-        raw = base64.urlsafe_b64decode(cursor.encode("ascii"))
-    except (UnicodeEncodeError, binascii.Error):
-        raise wrong from None
-    try:
-        value = parse_json(raw, what="cursor", surrogates="refuse")
-    except JSONBodyError as exc:
-        raise BadRequest(f"{exc} (send next_cursor unchanged)", error="invalid_query") from None
-    match value:
-        case [int() | float() as created_at, str() as job_id] if not isinstance(created_at, bool):
-            return float(created_at), job_id  # finite: parse_json refused 1e400 and NaN, and ints past 40 digits
-    raise wrong

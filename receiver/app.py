@@ -21,6 +21,8 @@ from receiver.overload import HookSlots
 from receiver.rules import RuleSet
 from receiver.service import Service
 from receiver.settings import Settings, SettingsError
+from receiver.web import dashboard
+from receiver.web.auth import Sessions
 from storage import Store
 
 
@@ -65,13 +67,17 @@ def create_app(
         Route("/api/jobs", api.create_job, methods=["POST"]),
         Route("/api/jobs", api.list_jobs, methods=["GET"]),
         Route("/api/jobs/{job_id}", api.get_job, methods=["GET"]),
+        Route("/api/jobs/{job_id}/timeline", api.timeline, methods=["GET"]),
+        Route("/api/overview", api.overview, methods=["GET"]),
         Route("/api/reconcile", api.reconcile, methods=["POST"]),
         Route("/api/prune", api.prune, methods=["POST"]),
         Route("/api/pause", api.pause, methods=["POST"]),
         Route("/api/resume", api.resume, methods=["POST"]),
         Route("/api/status", api.status, methods=["GET"]),
+        *dashboard.routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.sessions = Sessions(settings)
     # The handler takes a slot once the token verifies; the middleware frees it however the request ends.
     app.add_middleware(HookSlots, limit=settings.max_hook_requests, per_job=settings.max_hook_requests_per_job)
     # Outermost, so the deadline covers every body any route reads.

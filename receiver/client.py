@@ -89,6 +89,7 @@ def add_client_commands(commands: Any) -> None:
         path="/api/resume"
     )
     _command(commands, "status", "whether the service is paused", _status)
+    _command(commands, "open", "print a one-time link that signs a browser in to the dashboard (5 minutes)", _open)
 
 
 def _command(commands: Any, name: str, help: str, run: Any) -> argparse.ArgumentParser:
@@ -219,6 +220,11 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     print(
         json.dumps(state, indent=2) if args.json else (f"paused: {state['paused']}" if state["paused"] else "running")
     )
+
+
+def _open(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    link = _call(environ, "POST", "/api/login-link")
+    print(json.dumps(link, indent=2) if args.json else link["url"])
 
 
 def _print_job(job: dict[str, Any], as_json: bool) -> None:

@@ -20,7 +20,7 @@ from receiver.notify import Notifier
 from receiver.reconcile import Reconciler
 from receiver.rules import RuleSet
 from receiver.settings import Settings
-from receiver.workers import Worker
+from receiver.workers import Changes, Worker
 from storage import Store
 from submitter.providers import PROVIDERS
 from submitter.tokens import HookSigner
@@ -45,6 +45,7 @@ class Service:
         self.faults = Faults(settings.faults)
         self.signer = HookSigner([str(secret) for secret in settings.secrets], max_age=settings.token_max_age)
         self.http = http
+        self.changes = Changes()  # what the dashboard's live pages wait on: set by every wake below
         self.trusted = tuple(trusted_origins)
         self.endpoints = {
             name: Endpoint(
@@ -116,19 +117,24 @@ class Service:
         self._followups.rules = rules
 
     def wake_submitter(self) -> None:
+        self.changes.notify()
         self.submitter.wake()
 
     def _submitted(self) -> None:
+        self.changes.notify()
         self.events.wake()
         self.lookups.wake()  # the new jobs' deadlines may be earlier than the one it sleeps until
 
     def wake_events(self) -> None:
+        self.changes.notify()
         self.events.wake()
 
     def wake_notifier(self) -> None:
+        self.changes.notify()
         self.notifier.wake()
 
     def wake_all(self) -> None:
+        self.changes.notify()
         for worker in self.workers:
             worker.wake()
         self.downloader.wake()  # a run still downloading from a slow origin takes new videos into its idle slots

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from storage import Event, Job
+from storage.reports import CallbackRecord, ChainNode, EventRecord, ProviderCounts
 
 
 def job_json(job: Job) -> dict[str, Any]:
@@ -75,3 +76,74 @@ def event_json(event: Event, job: Job) -> bytes:
         "data": {"event_id": event.id, "video_index": event.video_index, "job": job_json(job)},
     }
     return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def timeline_json(job: Job, callbacks: Sequence[CallbackRecord], events: Sequence[EventRecord]) -> list[dict[str, Any]]:
+    """What happened to a job, oldest first: its creation and sending, each callback (its body as text), the events
+    it emitted, its lookups, its files and the notes rules left on it."""
+    items: list[tuple[float, dict[str, Any]]] = []
+
+    def add(at: float | None, kind: str, **fields: Any) -> None:
+        if at is not None:
+            items.append((at, {"at": _iso(at), "kind": kind, **fields}))
+
+    by = f"rule {job.rule}" if job.rule else "a person (API)"
+    add(job.created_at, "created", by=by, parent_id=job.parent_id, action=job.action)
+    add(job.sent_at, "sent", attempts=job.attempts, provider_job_id=job.provider_job_id)
+    for callback in callbacks:
+        body = None if callback.pruned_at is not None else callback.body.decode("utf-8", "replace")
+        add(callback.received_at, "callback", status=callback.status, effect=callback.effect,
+            deliveries=callback.deliveries, body=body)  # fmt: skip
+    for event in events:
+        add(event.created_at, "event", type=event.type, video_index=event.video_index)
+    if job.lookups:
+        add(job.reconciled_at or job.updated_at, "lookup", lookups=job.lookups, next_at=_iso_or_none(job.lookup_at))
+    add(job.lost_at, "lost", error=job.error)
+    for video in job.videos:
+        add(video.updated_at, "download", index=video.index, status=video.status.value, attempts=video.attempts,
+            bytes=video.bytes, sha256=video.sha256, error=video.error)  # fmt: skip
+    for note in job.notes:
+        add(note.created_at, "note", rule=note.rule, message=note.message)
+    return [item for _, item in sorted(items, key=lambda pair: pair[0])]
+
+
+def chain_json(nodes: Sequence[ChainNode]) -> list[dict[str, Any]]:
+    """A chain as a tree: the root's entry with `children`, each child likewise, oldest first."""
+    entries: dict[str, dict[str, Any]] = {
+        node.id: {"id": node.id, "action": node.action, "status": node.status.value, "depth": node.depth,
+                  "created_at": _iso(node.created_at), "children": []}
+        for node in nodes
+    }  # fmt: skip
+    roots: list[dict[str, Any]] = []
+    for node in nodes:
+        parent = entries.get(node.parent_id) if node.parent_id else None
+        (parent["children"] if parent is not None else roots).append(entries[node.id])
+    return roots
+
+
+def overview_json(
+    counts: Mapping[str, ProviderCounts], limits: Mapping[str, int], paused: str | None, now: float
+) -> dict[str, Any]:
+    """Per provider: slots in use of its limit, the queue, today's (UTC) outcomes, downloads, the last callback."""
+    return {
+        "paused": paused,
+        "providers": [
+            {
+                "provider": name,
+                "in_flight": c.in_flight,
+                "limit": limits.get(name),
+                "queued": c.queued,
+                "succeeded_today": c.succeeded_since,
+                "failed_today": c.failed_since,
+                "downloads_pending": c.downloads_pending,
+                "downloads_failed": c.downloads_failed,
+                "last_callback_at": _iso_or_none(c.last_callback_at),
+                "last_callback_seconds_ago": None if c.last_callback_at is None else round(now - c.last_callback_at, 1),
+            }
+            for name, c in counts.items()
+        ],
+    }
+
+
+def _iso_or_none(timestamp: float | None) -> str | None:
+    return None if timestamp is None else _iso(timestamp)

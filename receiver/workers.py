@@ -75,3 +75,27 @@ class Worker:
             return math.inf
         due = await self._next_due()
         return math.inf if due is None else max(0.0, due - self._clock())
+
+
+class Changes:
+    """A broadcast of "something was recorded": every wake-up of a worker also sets it, and any number of watchers
+    (the dashboard's event streams) wait on it. Nothing is queued: a watcher that was busy sees one change, not a
+    backlog, which is what a page that re-reads the store wants."""
+
+    def __init__(self) -> None:
+        self._event: anyio.Event | None = None  # made in the event loop, on first wait
+        self.count = 0
+
+    def notify(self) -> None:
+        self.count += 1
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+    async def wait(self, seen: int) -> int:
+        """Until the count passes `seen` (at once if it already has); return the new count."""
+        while self.count == seen:
+            if self._event is None:
+                self._event = anyio.Event()
+            await self._event.wait()
+        return self.count

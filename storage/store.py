@@ -15,10 +15,11 @@ from storage.inbox import Inbox
 from storage.lifecycle import IN_FLIGHT, InvalidTransition, sql_list
 from storage.queues import Queues
 from storage.records import EventType, Job, JobStatus, NewJob, Video
+from storage.reports import Reports
 from storage.rows import job_from_row, video_from_row
 
 
-class Store(Inbox, Deadlines, Queues, Guards):
+class Store(Inbox, Deadlines, Queues, Guards, Reports):
     # -- jobs ---------------------------------------------------------------------------------------------------
 
     async def create_job(self, new: NewJob) -> tuple[Job, bool]:
@@ -40,14 +41,31 @@ class Store(Inbox, Deadlines, Queues, Guards):
         return tuple(video_from_row(row) for row in rows)
 
     async def list_jobs(
-        self, *, status: JobStatus | None = None, limit: int = 50, before: tuple[float, str] | None = None
+        self,
+        *,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        before: tuple[float, str] | None = None,
+        provider: str | None = None,
+        action: str | None = None,
+        rule: str | None = None,
+        root: str | None = None,
+        q: str | None = None,
     ) -> list[Job]:
-        """Newest first; `before` is the (created_at, id) of the last job of the previous page."""
+        """Newest first; `before` is the (created_at, id) of the last job of the previous page. `q` matches a job
+        id, the start of one, or a provider's job id."""
         where: list[str] = []
         params: list[Any] = []
-        if status is not None:
-            where.append("status = ?")
-            params.append(status.value)
+        filters = {"status": status, "provider": provider, "action": action, "rule": rule, "root_id": root}
+        for column, value in filters.items():
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(str(value))
+        if q is not None:
+            # Job ids are lowercase hex, so a prefix needs no LIKE escaping once it is known to be hex.
+            prefix = q.lower() if q and all(c in "0123456789abcdef" for c in q.lower()) else None
+            where.append("(id = ? OR provider_job_id = ?" + (" OR id LIKE ?)" if prefix else ")"))
+            params.extend([q, q] + ([prefix + "%"] if prefix else []))
         if before is not None:
             where.append("(created_at, id) < (?, ?)")
             params.extend(before)

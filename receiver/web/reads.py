@@ -1,0 +1,140 @@
+"""What the API and the dashboard both read and do, as functions of the service: one code path for each, whether
+it is reached as JSON (`/api/*`) or as a page.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.datastructures import QueryParams
+
+from receiver import guards
+from receiver.jobrequests import BadRequest, read_job_request
+from receiver.service import Service
+from receiver.views import chain_json, job_json, overview_json, timeline_json
+from storage import Job, JobStatus
+from submitter.jsonbody import JSONBodyError, parse_json
+
+log = logging.getLogger("reelhook.api")
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    """`GET /api/jobs`'s query: filters, a page size and where the previous page ended."""
+
+    status: JobStatus | None = None
+    limit: int = 50
+    before: tuple[float, str] | None = None
+    provider: str | None = None
+    action: str | None = None
+    rule: str | None = None
+    root: str | None = None
+    q: str | None = None
+
+    @classmethod
+    def parse(cls, query: QueryParams) -> JobQuery:
+        """The query of `GET /api/jobs`, or BadRequest naming the parameter to fix. Empty values mean no filter."""
+        values = {key: value for key, value in query.items() if value != ""}
+        try:
+            status = JobStatus(values["status"]) if "status" in values else None
+        except ValueError:
+            detail = f"status must be one of {', '.join(JobStatus)}, got {_shorten(values['status'])!r}"
+            raise BadRequest(detail, error="invalid_query") from None
+        limit = values.get("limit", "50")
+        if not (limit.isascii() and limit.isdigit() and len(limit) <= 3 and 1 <= int(limit) <= 500):
+            detail = f"limit must be a whole number from 1 to 500, got {_shorten(limit)!r}"
+            raise BadRequest(detail, error="invalid_query")
+        before = decode_cursor(values["cursor"]) if "cursor" in values else None
+        texts = {}
+        for name in ("provider", "action", "rule", "root", "q"):
+            value = values.get(name)
+            if value is not None and (len(value) > 200 or not value.isprintable()):
+                raise BadRequest(f"{name} must be printable text of at most 200 characters", error="invalid_query")
+            texts[name] = value.strip() if name == "q" and value is not None else value
+        return cls(status, int(limit), before, **texts)
+
+
+async def jobs_page(service: Service, query: JobQuery) -> dict[str, Any]:
+    jobs = await service.store.list_jobs(
+        status=query.status, limit=query.limit, before=query.before, provider=query.provider, action=query.action,
+        rule=query.rule, root=query.root, q=query.q or None,
+    )  # fmt: skip
+    next_cursor = encode_cursor(jobs[-1]) if len(jobs) == query.limit else None
+    return {"jobs": [job_json(job) for job in jobs], "next_cursor": next_cursor}
+
+
+async def job_timeline(service: Service, job_id: str) -> dict[str, Any] | None:
+    """A job, what happened to it in order, and its chain as a tree; None for no such job."""
+    job = await service.store.get_job(job_id) if job_id.isascii() else None
+    if job is None:
+        return None
+    callbacks = await service.store.job_callbacks(job.id)
+    events = await service.store.job_events(job.id)
+    chain = await service.store.chain(job.root_id)
+    return {"job": job_json(job), "timeline": timeline_json(job, callbacks, events), "chain": chain_json(chain)}
+
+
+async def overview(service: Service) -> dict[str, Any]:
+    now = time.time()
+    midnight = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    counts = await service.store.provider_counts(list(service.settings.providers), since=midnight)
+    limits = {name: endpoint.slots for name, endpoint in service.endpoints.items()}
+    return overview_json(counts, limits, await guards.paused(service.store), now)
+
+
+async def submit_job(service: Service, body: dict[str, Any]) -> Job:
+    """`POST /api/jobs`: record the job a body asks for and wake the submitter, or BadRequest."""
+    new = await read_job_request(service, body)
+    job, _ = await service.store.create_job(new)
+    service.wake_submitter()
+    return job
+
+
+async def pause(service: Service, reason: str) -> None:
+    """`POST /api/pause`: the kill switch. Callbacks are still stored; rules' follow-ups wait."""
+    await guards.pause(service.store, reason)
+    log.warning("paused: %s", reason)
+    service.changes.notify()
+
+
+async def resume(service: Service) -> None:
+    """`POST /api/resume`: rules may spend again; what waited goes out now."""
+    await guards.resume(service.store)
+    service.wake_all()
+    log.warning("resumed")
+
+
+async def reconcile(service: Service) -> dict[str, int]:
+    """`POST /api/reconcile`: look up now the jobs whose results are overdue (receiver/reconcile.py)."""
+    report = await service.reconciler.reconcile()
+    return {"looked_up": report.looked_up, "settled": report.settled, "lost": report.lost}
+
+
+def encode_cursor(job: Job) -> str:
+    return base64.urlsafe_b64encode(json.dumps([job.created_at, job.id]).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    wrong = BadRequest("cursor must be a next_cursor from an earlier answer, unchanged", error="invalid_query")
+    try:
+        raw = base64.urlsafe_b64decode(cursor.encode("ascii"))
+    except (UnicodeEncodeError, ValueError):
+        raise wrong from None
+    try:
+        value = parse_json(raw, what="cursor", surrogates="refuse")
+    except JSONBodyError as exc:
+        raise BadRequest(f"{exc} (send next_cursor unchanged)", error="invalid_query") from None
+    match value:
+        case [int() | float() as created_at, str() as job_id] if not isinstance(created_at, bool):
+            return float(created_at), job_id  # finite: parse_json refused 1e400 and NaN, and ints past 40 digits
+    raise wrong
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= 40 else f"{text[:37]}..."

@@ -1,0 +1,109 @@
+"""Reads for people rather than workers: the dashboard's overview, a job's timeline and its chain.
+
+Nothing here writes. Each query reads what one page shows in one or two statements; the pages decide how to show
+it (receiver/web), the API how to spell it (receiver/views.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from storage.database import Database
+from storage.lifecycle import IN_FLIGHT, sql_list
+from storage.records import JobStatus
+
+
+@dataclass(frozen=True)
+class ProviderCounts:
+    provider: str
+    in_flight: int = 0
+    queued: int = 0
+    succeeded_since: int = 0
+    failed_since: int = 0
+    downloads_pending: int = 0
+    downloads_failed: int = 0
+    last_callback_at: float | None = None
+
+
+@dataclass(frozen=True)
+class CallbackRecord:
+    """One row of the callback inbox: a body and the re-deliveries of the same bytes."""
+
+    received_at: float
+    last_received_at: float | None
+    status: str
+    effect: str
+    body: bytes
+    deliveries: int
+    pruned_at: float | None
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    type: str
+    created_at: float
+    video_index: int | None
+
+
+@dataclass(frozen=True)
+class ChainNode:
+    id: str
+    parent_id: str | None
+    action: str
+    status: JobStatus
+    depth: int
+    created_at: float
+
+
+class Reports(Database):
+    async def provider_counts(self, providers: list[str], *, since: float) -> dict[str, ProviderCounts]:
+        """Per provider: jobs in flight and queued, finished since `since`, downloads waiting or failed, and the
+        last callback received."""
+        counts: dict[str, dict[str, object]] = {name: {} for name in providers}
+        rows = await self._read(
+            f"""SELECT provider,
+                  sum(status IN ({sql_list(IN_FLIGHT)})), sum(status = 'queued'),
+                  sum(status = 'succeeded' AND updated_at >= ?), sum(status = 'failed' AND updated_at >= ?)
+                FROM jobs GROUP BY provider""",
+            (since, since),
+        )
+        for row in rows:
+            counts.setdefault(row[0], {}).update(
+                in_flight=int(row[1] or 0), queued=int(row[2] or 0), succeeded_since=int(row[3] or 0),
+                failed_since=int(row[4] or 0),
+            )  # fmt: skip
+        rows = await self._read(
+            """SELECT jobs.provider, sum(videos.status = 'pending'), sum(videos.status = 'failed')
+               FROM videos JOIN jobs ON jobs.id = videos.job_id GROUP BY jobs.provider"""
+        )
+        for row in rows:
+            counts.setdefault(row[0], {}).update(downloads_pending=int(row[1] or 0), downloads_failed=int(row[2] or 0))
+        rows = await self._read(
+            "SELECT provider, max(coalesce(last_received_at, received_at)) FROM callbacks GROUP BY provider"
+        )
+        for row in rows:
+            counts.setdefault(row[0], {}).update(last_callback_at=row[1])
+        return {name: ProviderCounts(name, **values) for name, values in counts.items()}  # type: ignore[arg-type]
+
+    async def job_callbacks(self, job_id: str) -> list[CallbackRecord]:
+        rows = await self._read(
+            """SELECT received_at, last_received_at, status, effect, body, deliveries, pruned_at
+               FROM callbacks WHERE job_id = ? ORDER BY received_at, id""",
+            (job_id,),
+        )
+        return [CallbackRecord(r[0], r[1], r[2], r[3], bytes(r[4]), int(r[5]), r[6]) for r in rows]
+
+    async def job_events(self, job_id: str) -> list[EventRecord]:
+        rows = await self._read(
+            "SELECT type, created_at, video_index FROM events WHERE job_id = ? ORDER BY id", (job_id,)
+        )
+        return [EventRecord(r[0], r[1], r[2]) for r in rows]
+
+    async def chain(self, root_id: str, *, limit: int = 500) -> list[ChainNode]:
+        """The jobs of one chain, root first, then by depth and age (at most `limit`)."""
+        rows = await self._read(
+            """SELECT id, parent_id, action, status, depth, created_at FROM jobs WHERE root_id = ?
+               ORDER BY depth, created_at, id LIMIT ?""",
+            (root_id, limit),
+        )
+        return [ChainNode(r[0], r[1], r[2], JobStatus(r[3]), r[4], r[5]) for r in rows]
