@@ -127,6 +127,19 @@ class LiveReelhook:
         self.call(wait_until, holds, timeout=timeout)
         return seen
 
+    def wait_for_children(
+        self, job_id: str, condition: Callable[[dict[str, Any]], bool] = lambda job: True, timeout: float = 10
+    ) -> list[dict[str, Any]]:
+        """The job's follow-ups once there is at least one and each satisfies `condition`."""
+        children: list[dict[str, Any]] = []
+
+        async def ready() -> bool:
+            children[:] = [job for job in await self.deployment.jobs() if job["parent_id"] == job_id]
+            return bool(children) and all(condition(child) for child in children)
+
+        self.call(wait_until, ready, timeout=timeout)
+        return children
+
     def deliver(self, job_id: str) -> None:
         """Have the TTAPI simulator finish the job and call back now (for `start_reelhook(auto_deliver=False)`)."""
         job = self.wait_for_job(job_id, lambda job: job["provider_job_id"] is not None)
