@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check bench fmt clean
+.PHONY: run test check bench fmt clean browser
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,21 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/reelhook serve
 
-test: $(STAMP)
+# tests/browser drive Debian's chromium through the playwright wheel (`playwright install` downloads a browser of its
+# own and is never run). apt installs it only as root on a machine that has apt-get; anywhere else the browser tests
+# skip and say how to enable them. The stamp is written once chromium is there, so this runs apt at most once.
+BROWSER_STAMP := $(VENV)/.browser
+
+$(BROWSER_STAMP): $(STAMP)
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium with apt-get for tests/browser"; \
+		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@if [ -x /usr/bin/chromium ]; then touch $@; fi
+
+browser: $(BROWSER_STAMP)
+
+test: $(STAMP) browser
 	$(BIN)/pytest -q
 
 check: $(STAMP)
