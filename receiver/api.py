@@ -139,6 +139,25 @@ async def timeline(request: Request) -> Response:
     return TextSafeJSONResponse(found)
 
 
+async def cancel(request: Request) -> Response:
+    """`POST /api/jobs/{id}/cancel`: fail a queued job before it is sent (409 for any other)."""
+    return await _job_verb(request, reads.cancel)
+
+
+async def retry(request: Request) -> Response:
+    """`POST /api/jobs/{id}/retry`: try a job's failed downloads again now (409 if none failed)."""
+    return await _job_verb(request, reads.retry_downloads)
+
+
+async def _job_verb(request: Request, verb: Any) -> Response:
+    if not authorized(request):
+        return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
+    try:
+        return TextSafeJSONResponse(await verb(request.app.state.service, request.path_params["job_id"]))
+    except BadRequest as exc:
+        return error(exc.status_code, exc.error, exc.detail)
+
+
 async def overview(request: Request) -> Response:
     """`GET /api/overview`: per provider, what is in flight, queued, finished today, downloading; the kill switch."""
     if not authorized(request):

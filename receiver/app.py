@@ -68,6 +68,8 @@ def create_app(
         Route("/api/jobs", api.list_jobs, methods=["GET"]),
         Route("/api/jobs/{job_id}", api.get_job, methods=["GET"]),
         Route("/api/jobs/{job_id}/timeline", api.timeline, methods=["GET"]),
+        Route("/api/jobs/{job_id}/cancel", api.cancel, methods=["POST"]),
+        Route("/api/jobs/{job_id}/retry", api.retry, methods=["POST"]),
         Route("/api/overview", api.overview, methods=["GET"]),
         Route("/api/reconcile", api.reconcile, methods=["POST"]),
         Route("/api/prune", api.prune, methods=["POST"]),

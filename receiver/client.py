@@ -79,6 +79,12 @@ def add_client_commands(commands: Any) -> None:
     show.add_argument("job_id")
 
     _command(commands, "reconcile", "look up now the jobs whose results are overdue", _reconcile)
+    cancel = _command(commands, "cancel", "fail a queued job before it is sent", _job_verb)
+    cancel.add_argument("job_id")
+    cancel.set_defaults(verb="cancel")
+    retry = _command(commands, "retry", "try a job's failed downloads again now", _job_verb)
+    retry.add_argument("job_id")
+    retry.set_defaults(verb="retry")
     prune = _command(commands, "prune", "drop old raw callback bodies of finished jobs (their digests stay)", _prune)
     prune.add_argument("--callbacks-older-than", dest="days", type=float, required=True, metavar="DAYS")
 
@@ -197,6 +203,16 @@ def _reconcile(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         print(json.dumps(report, indent=2))
         return
     print(f"looked up {report['looked_up']} overdue jobs; {report['settled']} settled, {report['lost']} given up on")
+
+
+def _job_verb(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    report = _call(environ, "POST", f"/api/jobs/{args.job_id}/{args.verb}")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif args.verb == "cancel":
+        print(f"cancelled {report['cancelled']}")
+    else:
+        print(f"retrying {report['retried']} downloads of {args.job_id}")
 
 
 def _prune(args: argparse.Namespace, environ: Mapping[str, str]) -> None:

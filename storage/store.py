@@ -164,6 +164,29 @@ class Store(Inbox, Deadlines, Queues, Guards, Reports):
                     lookup_at=None,
                 )  # fmt: skip
 
+    async def cancel_job(self, job_id: str) -> bool:
+        """Fail a queued job before it is sent (a person changed their mind); False if it is no longer queued."""
+        async with self._transaction() as db:
+            row = await self._locked_job(db, job_id)
+            if JobStatus(row["status"]) is not JobStatus.QUEUED:
+                return False
+            await self._set_status(
+                db, row, JobStatus.FAILED, error="cancelled before it was sent", next_attempt_at=None
+            )
+            await self._emit(db, EventType.JOB_FAILED, job_id)
+        return True
+
+    async def retry_downloads(self, job_id: str) -> int:
+        """Put a job's failed downloads back in the queue, due now, with their tries counted afresh."""
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                """UPDATE videos SET status = 'pending', attempts = 0, next_attempt_at = NULL, error = NULL,
+                          updated_at = ?
+                   WHERE job_id = ? AND status = 'failed'""",
+                (self._clock(), job_id),
+            )
+            return cursor.rowcount
+
     async def fail_job(self, job_id: str, error: str) -> None:
         async with self._transaction() as db:
             row = await self._locked_job(db, job_id)

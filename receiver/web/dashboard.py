@@ -116,6 +116,26 @@ async def run_action(request: Request) -> Response:
     return await _follow_up(request, {"action": form.get("name", "")})
 
 
+async def _job_verb(request: Request, verb: Any) -> Response:
+    job_id = request.path_params["job_id"]
+    try:
+        await verb(_service(request), job_id)
+    except BadRequest as exc:
+        found = await reads.job_timeline(_service(request), job_id)
+        if found is None:
+            return render(request, "missing.html", exc.status_code, job_id=job_id)
+        return render(request, "job.html", exc.status_code, problem=exc.detail, **found)
+    return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+
+
+async def cancel(request: Request) -> Response:
+    return await _job_verb(request, reads.cancel)
+
+
+async def retry(request: Request) -> Response:
+    return await _job_verb(request, reads.retry_downloads)
+
+
 async def look_up(request: Request) -> Response:
     await reads.reconcile(_service(request))
     back = request.path_params.get("job_id")
@@ -151,6 +171,8 @@ def routes() -> list[BaseRoute]:
         Route("/jobs/{job_id}/extend", action(extend), methods=["POST"]),
         Route("/jobs/{job_id}/action", action(run_action), methods=["POST"]),
         Route("/jobs/{job_id}/lookup", action(look_up), methods=["POST"]),
+        Route("/jobs/{job_id}/cancel", action(cancel), methods=["POST"]),
+        Route("/jobs/{job_id}/retry", action(retry), methods=["POST"]),
         Route("/lookup", action(look_up), methods=["POST"]),
         Route("/pause", action(pause), methods=["POST"]),
         Route("/resume", action(resume), methods=["POST"]),

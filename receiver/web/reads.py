@@ -96,6 +96,34 @@ async def submit_job(service: Service, body: dict[str, Any]) -> Job:
     return job
 
 
+async def cancel(service: Service, job_id: str) -> dict[str, Any]:
+    """`POST /api/jobs/{id}/cancel`: a queued job is failed before it is sent; BadRequest for any other."""
+    job = await _existing(service, job_id)
+    if not await service.store.cancel_job(job.id):
+        raise BadRequest(f"job {job.id} is {job.status}: only a queued job can be cancelled", 409, "conflict")
+    service.wake_events()
+    log.info("job %s: cancelled before it was sent", job.id)
+    return {"cancelled": job.id}
+
+
+async def retry_downloads(service: Service, job_id: str) -> dict[str, Any]:
+    """`POST /api/jobs/{id}/retry`: the job's failed downloads are tried again now; BadRequest if none failed."""
+    job = await _existing(service, job_id)
+    retried = await service.store.retry_downloads(job.id)
+    if not retried:
+        raise BadRequest(f"job {job.id} has no failed download to retry", 409, "conflict")
+    service.wake_all()
+    log.info("job %s: retrying %d failed downloads", job.id, retried)
+    return {"retried": retried}
+
+
+async def _existing(service: Service, job_id: str) -> Job:
+    job = await service.store.get_job(job_id) if job_id.isascii() else None
+    if job is None:
+        raise BadRequest(f"no job {_shorten(job_id)}", 404, "not_found")
+    return job
+
+
 async def pause(service: Service, reason: str) -> None:
     """`POST /api/pause`: the kill switch. Callbacks are still stored; rules' follow-ups wait."""
     await guards.pause(service.store, reason)
