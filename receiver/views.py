@@ -122,11 +122,18 @@ def chain_json(nodes: Sequence[ChainNode]) -> list[dict[str, Any]]:
 
 
 def overview_json(
-    counts: Mapping[str, ProviderCounts], limits: Mapping[str, int], paused: str | None, now: float
+    counts: Mapping[str, ProviderCounts],
+    limits: Mapping[str, int],
+    paused: str | None,
+    now: float,
+    waiting: tuple[int, int] = (0, 0),
 ) -> dict[str, Any]:
-    """Per provider: slots in use of its limit, the queue, today's (UTC) outcomes, downloads, the last callback."""
+    """Per provider: slots in use of its limit, the queue, today's (UTC) outcomes, downloads, the last callback;
+    notifications not yet delivered, and the rules' follow-ups waiting (held, while paused)."""
     return {
         "paused": paused,
+        "notifications_pending": waiting[0],
+        "followups_queued": waiting[1],
         "providers": [
             {
                 "provider": name,

@@ -85,6 +85,14 @@ class Reports(Database):
             counts.setdefault(row[0], {}).update(last_callback_at=row[1])
         return {name: ProviderCounts(name, **values) for name, values in counts.items()}  # type: ignore[arg-type]
 
+    async def waiting_counts(self) -> tuple[int, int]:
+        """Notifications not yet delivered, and queued jobs that rules created (what a pause holds back)."""
+        rows = await self._read(
+            """SELECT (SELECT count(*) FROM notifications WHERE delivered_at IS NULL),
+                      (SELECT count(*) FROM jobs WHERE status = 'queued' AND rule IS NOT NULL)"""
+        )
+        return int(rows[0][0]), int(rows[0][1])
+
     async def job_callbacks(self, job_id: str) -> list[CallbackRecord]:
         rows = await self._read(
             """SELECT received_at, last_received_at, status, effect, body, deliveries, pruned_at

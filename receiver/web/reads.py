@@ -85,7 +85,8 @@ async def overview(service: Service) -> dict[str, Any]:
     midnight = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
     counts = await service.store.provider_counts(list(service.settings.providers), since=midnight)
     limits = {name: endpoint.slots for name, endpoint in service.endpoints.items()}
-    return overview_json(counts, limits, await guards.paused(service.store), now)
+    waiting = await service.store.waiting_counts()
+    return overview_json(counts, limits, await guards.paused(service.store), now, waiting)
 
 
 async def submit_job(service: Service, body: dict[str, Any]) -> Job:

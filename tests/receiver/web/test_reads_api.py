@@ -6,6 +6,7 @@ import pytest
 
 from storage import NewJob
 from tests.receiver.conftest import AUTH, Harness, ttapi_callback
+from tests.receiver.web.test_dashboard import sign_in
 
 pytestmark = pytest.mark.anyio
 
@@ -90,3 +91,10 @@ async def test_overview_counts_per_provider_and_the_last_callback(harness: Harne
     assert ttapi["downloads_pending"] + ttapi["downloads_failed"] == 2
     assert ttapi["last_callback_at"] is not None and 0 <= ttapi["last_callback_seconds_ago"] < 60
     assert (await harness.client.get("/api/overview")).status_code == 401
+    assert (after["notifications_pending"], after["followups_queued"]) == (0, 0)
+    await harness.store.create_job(NewJob("ttapi", "extend", {"index": 0}, parent_id=job_id, rule="r", origin="r:x"))
+    held = (await harness.client.get("/api/overview", headers=AUTH)).json()
+    assert held["followups_queued"] == 1
+    await sign_in(harness)
+    page = (await harness.client.get("/")).text
+    assert "1 rule follow-ups held by the pause" in page
