@@ -6,7 +6,7 @@ choosing; by default the app opens its own in the lifespan and closes them at sh
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from receiver import api, hooks
+from receiver import api, hooks, media
 from receiver.deadlines import BodyDeadline
 from receiver.overload import HookSlots
 from receiver.rules import RuleSet
@@ -35,8 +35,12 @@ def create_app(
     http: httpx.AsyncClient | None = None,
     rules: RuleSet | None = None,
     trusted_origins: Collection[str] = (),
+    session_ok: Callable[[Request], bool] | None = None,
 ) -> Starlette:
-    """Build the app. Raises SettingsError or RuleError at once for a bad setting or rules file."""
+    """Build the app. Raises SettingsError or RuleError at once for a bad setting or rules file.
+
+    `session_ok` tells whether a request carries a dashboard session; when given, it opens `/media/*` too.
+    """
     if not settings.secrets or settings.api_token is None:
         raise SettingsError("REELHOOK_SECRET and REELHOOK_API_TOKEN must be set (or use Settings.with_local_secrets)")
     if rules is None:
@@ -69,6 +73,7 @@ def create_app(
         Route("/api/pause", api.pause, methods=["POST"]),
         Route("/api/resume", api.resume, methods=["POST"]),
         Route("/api/status", api.status, methods=["GET"]),
+        Route("/media/{path:path}", media.media_endpoint(settings, session_ok=session_ok), methods=["GET", "HEAD"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     # The handler takes a slot once the token verifies; the middleware frees it however the request ends.
