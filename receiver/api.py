@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from receiver import guards
 from receiver.jobrequests import BadRequest, read_job_request
+from receiver.media import media_urls
 from receiver.requests import BodyTooLarge, TextSafeJSONResponse, error, read_body
 from receiver.service import Service
 from receiver.views import job_json
@@ -47,7 +48,7 @@ async def create_job(request: Request) -> Response:
         return error(exc.status_code, exc.error, exc.detail)
     job, _ = await service.store.create_job(new)
     service.wake_submitter()
-    return TextSafeJSONResponse(job_json(job), status_code=201)
+    return TextSafeJSONResponse(job_json(job, media_url=media_urls(service.settings)), status_code=201)
 
 
 async def list_jobs(request: Request) -> Response:
@@ -60,7 +61,8 @@ async def list_jobs(request: Request) -> Response:
         return error(exc.status_code, exc.error, exc.detail)
     jobs = await service.store.list_jobs(status=status, limit=limit, before=before)
     next_cursor = _encode_cursor(jobs[-1]) if len(jobs) == limit else None
-    return TextSafeJSONResponse({"jobs": [job_json(job) for job in jobs], "next_cursor": next_cursor})
+    urls = media_urls(service.settings)
+    return TextSafeJSONResponse({"jobs": [job_json(job, media_url=urls) for job in jobs], "next_cursor": next_cursor})
 
 
 async def get_job(request: Request) -> Response:
@@ -72,7 +74,7 @@ async def get_job(request: Request) -> Response:
     job = await service.store.get_job(job_id) if job_id.isascii() else None
     if job is None:
         return error(404, "not_found", f"no job {request.path_params['job_id']}")
-    return TextSafeJSONResponse(job_json(job))
+    return TextSafeJSONResponse(job_json(job, media_url=media_urls(service.settings)))
 
 
 async def reconcile(request: Request) -> Response:
