@@ -22,6 +22,7 @@ import os
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path, PurePosixPath
+from urllib.parse import quote
 
 from itsdangerous import BadData, URLSafeTimedSerializer
 from starlette.requests import Request
@@ -78,7 +79,7 @@ class MediaLinks:
             relative = Path(file).relative_to(media_dir).as_posix()
         except ValueError:
             return None
-        return f"/media/{relative}?sig={self.sign(relative)}"
+        return f"/media/{quote(relative)}?sig={self.sign(relative)}"  # Starlette unquotes it before verify
 
 
 def media_urls(settings: Settings) -> Callable[[str], str | None]:

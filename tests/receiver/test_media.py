@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import anyio
 import httpx
 import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
@@ -199,7 +200,13 @@ async def raw_get(app: Starlette, raw_path: bytes, path: str) -> int:
     """One GET with exactly this path: httpx would remove a literal `..` before the app saw it."""
     statuses: list[int] = []
 
+    received = False
+
     async def receive() -> dict[str, Any]:
+        nonlocal received
+        if received:  # the client stays connected until the response is sent
+            await anyio.sleep_forever()
+        received = True
         return {"type": "http.request", "body": b"", "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
@@ -232,7 +239,7 @@ def outside_files(harness: Harness) -> Path:
     "url",
     [
         "/media/%2e%2e/secret.mp4",  # percent-encoded dots
-        "/media/root1/%2E%2E/%2e%2e/%2e%2e/secret.mp4",
+        "/media/root1/%2E%2E/%2e%2e/secret.mp4",
         "/media/root1/job1/..%2f..%2f..%2fsecret.mp4",  # an encoded slash
         "/media/%2fsecret.mp4",  # absolute, encoded
         "/media//secret.mp4",  # an empty segment
@@ -300,3 +307,12 @@ async def test_the_job_json_gives_a_media_url_that_opens_the_file_and_a_poster_u
     assert listed["poster_url"].startswith(f"/media/{job.root_id}/{job.id}/0.poster.jpg?sig=")
     poster = await harness.client.get(listed["poster_url"])
     assert (poster.status_code, poster.headers["content-type"], poster.content) == (200, "image/jpeg", JPEG)
+
+
+async def test_a_signed_url_for_a_name_that_needs_quoting_opens_its_file(harness: Harness) -> None:
+    path = put(harness, "root 1/job#1/0.mp4", SAMPLE)
+    url = MediaLinks.from_settings(harness.settings).url(harness.settings.media_dir, path)
+    assert url is not None and url.startswith("/media/root%201/job%231/0.mp4?sig=")
+    opened = await harness.client.get(url)
+    assert (opened.status_code, opened.content) == (200, SAMPLE)
+    assert MediaLinks.from_settings(harness.settings).url(harness.settings.media_dir, "/elsewhere/0.mp4") is None
