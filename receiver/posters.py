@@ -15,12 +15,14 @@ import logging
 import threading
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
-import av
-import av.video.frame
 
 from receiver.mediafiles import write_atomically
+
+if TYPE_CHECKING:
+    import av.video.frame
 
 logger = logging.getLogger("reelhook.posters")
 
@@ -46,6 +48,10 @@ def make_poster_bytes(media: Path, *, max_width: int = MAX_WIDTH) -> bytes:
 
 
 def _first_frame_as_jpeg(media: Path, max_width: int) -> bytes:
+    # Imported on first use: FFmpeg's libraries take ~50 ms to load, which the CLI and every process that only
+    # imports the download worker need not pay.
+    import av
+
     with av.open(str(media)) as container:
         if not container.streams.video:
             raise ValueError(f"{media.name}: no video stream")
@@ -64,6 +70,8 @@ def _encode_jpeg(frame: av.video.frame.VideoFrame, max_width: int) -> bytes:
     width = max(2, min(max_width, frame.width) // 2 * 2)
     height = max(2, round(frame.height * width / frame.width / 2) * 2)
     scaled = frame.reformat(width=width, height=height, format="yuvj420p")
+    import av
+
     encoder = av.CodecContext.create("mjpeg", "w")
     encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuvj420p"
     encoder.time_base = Fraction(1, 25)
