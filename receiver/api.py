@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from receiver import guards
 from receiver.jobrequests import BadRequest
+from receiver.media import media_urls
 from receiver.requests import BodyTooLarge, TextSafeJSONResponse, error, read_body
 from receiver.service import Service
 from receiver.views import job_json
@@ -41,7 +42,7 @@ async def create_job(request: Request) -> Response:
         job = await reads.submit_job(service, await _json_object(request))
     except BadRequest as exc:
         return error(exc.status_code, exc.error, exc.detail)
-    return TextSafeJSONResponse(job_json(job), status_code=201)
+    return TextSafeJSONResponse(job_json(job, media_url=media_urls(service.settings)), status_code=201)
 
 
 async def list_jobs(request: Request) -> Response:
@@ -64,7 +65,7 @@ async def get_job(request: Request) -> Response:
     job = await service.store.get_job(job_id) if job_id.isascii() else None
     if job is None:
         return error(404, "not_found", f"no job {request.path_params['job_id']}")
-    return TextSafeJSONResponse(job_json(job))
+    return TextSafeJSONResponse(job_json(job, media_url=media_urls(service.settings)))
 
 
 async def reconcile(request: Request) -> Response:

@@ -6,7 +6,7 @@ choosing; by default the app opens its own in the lifespan and closes them at sh
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
@@ -15,13 +15,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from receiver import api, hooks
+from receiver import api, hooks, media
 from receiver.deadlines import BodyDeadline
 from receiver.overload import HookSlots
 from receiver.rules import RuleSet
 from receiver.service import Service
 from receiver.settings import Settings, SettingsError
-from receiver.web import dashboard
+from receiver.web import auth, dashboard
 from receiver.web.auth import Sessions
 from storage import Store
 
@@ -37,8 +37,12 @@ def create_app(
     http: httpx.AsyncClient | None = None,
     rules: RuleSet | None = None,
     trusted_origins: Collection[str] = (),
+    session_ok: Callable[[Request], bool] | None = None,
 ) -> Starlette:
-    """Build the app. Raises SettingsError or RuleError at once for a bad setting or rules file."""
+    """Build the app. Raises SettingsError or RuleError at once for a bad setting or rules file.
+
+    `session_ok` tells whether a request carries a dashboard session; when given, it opens `/media/*` too.
+    """
     if not settings.secrets or settings.api_token is None:
         raise SettingsError("REELHOOK_SECRET and REELHOOK_API_TOKEN must be set (or use Settings.with_local_secrets)")
     if rules is None:
@@ -77,6 +81,11 @@ def create_app(
         Route("/api/resume", api.resume, methods=["POST"]),
         Route("/api/status", api.status, methods=["GET"]),
         *dashboard.routes(),
+        Route(
+            "/media/{path:path}",
+            media.media_endpoint(settings, session_ok=session_ok or auth.session_ok),
+            methods=["GET", "HEAD"],
+        ),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.sessions = Sessions(settings)

@@ -49,6 +49,7 @@ import httpx
 from receiver.filekinds import why_not_media_type
 from receiver.mediafiles import Permanent, Transient, media_extension, over_cap, save_body, write_atomically
 from receiver.netguard import UnsafeURL, check_url, origin
+from receiver.posters import make_poster
 from receiver.wirebody import ASK_FOR_IDENTITY, Pace, plain_response
 from storage import Job, Store, Video
 from submitter.backoff import next_attempt_at
@@ -208,6 +209,7 @@ class Downloader:
         logger.info("job %s video %d: %d bytes, sha256 %s…", video.job_id, video.index, size, sha256[:12])
         if recorded:
             self._on_recorded()
+            await make_poster(path)  # after the record: a poster, or its failure (logged), never holds up the download
         return True
 
     async def _retry(self, video: Video, error: str) -> bool:

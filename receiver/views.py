@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from receiver.posters import poster_path
 from storage import Event, Job
 from storage.reports import CallbackRecord, ChainNode, EventRecord, ProviderCounts
 
+MediaURL = Callable[[str], "str | None"]
 
-def job_json(job: Job) -> dict[str, Any]:
+
+def job_json(job: Job, *, media_url: MediaURL | None = None) -> dict[str, Any]:
+    """The job as the API shows it. With `media_url` (see `media.media_urls`), each downloaded file also gets a
+    signed, expiring `media_url`, and a `poster_url` once its poster exists; without it (notifications) both are null.
+    """
     return {
         "id": job.id,
         "provider": job.provider,
@@ -35,6 +42,8 @@ def job_json(job: Job) -> dict[str, Any]:
                 "url": video.url,
                 "status": video.status.value,
                 "path": video.path,
+                "media_url": media_url(video.path) if media_url and video.path else None,
+                "poster_url": _poster_url(video.path, media_url),
                 "sha256": video.sha256,
                 "bytes": video.bytes,
                 "error": video.error,
@@ -62,6 +71,13 @@ def result_json(result: Mapping[str, Any]) -> dict[str, Any]:
         "actions": [a for a in actions if isinstance(a, str)] if isinstance(actions, list) else None,
         "cover_url": cover if isinstance(cover, str) and cover else None,
     }
+
+
+def _poster_url(path: str | None, media_url: MediaURL | None) -> str | None:
+    if media_url is None or path is None:
+        return None
+    poster = poster_path(Path(path))
+    return media_url(str(poster)) if poster.is_file() else None
 
 
 def _iso(timestamp: float) -> str:

@@ -16,6 +16,7 @@ from starlette.datastructures import QueryParams
 
 from receiver import guards
 from receiver.jobrequests import BadRequest, read_job_request
+from receiver.media import media_urls
 from receiver.service import Service
 from receiver.views import chain_json, job_json, overview_json, timeline_json
 from storage import Job, JobStatus
@@ -66,7 +67,8 @@ async def jobs_page(service: Service, query: JobQuery) -> dict[str, Any]:
         rule=query.rule, root=query.root, q=query.q or None,
     )  # fmt: skip
     next_cursor = encode_cursor(jobs[-1]) if len(jobs) == query.limit else None
-    return {"jobs": [job_json(job) for job in jobs], "next_cursor": next_cursor}
+    urls = media_urls(service.settings)
+    return {"jobs": [job_json(job, media_url=urls) for job in jobs], "next_cursor": next_cursor}
 
 
 async def job_timeline(service: Service, job_id: str) -> dict[str, Any] | None:
@@ -77,7 +79,8 @@ async def job_timeline(service: Service, job_id: str) -> dict[str, Any] | None:
     callbacks = await service.store.job_callbacks(job.id)
     events = await service.store.job_events(job.id)
     chain = await service.store.chain(job.root_id)
-    return {"job": job_json(job), "timeline": timeline_json(job, callbacks, events), "chain": chain_json(chain)}
+    job_view = job_json(job, media_url=media_urls(service.settings))
+    return {"job": job_view, "timeline": timeline_json(job, callbacks, events), "chain": chain_json(chain)}
 
 
 async def overview(service: Service) -> dict[str, Any]:
