@@ -100,8 +100,11 @@ async def save_body(
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(write_blocks)
                     await read_blocks()
-            except BaseExceptionGroup as group:  # one reader, one writer: report the first failure as itself
-                raise group.exceptions[0] from None
+            except BaseExceptionGroup as group:  # one reader, one writer: report the cause as itself
+                # When the writer fails (a full disk), the reader may trip over the closed stream first: the
+                # writer's error is the one to report, not the reader's BrokenResourceError.
+                causes = [e for e in group.exceptions if not isinstance(e, anyio.BrokenResourceError)]
+                raise (causes or group.exceptions)[0] from None
             await anyio.to_thread.run_sync(_flush_and_sync, file, disk)
         expected = response.headers.get("content-length")
         # h11 already raises on a short body; this keeps the promise whatever the transport. It compares the bytes
