@@ -64,26 +64,26 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     # httpx logs each request's full URL at INFO; a hook URL's token is a credential, so keep those out of the log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = Settings.from_env(environ)
-    lock = lock_data_dir(settings.data_dir)  # one server per data dir; a folder it cannot use is said here
-    try:
-        settings = settings.with_local_secrets()
-    except OSError as exc:
-        raise StartError(
-            f"REELHOOK_DATA_DIR {settings.data_dir} cannot be used ({exc}): point it at a folder you can write"
-        ) from None
-    rules = RuleSet.load(settings.rules_path) if settings.rules_path else RuleSet.empty()  # refuse before binding
-    if args.fd is not None:
-        sock = socket.socket(fileno=args.fd)
-        sock.setblocking(False)
-    else:
+    with lock_data_dir(settings.data_dir):  # one server per data dir; a folder it cannot use is said here
         try:
-            sock = bind_socket(args.host, args.port)
+            settings = settings.with_local_secrets()
         except OSError as exc:
-            raise describe_bind_error(exc, args.host, args.port) from None
-    if "REELHOOK_PUBLIC_URL" not in environ:
-        settings = replace(settings, public_url=socket_url(sock))
-    with lock, sock:
-        anyio.run(_serve_async, settings, rules, sock)
+            raise StartError(
+                f"REELHOOK_DATA_DIR {settings.data_dir} cannot be used ({exc}): point it at a folder you can write"
+            ) from None
+        rules = RuleSet.load(settings.rules_path) if settings.rules_path else RuleSet.empty()  # refuse before binding
+        if args.fd is not None:
+            sock = socket.socket(fileno=args.fd)
+            sock.setblocking(False)
+        else:
+            try:
+                sock = bind_socket(args.host, args.port)
+            except OSError as exc:
+                raise describe_bind_error(exc, args.host, args.port) from None
+        if "REELHOOK_PUBLIC_URL" not in environ:
+            settings = replace(settings, public_url=socket_url(sock))
+        with sock:
+            anyio.run(_serve_async, settings, rules, sock)
     log.info("stopped")
     return 0
 
