@@ -8,9 +8,12 @@ also checks that it was pressed on one of our pages.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import date
 from typing import Any
 from urllib.parse import urlencode
 
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -82,15 +85,30 @@ async def job_partial(request: Request) -> Response:
     return render(request, "_job.html", **found)
 
 
+GALLERY_FILTERS = ("provider", "rule", "root", "day")
+
+
 async def gallery_page(request: Request) -> Response:
-    found = await reads.jobs_page(_service(request), reads.JobQuery(status=JobStatus.SUCCEEDED, limit=60))
+    """Downloaded files of succeeded jobs, newest first; filtered by chain (`root`), provider, rule and day (UTC)."""
+    filters = {name: request.query_params.get(name, "") for name in GALLERY_FILTERS}
+    day = filters["day"]
+    try:
+        if day and not (len(day) == 10 and date.fromisoformat(day)):
+            raise ValueError
+        query = reads.JobQuery.parse(QueryParams({k: v for k, v in filters.items() if k != "day"} | {"limit": "200"}))
+    except (BadRequest, ValueError) as exc:
+        problem = exc.detail if isinstance(exc, BadRequest) else f"day must be YYYY-MM-DD, got {day!r}"
+        return render(request, "gallery.html", 400, tiles=[], filters=filters, problem=problem, providers=[])
+    found = await reads.jobs_page(_service(request), replace(query, status=JobStatus.SUCCEEDED))
     tiles = [
         {"job": job, "video": video}
         for job in found["jobs"]
+        if not day or job["created_at"].startswith(day)
         for video in job["videos"]
         if video["status"] == "downloaded"
     ]
-    return render(request, "gallery.html", tiles=tiles)
+    providers = list(_service(request).settings.providers)
+    return render(request, "gallery.html", tiles=tiles, filters=filters, providers=providers)
 
 
 async def _follow_up(request: Request, body: dict[str, Any]) -> Response:
