@@ -7,10 +7,11 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from receiver.posters import poster_path
 from storage import Event, Job
-from storage.reports import CallbackRecord, ChainNode, EventRecord, ProviderCounts
+from storage.reports import CallbackRecord, ChainNode, EventRecord, NotificationRecord, ProviderCounts
 
 MediaURL = Callable[[str], "str | None"]
 
@@ -94,9 +95,16 @@ def event_json(event: Event, job: Job) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
-def timeline_json(job: Job, callbacks: Sequence[CallbackRecord], events: Sequence[EventRecord]) -> list[dict[str, Any]]:
+def timeline_json(
+    job: Job,
+    callbacks: Sequence[CallbackRecord],
+    events: Sequence[EventRecord],
+    chain: Sequence[ChainNode] = (),
+    notifications: Sequence[NotificationRecord] = (),
+) -> list[dict[str, Any]]:
     """What happened to a job, oldest first: its creation and sending, each callback (its body as text), the events
-    it emitted, its lookups, its files and the notes rules left on it."""
+    it emitted, its lookups, its files, the follow-ups its rules fired and the notes on those they did not, and the
+    notifications its events sent."""
     items: list[tuple[float, dict[str, Any]]] = []
 
     def add(at: float | None, kind: str, **fields: Any) -> None:
@@ -120,6 +128,12 @@ def timeline_json(job: Job, callbacks: Sequence[CallbackRecord], events: Sequenc
             bytes=video.bytes, sha256=video.sha256, error=video.error)  # fmt: skip
     for note in job.notes:
         add(note.created_at, "note", rule=note.rule, message=note.message)
+    for node in chain:
+        if node.parent_id == job.id:
+            add(node.created_at, "fired", rule=node.rule, child_id=node.id, action=node.action)
+    for sent in notifications:  # the receiver's host only: a notify URL's path or query may carry a credential
+        add(sent.created_at, "notification", rule=sent.rule, host=urlsplit(sent.url).hostname, attempts=sent.attempts,
+            delivered_at=_iso_or_none(sent.delivered_at), error=sent.error)  # fmt: skip
     return [item for _, item in sorted(items, key=lambda pair: pair[0])]
 
 

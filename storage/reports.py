@@ -53,6 +53,19 @@ class ChainNode:
     status: JobStatus
     depth: int
     created_at: float
+    rule: str | None = None
+
+
+@dataclass(frozen=True)
+class NotificationRecord:
+    """One notification a rule sent about one of a job's events, and how its delivery went."""
+
+    rule: str
+    url: str
+    attempts: int
+    created_at: float
+    delivered_at: float | None
+    error: str | None
 
 
 class Reports(Database):
@@ -110,8 +123,16 @@ class Reports(Database):
     async def chain(self, root_id: str, *, limit: int = 500) -> list[ChainNode]:
         """The jobs of one chain, root first, then by depth and age (at most `limit`)."""
         rows = await self._read(
-            """SELECT id, parent_id, action, status, depth, created_at FROM jobs WHERE root_id = ?
+            """SELECT id, parent_id, action, status, depth, created_at, rule FROM jobs WHERE root_id = ?
                ORDER BY depth, created_at, id LIMIT ?""",
             (root_id, limit),
         )
-        return [ChainNode(r[0], r[1], r[2], JobStatus(r[3]), r[4], r[5]) for r in rows]
+        return [ChainNode(r[0], r[1], r[2], JobStatus(r[3]), r[4], r[5], r[6]) for r in rows]
+
+    async def job_notifications(self, job_id: str) -> list[NotificationRecord]:
+        rows = await self._read(
+            """SELECT n.rule, n.url, n.attempts, n.created_at, n.delivered_at, n.error FROM notifications n
+               JOIN events e ON e.id = n.event_id WHERE e.job_id = ? ORDER BY n.id""",
+            (job_id,),
+        )
+        return [NotificationRecord(*row) for row in rows]

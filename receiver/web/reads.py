@@ -80,7 +80,9 @@ async def job_timeline(service: Service, job_id: str) -> dict[str, Any] | None:
     events = await service.store.job_events(job.id)
     chain = await service.store.chain(job.root_id)
     job_view = job_json(job, media_url=media_urls(service.settings))
-    return {"job": job_view, "timeline": timeline_json(job, callbacks, events), "chain": chain_json(chain)}
+    notifications = await service.store.job_notifications(job.id)
+    timeline = timeline_json(job, callbacks, events, chain, notifications)
+    return {"job": job_view, "timeline": timeline, "chain": chain_json(chain)}
 
 
 async def overview(service: Service) -> dict[str, Any]:

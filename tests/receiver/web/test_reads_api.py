@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from storage import NewJob
+from storage import NewJob, NewNotification
 from tests.receiver.conftest import AUTH, Harness, ttapi_callback
 from tests.receiver.web.test_dashboard import sign_in
 
@@ -98,3 +100,18 @@ async def test_overview_counts_per_provider_and_the_last_callback(harness: Harne
     await sign_in(harness)
     page = (await harness.client.get("/")).text
     assert "1 rule follow-ups held by the pause" in page
+
+
+async def test_the_timeline_shows_the_follow_ups_rules_fired_and_the_notifications_sent(harness: Harness) -> None:
+    root = await harness.submitted_job("tt-1")
+    await harness.client.post(harness.hook_path(root), content=ttapi_callback("tt-1", videos=1))
+    [event] = [e for e in await harness.store.pending_events() if e.job_id == root and e.type == "job.succeeded"]
+    followup = NewJob("ttapi", "extend", {"index": 0}, parent_id=root, rule="extend-first", origin="extend-first:x:0")
+    notify = NewNotification("tell-me", "https://hooks.example.com/in?key=secret-in-query", b"{}")
+    [child] = await harness.store.complete_event(event.id, [followup], [notify])
+    timeline = (await harness.client.get(f"/api/jobs/{root}/timeline", headers=AUTH)).json()["timeline"]
+    fired = [item for item in timeline if item["kind"] == "fired"]
+    assert [(f["rule"], f["child_id"], f["action"]) for f in fired] == [("extend-first", child, "extend")]
+    [sent] = [item for item in timeline if item["kind"] == "notification"]
+    assert (sent["rule"], sent["host"], sent["delivered_at"]) == ("tell-me", "hooks.example.com", None)
+    assert "secret-in-query" not in json.dumps(timeline)
