@@ -60,9 +60,10 @@ async def get_job(request: Request) -> Response:
     if not authorized(request):
         return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
     service: Service = request.app.state.service
-    job_id: str = request.path_params["job_id"]
-    # Job ids are ASCII (uuid hex); anything else, such as a lone surrogate a server decoded, names no job.
-    job = await service.store.get_job(job_id) if job_id.isascii() else None
+    try:
+        job = await reads.find_job(service, request.path_params["job_id"])  # the id or a unique prefix of it
+    except BadRequest as exc:
+        return error(exc.status_code, exc.error, exc.detail)
     if job is None:
         return error(404, "not_found", f"no job {request.path_params['job_id']}")
     return TextSafeJSONResponse(job_json(job, media_url=media_urls(service.settings)))
@@ -134,7 +135,10 @@ async def timeline(request: Request) -> Response:
     """`GET /api/jobs/{id}/timeline`: the job, what happened to it in order, and its chain as a tree."""
     if not authorized(request):
         return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
-    found = await reads.job_timeline(request.app.state.service, request.path_params["job_id"])
+    try:
+        found = await reads.job_timeline(request.app.state.service, request.path_params["job_id"])
+    except BadRequest as exc:
+        return error(exc.status_code, exc.error, exc.detail)
     if found is None:
         return error(404, "not_found", f"no job {request.path_params['job_id']}")
     return TextSafeJSONResponse(found)

@@ -34,6 +34,13 @@ def _service(request: Request) -> Service:
     return service
 
 
+async def _timeline(request: Request, job_id: str) -> dict[str, Any] | None:
+    try:
+        return await reads.job_timeline(_service(request), job_id)
+    except BadRequest:  # an id prefix that fits several jobs: the jobs list's search shows them all
+        return None
+
+
 async def overview_page(request: Request) -> Response:
     return render(request, "overview.html", overview=await reads.overview(_service(request)))
 
@@ -72,14 +79,14 @@ async def jobs_partial(request: Request) -> Response:
 
 
 async def job_page(request: Request) -> Response:
-    found = await reads.job_timeline(_service(request), request.path_params["job_id"])
+    found = await _timeline(request, request.path_params["job_id"])
     if found is None:
         return render(request, "missing.html", 404, job_id=request.path_params["job_id"])
     return render(request, "job.html", **found)
 
 
 async def job_partial(request: Request) -> Response:
-    found = await reads.job_timeline(_service(request), request.path_params["job_id"])
+    found = await _timeline(request, request.path_params["job_id"])
     if found is None:
         return render(request, "missing.html", 404, job_id=request.path_params["job_id"])
     return render(request, "_job.html", **found)
@@ -116,7 +123,7 @@ async def _follow_up(request: Request, body: dict[str, Any]) -> Response:
     try:
         job = await reads.submit_job(_service(request), {**body, "parent_id": job_id})
     except BadRequest as exc:
-        found = await reads.job_timeline(_service(request), job_id)
+        found = await _timeline(request, job_id)
         if found is None:
             return render(request, "missing.html", exc.status_code, job_id=job_id)
         return render(request, "job.html", exc.status_code, problem=exc.detail, **found)
@@ -139,7 +146,7 @@ async def _job_verb(request: Request, verb: Any) -> Response:
     try:
         await verb(_service(request), job_id)
     except BadRequest as exc:
-        found = await reads.job_timeline(_service(request), job_id)
+        found = await _timeline(request, job_id)
         if found is None:
             return render(request, "missing.html", exc.status_code, job_id=job_id)
         return render(request, "job.html", exc.status_code, problem=exc.detail, **found)

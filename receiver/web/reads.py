@@ -23,6 +23,7 @@ from storage import Job, JobStatus
 from submitter.jsonbody import JSONBodyError, parse_json
 
 log = logging.getLogger("reelhook.api")
+MIN_PREFIX = 6  # hex characters: 16M ids per prefix, so a pasted six rarely needs a seventh
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,29 @@ async def jobs_page(service: Service, query: JobQuery) -> dict[str, Any]:
     return {"jobs": [job_json(job, media_url=urls) for job in jobs], "next_cursor": next_cursor}
 
 
+async def find_job(service: Service, job_id: str) -> Job | None:
+    """The job with this id, or the one job whose id starts with it (at least MIN_PREFIX hex characters); None for
+    none; BadRequest 409 naming the candidates when the prefix fits several."""
+    # Job ids are ASCII (uuid hex); anything else, such as a lone surrogate a server decoded, names no job.
+    job = await service.store.get_job(job_id) if job_id.isascii() else None
+    prefix = job_id.lower()
+    if job is not None or len(prefix) < MIN_PREFIX or not all(c in "0123456789abcdef" for c in prefix):
+        return job
+    # The `q` filter also matches provider job ids; only ids that start with the prefix are candidates.
+    candidates = [
+        found.id for found in await service.store.list_jobs(q=prefix, limit=11) if found.id.startswith(prefix)
+    ]
+    if len(candidates) > 1:
+        count = "over 10" if len(candidates) > 10 else str(len(candidates))
+        shown = ", ".join(candidates[:5]) + (", ..." if len(candidates) > 5 else "")
+        detail = f"job id prefix {prefix} fits {count} jobs ({shown}): give more of the id"
+        raise BadRequest(detail, 409, "ambiguous")
+    return await service.store.get_job(candidates[0]) if candidates else None
+
+
 async def job_timeline(service: Service, job_id: str) -> dict[str, Any] | None:
     """A job, what happened to it in order, and its chain as a tree; None for no such job."""
-    job = await service.store.get_job(job_id) if job_id.isascii() else None
+    job = await find_job(service, job_id)
     if job is None:
         return None
     callbacks = await service.store.job_callbacks(job.id)
@@ -95,7 +116,11 @@ async def overview(service: Service) -> dict[str, Any]:
 
 
 async def submit_job(service: Service, body: dict[str, Any]) -> Job:
-    """`POST /api/jobs`: record the job a body asks for and wake the submitter, or BadRequest."""
+    """`POST /api/jobs`: record the job a body asks for and wake the submitter, or BadRequest. A follow-up's
+    `parent_id` may be a unique prefix of the parent's id."""
+    parent_id = body.get("parent_id")
+    if isinstance(parent_id, str) and (parent := await find_job(service, parent_id)) is not None:
+        body = {**body, "parent_id": parent.id}
     new = await read_job_request(service, body)
     job, _ = await service.store.create_job(new)
     service.wake_submitter()
@@ -124,7 +149,7 @@ async def retry_downloads(service: Service, job_id: str) -> dict[str, Any]:
 
 
 async def _existing(service: Service, job_id: str) -> Job:
-    job = await service.store.get_job(job_id) if job_id.isascii() else None
+    job = await find_job(service, job_id)
     if job is None:
         raise BadRequest(f"no job {_shorten(job_id)}", 404, "not_found")
     return job
