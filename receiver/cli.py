@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import socket
@@ -11,11 +12,14 @@ import sys
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
+from importlib import metadata
 from pathlib import Path
+from typing import NoReturn
 
 import anyio
 
 from receiver.client import ApiError, add_client_commands
+from receiver.completion import SHELLS, completion_script
 from receiver.process import StartError, describe_bind_error, handle_signals, lock_data_dir
 from receiver.rules import RuleError, RuleSet, check_rules_file
 from receiver.serving import bind_socket, make_server, running, socket_url
@@ -26,22 +30,62 @@ log = logging.getLogger("reelhook")
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     environ = os.environ if environ is None else environ
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:  # before the arguments are read, --json is only a word among them
+        return _fail(
+            exc.parser.format_usage() + f"{exc.parser.prog}: error: {exc}", "usage", str(exc), "--json" in argv, 2
+        )
+    as_json = getattr(args, "json", False)
     try:
         return int(args.run(args, environ) or 0)
     except (SettingsError, RuleError, StartError) as exc:
-        print(f"reelhook: {exc}", file=sys.stderr)
-        return 2
+        return _fail(f"reelhook: {exc}", ERRORS[type(exc)], str(exc), as_json, 2)
     except ApiError as exc:
-        print(f"reelhook: {exc}", file=sys.stderr)
-        return 1
+        return _fail(f"reelhook: {exc}", exc.error, exc.detail, as_json, 1)
+
+
+ERRORS: dict[type[Exception], str] = {
+    SettingsError: "invalid_setting",
+    RuleError: "invalid_rules",
+    StartError: "cannot_start",
+}
+
+
+class UsageError(Exception):
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints and exits on a wrong argument; main decides how to print it (text, or JSON under --json).
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self, message)
+
+
+def _fail(text: str, error: str, detail: str, as_json: bool, code: int) -> int:
+    """Print a failure on stderr (`{"error", "detail"}` under --json, as the API answers) and return the exit code."""
+    print(json.dumps({"error": error, "detail": detail}) if as_json else text, file=sys.stderr)
+    return code
+
+
+def _version() -> str:
+    try:
+        return f"reelhook {metadata.version('reelhook')}"
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "reelhook (not installed)"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reelhook", description=__doc__)
+    parser = _Parser(prog="reelhook", description=__doc__)
+    parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the service (and the provider simulator when no key is set)")
+    serve.add_argument("--json", action="store_true", help="print a refusal to start as JSON")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--fd", type=int, help="serve on an already-bound socket (file descriptor)")
@@ -52,7 +96,12 @@ def _parser() -> argparse.ArgumentParser:
     rules = commands.add_parser("rules", help="rules file tools").add_subparsers(required=True, metavar="COMMAND")
     check = rules.add_parser("check", help="validate a rules file without starting the service")
     check.add_argument("file", type=Path)
+    check.add_argument("--json", action="store_true", help="print JSON")
     check.set_defaults(run=_rules_check)
+
+    completion = commands.add_parser("completion", help="print a shell completion script (bash or zsh)")
+    completion.add_argument("shell", choices=SHELLS)
+    completion.set_defaults(run=lambda args, environ: print(completion_script(parser, args.shell), end=""))
     return parser
 
 
@@ -116,7 +165,12 @@ async def _serve_async(settings: Settings, rules: RuleSet, sock: socket.socket) 
 
 
 def _rules_check(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    print(check_rules_file(args.file))
+    if args.json:
+        ruleset = RuleSet.load(args.file)
+        names = [rule.name for rule in ruleset.rules]
+        print(json.dumps({"file": str(args.file), "rules": names, "max_depth": ruleset.limits.max_depth}, indent=2))
+    else:
+        print(check_rules_file(args.file))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,17 @@ import httpx
 MOTIONS = ["low", "high"]
 STATUSES = ["queued", "submitted", "running", "succeeded", "failed"]
 RECONCILE_TIMEOUT = 300.0
+SERVER = "http://127.0.0.1:8000"
+PAGE, ALL_PAGE = 20, 500
+TOKEN_FROM = "reelhook:token-from"  # not an environment variable: where --token put the token, for the 401 message
 
 
 class ApiError(Exception):
-    pass
+    """A client command that failed: `error` is a short code, `detail` says what happened and what to do."""
+
+    def __init__(self, detail: str, error: str = "failed", status: int | None = None) -> None:
+        super().__init__(f"{status} {error}: {detail}" if status else detail)
+        self.error, self.detail = error, detail
 
 
 def add_client_commands(commands: Any) -> None:
@@ -73,7 +81,9 @@ def add_client_commands(commands: Any) -> None:
 
     jobs = _command(commands, "jobs", "list jobs, newest first", _jobs)
     jobs.add_argument("--status", choices=STATUSES)
-    jobs.add_argument("--limit", type=int, default=20)
+    jobs.add_argument("--limit", type=int, help=f"jobs per page (default {PAGE}; {ALL_PAGE} with --all)")
+    jobs.add_argument("--cursor", help="start after the page that gave this next_cursor")
+    jobs.add_argument("--all", action="store_true", help="follow next_cursor to the last job")
 
     show = _command(commands, "show", "show one job and its files", _show)
     show.add_argument("job_id")
@@ -100,9 +110,25 @@ def add_client_commands(commands: Any) -> None:
 
 def _command(commands: Any, name: str, help: str, run: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(name, help=help)
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.set_defaults(run=run)
+    parser.add_argument("--json", action="store_true", help="print JSON (errors too, on stderr)")
+    parser.add_argument("--server", metavar="URL", help="the service's URL (default $REELHOOK_SERVER_URL or " + SERVER)
+    parser.add_argument("--token", help="the API token (default $REELHOOK_API_TOKEN or the data dir's api-token)")
+    parser.set_defaults(run=_with_flags(run))
     return parser
+
+
+def _with_flags(run: Any) -> Any:
+    """`run` with --server and --token laid over the environment, which every command reads its connection from."""
+
+    def run_with_flags(args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
+        flags = {
+            "REELHOOK_SERVER_URL": args.server,
+            "REELHOOK_API_TOKEN": args.token,
+            TOKEN_FROM: args.token and "--token",
+        }
+        return run(args, {**environ, **{key: value for key, value in flags.items() if value}})
+
+    return run_with_flags
 
 
 def _base64_file(path: str) -> str:
@@ -112,26 +138,34 @@ def _base64_file(path: str) -> str:
         raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _client(environ: Mapping[str, str]) -> httpx.Client:
-    token = environ.get("REELHOOK_API_TOKEN")
-    if not token:
-        stored = Path(environ.get("REELHOOK_DATA_DIR") or "./data") / "api-token"
-        if not stored.exists():
-            raise ApiError("set REELHOOK_API_TOKEN (or run from the folder whose ./data the server uses)")
-        token = stored.read_text().strip()
-    base = environ.get("REELHOOK_SERVER_URL", "http://127.0.0.1:8000").rstrip("/")
-    return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30.0)
+def _token(environ: Mapping[str, str]) -> tuple[str, str]:
+    """The API token and where it was read from: --token, REELHOOK_API_TOKEN, or the data dir's api-token."""
+    if token := environ.get("REELHOOK_API_TOKEN"):
+        return token, environ.get(TOKEN_FROM, "REELHOOK_API_TOKEN")
+    where = f"{(environ.get('REELHOOK_DATA_DIR') or './data').rstrip('/')}/api-token"
+    try:
+        return Path(where).read_text().strip(), where
+    except OSError:
+        detail = f"no API token: pass --token, set REELHOOK_API_TOKEN, or run where {where} is the server's"
+        raise ApiError(detail, "no_token") from None
 
 
 def _call(environ: Mapping[str, str], method: str, path: str, **kwargs: Any) -> Any:
-    with _client(environ) as client:
+    token, where = _token(environ)
+    base = (environ.get("REELHOOK_SERVER_URL") or SERVER).rstrip("/")
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30.0) as client:
         try:
             response = client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise ApiError(f"cannot reach the server at {client.base_url}: {exc}") from None
+            raise ApiError(f"cannot reach the server at {base}: {exc}", "unreachable") from None
     body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+    if response.status_code == 401:
+        # The usual cause is a token from another server's folder, so say which token went where.
+        detail = (f"the token from {where} was refused by {base}; pass --token or set REELHOOK_API_TOKEN "
+                  "(the server's token is in its data dir's api-token)")  # fmt: skip
+        raise ApiError(detail, "unauthorized", 401)
     if response.status_code >= 400:
-        raise ApiError(f"{response.status_code} {body.get('error', '')}: {body.get('detail', response.text)}")
+        raise ApiError(body.get("detail", response.text), body.get("error", "failed"), response.status_code)
     return body
 
 
@@ -145,7 +179,7 @@ def _options(pairs: list[str]) -> dict[str, Any] | None:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise ApiError(f"--option takes KEY=VALUE, got {pair!r}")
+            raise ApiError(f"--option takes KEY=VALUE, got {pair!r}", "invalid_option")
         try:
             options[key] = json.loads(raw)
         except json.JSONDecodeError:
@@ -179,13 +213,21 @@ def _act(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
 
 
 def _jobs(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    params: dict[str, str | int] = {"limit": args.limit}
+    params: dict[str, str | int] = {"limit": args.limit or (ALL_PAGE if args.all else PAGE)}
     if args.status:
         params["status"] = args.status
-    jobs = _call(environ, "GET", "/api/jobs", params=params)["jobs"]
+    cursor, jobs = args.cursor, []
+    while True:
+        page = _call(environ, "GET", "/api/jobs", params=params | ({"cursor": cursor} if cursor else {}))
+        jobs += page["jobs"]
+        cursor = page["next_cursor"]
+        if not (args.all and cursor):
+            break
     if args.json:
-        print(json.dumps(jobs, indent=2))
+        print(json.dumps({"jobs": jobs, "next_cursor": cursor}, indent=2))
         return
+    if cursor:  # on stderr, so the list on stdout stays one job a line
+        print(f"more: reelhook jobs --cursor {cursor} (or --all)", file=sys.stderr)
     for job in jobs:
         done = sum(video["status"] == "downloaded" for video in job["videos"])
         print(f"{job['id']}  {job['status']:<9}  {job['provider']:<9} {job['action']:<10} depth {job['depth']}  "

@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
+import subprocess
+from importlib import metadata
 from pathlib import Path
 
 import anyio
@@ -154,3 +157,133 @@ async def test_every_action_from_the_command_line(tmp_path: Path, capsys: pytest
     assert (ws["aspect_ratio"], ws["seed"]) == ("16:9", 42)
     [am] = [s.body for s in deployed.sims["apimart"].submissions if s.status_code == 200]
     assert (am["task_id"], am["index"]) == (imagine_task, 2)
+
+
+# -- CLI habits: --version, --json everywhere (errors too), --server/--token, paging, id prefixes, completion --------
+
+
+def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"], {})
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"reelhook {metadata.version('reelhook')}\n"
+
+
+def test_rules_check_json_and_its_errors_as_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", "check", str(RULES), "--json"], {}) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out) == {"file": str(RULES), "rules": ["extend-first", "extend-again"], "max_depth": 2}
+    bad = tmp_path / "rules.toml"
+    bad.write_text('[[rule]]\nname = "extend-first"\non = "job.succeeded"\nextend.index = 7\n')
+    assert main(["rules", "check", str(bad), "--json"], {}) == 2
+    out, err = capsys.readouterr()
+    failure = json.loads(err)
+    assert (
+        out == "" and failure["error"] == "invalid_rules" and 'rule "extend-first": extend.index' in failure["detail"]
+    )
+    assert (
+        main(["serve", "--port", "0", "--json"], {"REELHOOK_DATA_DIR": str(tmp_path), "REELHOOK_SECRET": "short"}) == 2
+    )
+    assert json.loads(capsys.readouterr().err)["error"] == "invalid_setting"
+
+
+def test_a_usage_error_is_json_under_json_and_argparse_text_without(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["jobs", "--limit", "many", "--json"], {}) == 2
+    assert json.loads(capsys.readouterr().err) == {
+        "error": "usage",
+        "detail": "argument --limit: invalid int value: 'many'",
+    }
+    assert main(["jobs", "--limit", "many"], {}) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("usage: reelhook jobs ") and "reelhook jobs: error: argument --limit: invalid int value" in err
+    )
+
+
+def complete(script: str, *words: str) -> list[str]:
+    """What tab offers after `words` (the last one is the word being completed), from the bash script itself."""
+    line = " ".join(shlex.quote(word) for word in words)
+    probe = f'{script}\nCOMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _reelhook; printf "%s\\n" "${{COMPREPLY[@]}}"'
+    return subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_completion_scripts_offer_commands_options_and_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["completion", "bash"], {}) == 0
+    script = capsys.readouterr().out
+    assert sorted(complete(script, "reelhook", "re")) == ["reconcile", "resume", "retry"]
+    assert set(complete(script, "reelhook", "")) >= {"serve", "jobs", "show", "rules", "completion", "--version"}
+    assert complete(script, "reelhook", "jobs", "--c") == ["--cursor"]
+    assert complete(script, "reelhook", "show", "abc", "--s") == ["--server"]
+    assert complete(script, "reelhook", "jobs", "--status", "s") == ["submitted", "succeeded"]
+    assert complete(script, "reelhook", "extend", "--motion", "") == ["low", "high"]
+    assert complete(script, "reelhook", "rules", "") == ["check", "--help"]
+    assert complete(script, "reelhook", "rules", "check", "--j") == ["--json"]
+    assert complete(script, "reelhook", "completion", "") == ["bash", "zsh"]
+    assert main(["completion", "zsh"], {}) == 0
+    zsh = capsys.readouterr().out
+    assert "bashcompinit" in zsh and "complete -o filenames -F _reelhook reelhook" in zsh
+
+
+@pytest.mark.anyio
+async def test_flags_401_paging_prefixes_and_json_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = tmp_path / "other-server"
+    other.mkdir()
+    (other / "api-token").write_text("another-servers-token\n")
+    async with deployment(tmp_path) as deployed:
+
+        async def cli(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+            code = await anyio.to_thread.run_sync(main, list(argv), {} if env is None else env)
+            out, err = capsys.readouterr()
+            return code, out, err
+
+        flags = ("--server", deployed.url, "--token", API_TOKEN)
+        ids = []
+        for n in range(3):
+            code, out, err = await cli("submit", "--prompt", f"fox {n}", "--image-url", "https://i.example/a.png",
+                                       "--json", *flags)  # fmt: skip
+            assert code == 0, err
+            ids.append(json.loads(out)["id"])
+
+        # --server and --token win over the environment.
+        wrong = {"REELHOOK_SERVER_URL": "http://127.0.0.1:9", "REELHOOK_API_TOKEN": "wrong"}
+        code, out, _ = await cli("show", ids[0], "--json", *flags, env=wrong)
+        assert code == 0 and json.loads(out)["id"] == ids[0]
+
+        # A refused token says where it came from and where the server's is.
+        code, _, err = await cli("jobs", env={"REELHOOK_SERVER_URL": deployed.url, "REELHOOK_DATA_DIR": str(other)})
+        assert code == 1 and err.startswith(
+            f"reelhook: 401 unauthorized: the token from {other}/api-token was refused by {deployed.url}; "
+            "pass --token or set REELHOOK_API_TOKEN (the server's token is in its data dir's api-token)"
+        )
+        code, _, err = await cli("jobs", "--server", deployed.url, "--token", "nope", env={"REELHOOK_API_TOKEN": "x"})
+        assert code == 1 and "the token from --token was refused" in err
+        code, out, err = await cli(
+            "jobs", "--json", env={"REELHOOK_SERVER_URL": deployed.url, "REELHOOK_API_TOKEN": "x"}
+        )
+        failure = json.loads(err)
+        assert code == 1 and out == "" and failure["error"] == "unauthorized"
+        assert failure["detail"].startswith("the token from REELHOOK_API_TOKEN was refused")
+
+        # An API error under --json is the API's {"error", "detail"}; without, today's text.
+        code, out, err = await cli("show", "0123456789", "--json", *flags)
+        assert code == 1 and out == "" and json.loads(err) == {"error": "not_found", "detail": "no job 0123456789"}
+        code, _, err = await cli("show", "0123456789", *flags)
+        assert code == 1 and err == "reelhook: 404 not_found: no job 0123456789\n"
+
+        # Paging: a page and its cursor, the next page from the cursor, or every page.
+        code, out, _ = await cli("jobs", "--limit", "2", "--json", *flags)
+        first = json.loads(out)
+        assert code == 0 and [job["id"] for job in first["jobs"]] == ids[:0:-1] and first["next_cursor"]
+        code, out, _ = await cli("jobs", "--limit", "2", "--cursor", first["next_cursor"], "--json", *flags)
+        assert code == 0 and json.loads(out) == {"jobs": json.loads(out)["jobs"], "next_cursor": None}
+        assert [job["id"] for job in json.loads(out)["jobs"]] == ids[:1]
+        code, out, _ = await cli("jobs", "--limit", "1", "--all", "--json", *flags)
+        assert code == 0 and [job["id"] for job in json.loads(out)["jobs"]] == ids[::-1]
+        code, out, err = await cli("jobs", "--limit", "2", *flags)
+        assert code == 0 and len(out.splitlines()) == 2 and f"--cursor {first['next_cursor']}" in err
+
+        # A unique prefix is as good as the id.
+        code, out, _ = await cli("show", ids[1][:8], *flags)
+        assert code == 0 and out.startswith(f"job {ids[1]}: ")
+        code, _, err = await cli("show", ids[1][:5], *flags)
+        assert code == 1 and f"no job {ids[1][:5]}" in err
