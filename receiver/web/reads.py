@@ -23,6 +23,7 @@ from storage import Job, JobStatus
 from submitter.jsonbody import JSONBodyError, parse_json
 
 log = logging.getLogger("reelhook.api")
+ID_LENGTH = 32  # uuid4().hex
 MIN_PREFIX = 6  # hex characters: 16M ids per prefix, so a pasted six rarely needs a seventh
 
 
@@ -119,7 +120,8 @@ async def submit_job(service: Service, body: dict[str, Any]) -> Job:
     """`POST /api/jobs`: record the job a body asks for and wake the submitter, or BadRequest. A follow-up's
     `parent_id` may be a unique prefix of the parent's id."""
     parent_id = body.get("parent_id")
-    if isinstance(parent_id, str) and (parent := await find_job(service, parent_id)) is not None:
+    # A whole id (uuid hex) goes straight to read_job_request, which looks it up anyway.
+    if isinstance(parent_id, str) and len(parent_id) < ID_LENGTH and (parent := await find_job(service, parent_id)):
         body = {**body, "parent_id": parent.id}
     new = await read_job_request(service, body)
     job, _ = await service.store.create_job(new)
