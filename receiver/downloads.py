@@ -210,6 +210,7 @@ class Downloader:
         if recorded:
             self._on_recorded()
             await make_poster(path)  # after the record: a poster, or its failure (logged), never holds up the download
+            self._on_recorded()  # and once more with it, so whoever shows the file sees its poster
         return True
 
     async def _retry(self, video: Video, error: str) -> bool:
