@@ -14,6 +14,7 @@ from storage import (
     JobMismatch,
     JobStatus,
     NewJob,
+    Note,
     Store,
     VideoStatus,
 )
@@ -192,3 +193,12 @@ async def test_chain_counts_each_jobs_unprocessed_events(store: Store) -> None:
     followup = NewJob("ttapi", "extend", {"index": 0}, parent_id=job_id, rule="r", origin=f"r:{job_id}:0")
     [child_id] = await store.complete_event(event.id, [followup])
     assert [(n.id, n.pending_events) for n in await store.chain(job_id)] == [(job_id, 0), (child_id, 0)]
+
+
+async def test_the_job_list_carries_each_jobs_notes(store: Store) -> None:
+    # A note says why a rule's follow-up did not happen; `reelhook watch` reads the list and must see it.
+    job_id = await submitted(store)
+    [event] = await store.pending_events()
+    await store.complete_event(event.id, notes=[Note(job_id, "r", "max_depth 1 reached (job depth 1)")])
+    [listed] = await store.list_jobs()
+    assert [(note.rule, note.message) for note in listed.notes] == [("r", "max_depth 1 reached (job depth 1)")]
