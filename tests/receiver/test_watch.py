@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from receiver.cli import main
+from receiver.cli import _parser, main
 from receiver.watch import Display, failures, render, settled, snapshot, watch
 from tests.e2e.conftest import API_TOKEN, assert_videos_on_disk, deployment
 
@@ -205,3 +205,21 @@ async def test_a_limit_that_stops_a_follow_up_exits_1(tmp_path: Path, capsys: py
         assert code == 1
         assert f"failed: job {root['id']}: rule extend-first stopped by a limit: max_jobs_per_root 1" in out
         assert len(await deployed.jobs()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["submit", "--prompt", "a fox"],
+        ["extend", "J", "--index", "0"],
+        ["imagine", "--prompt", "a fox"],
+        ["action", "J", "upsample1"],
+        ["seed", "J"],
+        ["blend", "--image", __file__, "--image", __file__],
+        ["describe", "--image", __file__],
+        ["inpaint", "J", "--mask", __file__],
+    ],
+)
+def test_every_command_that_creates_a_job_takes_wait(argv: list[str]) -> None:
+    args = _parser().parse_args([*argv, "--wait", "--interval", "2"])
+    assert (args.wait, args.interval, args.timeout) == (True, 2.0, None)
