@@ -3,12 +3,15 @@ the same run without them (a ratio, reported, not asserted).
 
 The hostile mix runs for the whole measured run, each connection reopened as soon as the server closes it:
 leaked tokens dribbling bodies at one byte a second (twice each job's share of callback slots per token), forged
-tokens doing the same, and heads dripped a byte a second, enough of all of them to keep the open-connection cap
-full. reelhook runs with its default deadlines and limits, so each hostile connection lasts as long as they allow.
+tokens doing the same, heads dripped a byte a second, enough of all of them to keep the open-connection cap full,
+and replay storms: a finished job's callback padded to 512 KiB, sent again as fast as the server answers (the
+database's growth over the attacked run is reported: re-deliveries are counted, not stored). reelhook runs with its
+default deadlines and limits, so each hostile connection lasts as long as they allow.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from contextlib import closing
@@ -39,6 +42,8 @@ PER_JOB = 8  # REELHOOK_MAX_HOOK_REQUESTS_PER_JOB's default
 MAX_CONNECTIONS = 512  # REELHOOK_MAX_CONNECTIONS's default
 FORGED = 100
 DRIPS = MAX_CONNECTIONS  # with the others, more than the cap: the server evicts all the time
+REPLAYERS = 4  # connections replaying one finished job's padded callback back to back
+REPLAY_PAD = 512 * 1024
 
 
 def run(workdir: Path, quick: bool) -> Result:
@@ -52,6 +57,12 @@ def run(workdir: Path, quick: bool) -> Result:
         files = write_requests(workdir, url, legit, [level, level])
         signer = HookSigner([SECRET], max_age=SEVEN_DAYS)
         tokens = [signer.sign_hook_token(job_id, "ttapi") for job_id, _ in leaked]
+        replay = json.loads(files[0].read_text().splitlines()[0])  # a legitimate callback, finished in the calm run
+        padded = json.loads(replay["body"]) | {"pad": "x" * REPLAY_PAD}
+        replay_request = (
+            f"POST {replay['path']} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(json.dumps(padded))}\r\n\r\n"
+            + json.dumps(padded)
+        ).encode()
         env = {
             "REELHOOK_DATA_DIR": str(data),
             "REELHOOK_SECRET": SECRET,
@@ -65,12 +76,15 @@ def run(workdir: Path, quick: bool) -> Result:
             wait_quiet(database)
             calm = load(url, files[0], level, workdir / "calm.json")
             wait_quiet(database)
-            mix = Hostile(sock.getsockname()[:2], tokens)
+            size_before = _database_bytes(database)
+            mix = Hostile(sock.getsockname()[:2], tokens, replay_request)
             mix.start()
             try:
                 attacked = load(url, files[1], level, workdir / "attacked.json")
             finally:
                 seen = mix.stop()
+            wait_quiet(database)
+            grown_mib = (_database_bytes(database) - size_before) / 2**20
     calm_p99 = percentile(calm["latencies_ms"], 99)
     attacked_p99 = percentile(attacked["latencies_ms"], 99)
     rows: list[dict[str, Any]] = [
@@ -82,14 +96,22 @@ def run(workdir: Path, quick: bool) -> Result:
         name="hostile",
         title="Legitimate callbacks under slow and hostile connections (p99 with them / without)",
         rows=rows,
-        headline={"p99_ratio": ratio, "calm_p99_ms": round(calm_p99, 2), "attacked_p99_ms": round(attacked_p99, 2)},
+        headline={
+            "p99_ratio": ratio,
+            "calm_p99_ms": round(calm_p99, 2),
+            "attacked_p99_ms": round(attacked_p99, 2),
+            "replays_answered": seen.get("replay 200", 0),
+            "database_growth_mib_under_attack": round(grown_mib, 1),
+        },
         method=(
             f"`reelhook serve` with default limits; {level.senders} legitimate senders (bench/loadgen.py, closed"
             f" loop, keep-alive), {level.warmup} warm-up + {level.measured} measured TTAPI callbacks, each for its"
             f" own job, first alone, then while a thread in the bench process keeps open: {LEAKED_TOKENS} leaked"
             f" tokens x {2 * PER_JOB} connections dribbling a body at 1 byte/s, {FORGED} forged-token connections"
-            f" doing the same, and {DRIPS} connections dripping a head at 1 byte/s; each reopened as soon as the"
-            " server closes it. 'hostile opened' and 'hostile answers' count what the hostile clients saw."
+            f" doing the same, {DRIPS} connections dripping a head at 1 byte/s, and {REPLAYERS} connections"
+            f" replaying one finished job's callback padded to {REPLAY_PAD // 1024} KiB back to back; each reopened"
+            " as soon as the server closes it. 'hostile opened' and 'hostile answers' count what the hostile clients"
+            " saw; the database's growth is measured over the attacked run (the legitimate callbacks included)."
         ),
     )
 
@@ -111,9 +133,10 @@ def _row(name: str, report: dict[str, Any], seen: dict[str, int]) -> dict[str, A
 class Hostile:
     """The hostile mix, in a thread with its own event loop until `stop()`."""
 
-    def __init__(self, address: tuple[str, int], tokens: list[str]) -> None:
+    def __init__(self, address: tuple[str, int], tokens: list[str], replay: bytes) -> None:
         self.host, self.port = address
         self.tokens = tokens
+        self.replay = replay
         self.seen: Counter[str] = Counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=anyio.run, args=(self._main,), daemon=True)
@@ -136,6 +159,8 @@ class Hostile:
                 tg.start_soon(self._keep, body_head.format(f"forged-{i}").encode(), b"x" * 100_000)
             for _ in range(DRIPS):
                 tg.start_soon(self._keep, b"", b"POST /hooks/ttapi/x HTTP/1.1\r\n" + b"X-Drip: " + b"x" * 100_000)
+            for _ in range(REPLAYERS):
+                tg.start_soon(self._replay)
             while not self._stop.is_set():
                 await anyio.sleep(0.1)
             tg.cancel_scope.cancel()
@@ -170,3 +195,22 @@ class Hostile:
             except OSError:
                 self.seen["connect failed"] += 1
             await anyio.sleep(0.05)
+
+    async def _replay(self) -> None:
+        """One finished job's callback, again and again, each as soon as the last was answered."""
+        while True:
+            try:
+                async with await anyio.connect_tcp(self.host, self.port) as stream:
+                    await stream.send(self.replay)
+                    answer = b""
+                    while b"\r\n\r\n" not in answer:
+                        answer += await stream.receive()
+                    status = answer.split(b" ", 2)[1].decode()
+                    self.seen[f"replay {status}"] += 1
+            except (OSError, anyio.EndOfStream, anyio.BrokenResourceError):
+                self.seen["replay failed"] += 1
+                await anyio.sleep(0.05)
+
+
+def _database_bytes(database: Path) -> int:
+    return sum(path.stat().st_size for path in database.parent.glob(database.name + "*"))

@@ -8,8 +8,10 @@ The receiver's port is exposed through a tunnel, so everything here needs `Autho
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -34,6 +36,26 @@ def authorized(request: Request) -> bool:
     return secrets.compare_digest(request.headers.get("authorization", "").encode(), expected.encode())
 
 
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def no_query(handler: Handler) -> Handler:
+    """A route that reads no query parameters answers 400 to any, naming it (once the caller is authorized), rather
+    than quietly doing what it would do without: `GET /api/jobs` reads its own (`JobQuery.parse`)."""
+
+    @functools.wraps(handler)
+    async def checked(request: Request) -> Response:
+        if request.query_params and authorized(request):
+            try:
+                reads.check_query(request.query_params, (), f"{request.method} {request.url.path[:80]}")
+            except BadRequest as exc:
+                return error(exc.status_code, exc.error, exc.detail)
+        return await handler(request)
+
+    return checked
+
+
+@no_query
 async def create_job(request: Request) -> Response:
     if not authorized(request):
         return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
@@ -56,6 +78,7 @@ async def list_jobs(request: Request) -> Response:
     return TextSafeJSONResponse(await reads.jobs_page(service, query))
 
 
+@no_query
 async def get_job(request: Request) -> Response:
     if not authorized(request):
         return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
@@ -69,6 +92,7 @@ async def get_job(request: Request) -> Response:
     return TextSafeJSONResponse(job_json(job, media_url=media_urls(service.settings)))
 
 
+@no_query
 async def reconcile(request: Request) -> Response:
     """`POST /api/reconcile`: look up now the jobs whose results are overdue, and give up on the lost ones
     (receiver/reconcile.py)."""
@@ -78,6 +102,7 @@ async def reconcile(request: Request) -> Response:
     return TextSafeJSONResponse(await reads.reconcile(service))
 
 
+@no_query
 async def prune(request: Request) -> Response:
     """`POST /api/prune` `{"callbacks_older_than_days"}`: drop the raw bodies of finished jobs' callbacks past that
     age, keeping each one's digest, status and counts (storage/inbox.py)."""
@@ -98,6 +123,7 @@ async def prune(request: Request) -> Response:
     return TextSafeJSONResponse({"pruned": pruned})
 
 
+@no_query
 async def pause(request: Request) -> Response:
     """`POST /api/pause` `{"reason"?}`: the kill switch. Callbacks are still stored; rules' follow-ups wait."""
     if not authorized(request):
@@ -114,6 +140,7 @@ async def pause(request: Request) -> Response:
     return TextSafeJSONResponse({"paused": reason})
 
 
+@no_query
 async def resume(request: Request) -> Response:
     """`POST /api/resume`: rules may spend again; what waited goes out now."""
     if not authorized(request):
@@ -123,6 +150,7 @@ async def resume(request: Request) -> Response:
     return TextSafeJSONResponse({"paused": None})
 
 
+@no_query
 async def status(request: Request) -> Response:
     """`GET /api/status`: whether the kill switch is on, and why."""
     if not authorized(request):
@@ -131,6 +159,7 @@ async def status(request: Request) -> Response:
     return TextSafeJSONResponse({"paused": await guards.paused(service.store)})
 
 
+@no_query
 async def timeline(request: Request) -> Response:
     """`GET /api/jobs/{id}/timeline`: the job, what happened to it in order, and its chain as a tree."""
     if not authorized(request):
@@ -144,11 +173,13 @@ async def timeline(request: Request) -> Response:
     return TextSafeJSONResponse(found)
 
 
+@no_query
 async def cancel(request: Request) -> Response:
     """`POST /api/jobs/{id}/cancel`: fail a queued job before it is sent (409 for any other)."""
     return await _job_verb(request, reads.cancel)
 
 
+@no_query
 async def retry(request: Request) -> Response:
     """`POST /api/jobs/{id}/retry`: try a job's failed downloads again now (409 if none failed)."""
     return await _job_verb(request, reads.retry_downloads)
@@ -163,6 +194,7 @@ async def _job_verb(request: Request, verb: Any) -> Response:
         return error(exc.status_code, exc.error, exc.detail)
 
 
+@no_query
 async def overview(request: Request) -> Response:
     """`GET /api/overview`: per provider, what is in flight, queued, finished today, downloading; the kill switch."""
     if not authorized(request):

@@ -23,7 +23,7 @@ from receiver.completion import SHELLS, completion_script
 from receiver.process import StartError, describe_bind_error, handle_signals, lock_data_dir
 from receiver.rules import RuleError, RuleSet, check_rules_file
 from receiver.serving import bind_socket, make_server, running, socket_url
-from receiver.settings import Settings, SettingsError
+from receiver.settings import Settings, SettingsError, startup_lines, unknown_variable_warnings
 
 log = logging.getLogger("reelhook")
 
@@ -112,6 +112,8 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # httpx logs each request's full URL at INFO; a hook URL's token is a credential, so keep those out of the log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    for warning in unknown_variable_warnings(environ):  # before from_env, which may refuse: a typo may be why
+        log.warning("%s", warning)
     settings = Settings.from_env(environ)
     with lock_data_dir(settings.data_dir):  # one server per data dir; a folder it cannot use is said here
         try:
@@ -129,17 +131,21 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
                 sock = bind_socket(args.host, args.port)
             except OSError as exc:
                 raise describe_bind_error(exc, args.host, args.port) from None
-        if "REELHOOK_PUBLIC_URL" not in environ:
+        public_url_from = "REELHOOK_PUBLIC_URL"
+        if not environ.get("REELHOOK_PUBLIC_URL"):  # from_env reads an empty one as unset too
             settings = replace(settings, public_url=socket_url(sock))
+            public_url_from = "the bound socket; set REELHOOK_PUBLIC_URL to the tunnel's URL for real providers"
         with sock:
-            anyio.run(_serve_async, settings, rules, sock)
+            anyio.run(_serve_async, settings, rules, sock, public_url_from)
     log.info("stopped")
     return 0
 
 
-async def _serve_async(settings: Settings, rules: RuleSet, sock: socket.socket) -> None:
+async def _serve_async(settings: Settings, rules: RuleSet, sock: socket.socket, public_url_from: str) -> None:
     from receiver.app import create_app  # the client commands need none of the server's imports
     from receiver.connections import ConnectionLimits
+    from receiver.guards import paused
+    from storage import Store
     from submitter.simulators.registry import SIMULATORS
 
     async with AsyncExitStack() as stack:
@@ -151,8 +157,12 @@ async def _serve_async(settings: Settings, rules: RuleSet, sock: socket.socket) 
                 url = await stack.enter_async_context(running(simulator.app))
                 providers[name] = replace(config, api_key=None, base_url=url)
                 trusted.add(url)
-                log.info("no REELHOOK_%s_API_KEY: the built-in %s simulator answers at %s", name.upper(), name, url)
         settings = replace(settings, providers=providers)
+        async with await Store.open(settings.database_path) as store:
+            pause = await paused(store)
+        rule_file = (settings.rules_path, len(rules.rules)) if settings.rules_path else None
+        for line in startup_lines(settings, public_url_from=public_url_from, rules=rule_file, paused=pause):
+            log.info("%s", line)
         app = create_app(settings, rules=rules, trusted_origins=trusted)
         log.info("reelhook listening on %s (public URL %s); data in %s", socket_url(sock), settings.public_url,
                  settings.data_dir)  # fmt: skip

@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 
+from receiver import watch
+
 MOTIONS = ["low", "high"]
 STATUSES = ["queued", "submitted", "running", "succeeded", "failed"]
 RECONCILE_TIMEOUT = 300.0
@@ -106,6 +108,8 @@ def add_client_commands(commands: Any) -> None:
     )
     _command(commands, "status", "whether the service is paused", _status)
     _command(commands, "open", "print a one-time link that signs a browser in to the dashboard (5 minutes)", _open)
+    follow = _command(commands, "watch", "follow a job and its follow-ups until downloaded and settled", _watch)
+    follow.add_argument("job_id")
 
 
 def _command(commands: Any, name: str, help: str, run: Any) -> argparse.ArgumentParser:
@@ -114,6 +118,11 @@ def _command(commands: Any, name: str, help: str, run: Any) -> argparse.Argument
     parser.add_argument("--server", metavar="URL", help="the service's URL (default $REELHOOK_SERVER_URL or " + SERVER)
     parser.add_argument("--token", help="the API token (default $REELHOOK_API_TOKEN or the data dir's api-token)")
     parser.set_defaults(run=_with_flags(run))
+    if run in (_submit, _fresh, _follow_up, _act, _watch):  # the commands that create a job, and watch itself
+        if run is not _watch:
+            parser.add_argument("--wait", action="store_true", help="follow the job and its follow-ups until settled")
+        parser.add_argument("--interval", type=float, default=watch.INTERVAL, help="seconds between looks (0.5)")
+        parser.add_argument("--timeout", type=float, metavar="SECONDS", help="stop waiting after this long (exit 1)")
     return parser
 
 
@@ -169,9 +178,23 @@ def _call(environ: Mapping[str, str], method: str, path: str, **kwargs: Any) -> 
     return body
 
 
-def _create(environ: Mapping[str, str], body: dict[str, Any], as_json: bool) -> None:
+def _create(environ: Mapping[str, str], body: dict[str, Any], args: argparse.Namespace) -> int:
     job = _call(environ, "POST", "/api/jobs", json={key: value for key, value in body.items() if value is not None})
-    _print_job(job, as_json)
+    if not (args.wait and args.json):  # waiting, --json prints the job once, when it has settled
+        _print_job(job, args.json)
+    return _watch(argparse.Namespace(**{**vars(args), "job_id": job["id"]}), environ) if args.wait else 0
+
+
+def _watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    out = sys.stderr if args.json else sys.stdout  # with --json, stdout keeps only JSON
+    job_id = args.job_id
+    code = watch.watch(
+        lambda path, params: _call(environ, "GET", path, params=params), job_id, out,
+        interval=args.interval, timeout=args.timeout, tty=out.isatty(),
+    )  # fmt: skip
+    if args.json and code != watch.INTERRUPTED:
+        _print_job(_call(environ, "GET", f"/api/jobs/{job_id}"), True)
+    return code
 
 
 def _options(pairs: list[str]) -> dict[str, Any] | None:
@@ -187,29 +210,29 @@ def _options(pairs: list[str]) -> dict[str, Any] | None:
     return options or None
 
 
-def _submit(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+def _submit(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     names = ("provider", "prompt", "image_url", "end_image_url", "task_id", "index", "motion", "resolution",
              "batch_size", "loop")  # fmt: skip
     body = {"action": "generate", **{name: getattr(args, name) for name in names}, "options": _options(args.option)}
-    _create(environ, body, args.json)
+    return _create(environ, body, args)
 
 
-def _fresh(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+def _fresh(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     fields = ("prompt", "images_base64", "dimensions", "image_base64")
     body = {"action": args.action, **{name: getattr(args, name, None) for name in fields}}
     if hasattr(args, "option"):
         body["options"] = _options(args.option)
-    _create(environ, body, args.json)
+    return _create(environ, body, args)
 
 
-def _follow_up(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+def _follow_up(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     fields = ("index", "prompt", "motion", "mask_base64")
     body = {"action": args.action, "parent_id": args.parent_id, **{name: getattr(args, name, None) for name in fields}}
-    _create(environ, body, args.json)
+    return _create(environ, body, args)
 
 
-def _act(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    _create(environ, {"action": args.name, "parent_id": args.parent_id}, args.json)
+def _act(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    return _create(environ, {"action": args.name, "parent_id": args.parent_id}, args)
 
 
 def _jobs(args: argparse.Namespace, environ: Mapping[str, str]) -> None:

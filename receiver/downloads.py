@@ -81,6 +81,7 @@ class Downloader:
         head_start: float = HEAD_START,
         per_origin: int = PER_ORIGIN,
         on_recorded: Callable[[], None] = lambda: None,
+        on_poster: Callable[[], None] = lambda: None,
         fault: Callable[[str], None] = lambda point: None,
     ) -> None:
         if min(concurrency, max_attempts, max_bytes, min_rate, per_origin) < 1 or deadline <= 0 or head_start < 0:
@@ -101,6 +102,7 @@ class Downloader:
         self._head_start = head_start
         self._per_origin = per_origin
         self._on_recorded = on_recorded
+        self._on_poster = on_poster
         self._fault = fault
         self._clock = store.clock
         # Shared by every run_once in flight: they draw from one pool of slots and never pick the same video.
@@ -210,6 +212,7 @@ class Downloader:
         if recorded:
             self._on_recorded()
             await make_poster(path)  # after the record: a poster, or its failure (logged), never holds up the download
+            self._on_poster()  # whoever shows the file (the dashboard's live pages) can show its poster now
         return True
 
     async def _retry(self, video: Video, error: str) -> bool:

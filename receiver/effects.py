@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeGuard
 from urllib.parse import urlsplit
 
-from storage import EventType, Job
+from storage import EventType, Job, JobStatus
 from submitter.providers import InvalidParams, Provider
 
 MOTIONS = ("low", "high")
@@ -43,6 +43,9 @@ TEMPLATE_SAMPLE: dict[str, Any] = {
 }
 # Jobs whose results are no image a follow-up action could act on.
 NOT_IMAGES = frozenset({"generate", "extend", "describe", "seed"})
+VIDEO_JOBS = frozenset({"generate", "extend"})  # jobs whose results are videos, the only thing an extend extends
+# Follow-ups on an image job that its result need not list as a component.
+IMAGE_FOLLOW_UPS = frozenset({"seed", "inpaint"})
 
 
 class RuleError(ValueError):
@@ -142,6 +145,34 @@ def extend_params(
     if refusal is not None:
         return params, f"{refusal}; the rule's prompt was not sent"
     return params | {"prompt": prompt}, None
+
+
+def followup_refusal(parent: Job, action: str, index: int | None = None) -> str | None:
+    """Why `parent` cannot have the follow-up `action` (of its take `index`, for an extend), or None.
+
+    The one check that both the API and the rules make before recording a follow-up, so neither sends one that the
+    provider could only answer with "job not found": the parent must have succeeded and be the right kind of job (a
+    video to extend, an image to act on), and offer what is asked (a component its result lists, a take it has).
+    Whether the parent's provider can do `action` at all is the caller's question (it knows the providers).
+    """
+    if parent.status is not JobStatus.SUCCEEDED:
+        return f"job is {parent.status}; only a succeeded job can be followed up"
+    if action == "extend":
+        if parent.action not in VIDEO_JOBS:
+            return f"only a video (generate or extend) job can be extended; this one is {parent.action}"
+        takes = sorted(video.index for video in parent.videos)
+        if not takes:
+            return "the job has no videos to extend"
+        if index is not None and index not in takes:
+            return f"index must be 0-{len(takes) - 1} (the job has {len(takes)} videos), got {index}"
+        return None
+    if parent.action in NOT_IMAGES:
+        return f"{action} acts on an image job (imagine, blend, upsample1, ...); this one is {parent.action}"
+    components = parent.result.get("components")
+    offered = [str(name) for name in components] if isinstance(components, list) else []
+    if action not in IMAGE_FOLLOW_UPS and action not in offered:
+        return f"{action} is not among the job's components ({', '.join(offered) or 'none'})"
+    return None
 
 
 def with_parent_prompt(provider: Provider, params: dict[str, Any], prompt: str | None) -> dict[str, Any]:

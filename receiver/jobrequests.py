@@ -2,11 +2,12 @@
 
 Two kinds of action. A fresh one (generate, imagine, blend, describe) names its provider; a follow-up one (extend,
 seed, inpaint, and the image actions a result lists, such as upsample1) names a parent job, which must have
-succeeded, and goes to the parent's provider. An extend without a prompt carries on its parent's where the provider
-takes one (AceData requires one; TTAPI refuses any), so the job records what is sent. Generic checks (field names,
-types, URLs) are here; what a provider can take is its own module's `validate_params`. For providers that cap the
-size of an image frame (APIMart), the frame URLs are asked for their size (HEAD, through the download guard) before
-anything is recorded.
+succeeded and be able to have it (`effects.followup_refusal`, which the rules ask too: a video to extend, an image
+with that component to act on), and goes to the parent's provider. An extend without a prompt carries on its
+parent's where the provider takes one (AceData requires one; TTAPI refuses any), so the job records what is sent.
+Generic checks (field names, types, URLs) are here; what a provider can take is its own module's `validate_params`.
+For providers that cap the size of an image frame (APIMart), the frame URLs are asked for their size (HEAD, through
+the download guard) before anything is recorded.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from receiver.effects import prompt_refusal, with_parent_prompt
+from receiver.effects import followup_refusal, prompt_refusal, with_parent_prompt
 from receiver.netguard import UnsafeURL, check_url
 from receiver.service import Service
 from storage import JobStatus, NewJob
@@ -74,14 +75,12 @@ async def read_job_request(service: Service, body: dict[str, Any]) -> NewJob:
             raise BadRequest(f"provider: a {action} goes to the parent's provider ({parent.provider})")
         provider, parent_id, parent_prompt = _provider(service, parent.provider), parent.id, parent.prompt
         allowed = FOLLOW_UP.get(action, set()) | {"parent_id"}
-        components = parent.result.get("components")
-        if action not in FOLLOW_UP and isinstance(components, list) and action not in components:
-            listed = ", ".join(map(str, components)) or "none"
-            raise BadRequest(f"action: {action} is not one of the parent's components ({listed})")
-        if action == "extend":
-            count = len(parent.videos)
-            if not isinstance(body.get("index"), int) or not 0 <= body["index"] < max(count, 1):
-                raise BadRequest(f"index must be 0-{max(count, 1) - 1} (the parent has {count} videos)")
+        index = body.get("index")
+        if action == "extend" and (not isinstance(index, int) or isinstance(index, bool)):
+            raise BadRequest(f"index must be a whole number (which of the parent's videos to extend), got {index!r}")
+        refusal = followup_refusal(parent, action, index if action == "extend" else None)
+        if refusal is not None:
+            raise BadRequest(f"{action} of job {parent.id}: {refusal}")
     if action not in provider.actions and not (provider.component_actions and action not in FRESH | FOLLOW_UP):
         raise BadRequest(f"action: {provider.name} cannot {action}; it can {', '.join(sorted(provider.actions))}")
     unknown = sorted(set(body) - allowed - {"provider", "action"})

@@ -8,12 +8,14 @@ so the same event handled twice (or a job.succeeded and a video.downloaded rule 
 take of the same job twice under one rule.
 
 `max_depth` is enforced here, where the depth is known: a follow-up deeper than it becomes a `Skip`, as does one
-whose provider cannot do it (a rule without a provider filter applies to every provider) or whose job has not
-succeeded. Skips are logged and returned so the caller can record them where a user will see them (a note on the
-job). A follow-up its provider would take only without part of what the rule asked is recorded without that part
-and the skip names it (`Skip.origin`): a TTAPI extend carries no prompt, so a rule's `extend.prompt` is not sent,
-and the note goes on the extend itself. The limits that count jobs (`max_jobs_per_root`, `max_jobs_per_day`) need
-the store, so the event worker applies them to what this returns (`receiver.guards`); answering stays pure.
+whose provider cannot do it (a rule without a provider filter applies to every provider) or whose job cannot have it
+(`effects.followup_refusal`, the API's check too: a job that has not succeeded, an extend of an image, an image
+action its result does not list). Skips are logged and returned so the caller can record them where a user will see
+them (a note on the job). A follow-up its provider would take only without part of what the rule asked is recorded
+without that part and the skip names it (`Skip.origin`): a TTAPI extend carries no prompt, so a rule's
+`extend.prompt` is not sent, and the note goes on the extend itself. The limits that count jobs
+(`max_jobs_per_root`, `max_jobs_per_day`) need the store, so the event worker applies them to what this returns
+(`receiver.guards`); answering stays pure.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from receiver.effects import Act, Extend, Notify, Video, extend_params, template_fields
+from receiver.effects import Act, Extend, Notify, Video, extend_params, followup_refusal, template_fields
 from receiver.rulefile import Limits, Rule, RuleError, can, parse_rules
 from storage import Event, EventType, Job, JobStatus, NewJob
 from submitter.providers import PROVIDERS, InvalidParams, Provider
@@ -141,9 +143,6 @@ class RuleSet:
 
     def _act(self, rule: Rule, act: Act, job: Job, jobs: list[NewJob], skips: list[Skip]) -> None:
         reason = self._blocked(job, act.name)
-        components = job.result.get("components")
-        if reason is None and isinstance(components, list) and act.name not in components:
-            reason = f"{act.name} is not among the job's components ({', '.join(map(str, components))})"
         if reason is not None:
             logger.info('rule "%s" did not follow up job %s: %s', rule.name, job.id, reason)
             skips.append(Skip(rule.name, job.id, reason))
@@ -172,12 +171,15 @@ class RuleSet:
                 skips.append(Skip(rule.name, job.id, dropped, origin=origin))
 
     def _blocked(self, job: Job, action: str | None) -> str | None:
-        """Why no follow-up of `job` may be created, or None. `action` is what the job's own provider must do."""
+        """Why no follow-up of `job` may be created, or None. `action` is what the job's own provider must do; the
+        job itself must be able to have it (the API asks the same: `followup_refusal`)."""
         if job.status is not JobStatus.SUCCEEDED:
             return f"job is {job.status}; only a succeeded job can be followed up"
         provider = self.providers.get(job.provider)
         if action is not None and (provider is None or not can(provider, action)):
             return f"provider {job.provider} cannot {action}"
+        if action is not None and (refusal := followup_refusal(job, action)) is not None:
+            return refusal
         if job.depth + 1 > self.limits.max_depth:
             return f"max_depth {self.limits.max_depth} reached (job depth {job.depth})"
         return None

@@ -89,6 +89,7 @@ class Service:
             allow_private=settings.allow_private_urls,
             allowed_origins=trusted_origins,
             on_recorded=self.wake_events,
+            on_poster=self.changes.notify,
             fault=self.faults.trip,
         )
         self._followups = followups = FollowUps(

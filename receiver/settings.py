@@ -7,8 +7,10 @@ Secrets print as '**********' so that a logged Settings never leaks a key.
 from __future__ import annotations
 
 import base64
+import difflib
+import functools
 import secrets as _secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -248,3 +250,74 @@ def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
     if value <= 0:
         raise SettingsError(f"{name} must be a number of seconds above 0, got {environ.get(name)!r}")
     return value
+
+
+# -- what start-up says about the settings -------------------------------------------------------------------------
+# A typo'd variable (`_APIKEY` for `_API_KEY`) is not an error from_env can see: it reads the names it knows, and the
+# misspelt one silently leaves a default in place (the simulator instead of the real provider). So start-up names
+# every REELHOOK_* variable that nothing reads. The known names are not a second list to keep in step: they are
+# the names from_env asks for, recorded by running it once over an empty environment, plus the client's own.
+
+CLIENT_VARIABLES = frozenset({"REELHOOK_SERVER_URL"})  # receiver/client.py: where the CLI finds the server
+
+
+class _Recording(Mapping[str, str]):
+    """An empty environment that remembers every name asked of it."""
+
+    def __init__(self) -> None:
+        self.asked: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.asked.add(name)
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+@functools.cache
+def known_variables() -> frozenset[str]:
+    """Every REELHOOK_* variable reelhook reads: Settings.from_env's, and the client's."""
+    environ = _Recording()
+    Settings.from_env(environ)
+    return frozenset(environ.asked) | CLIENT_VARIABLES
+
+
+def unknown_variable_warnings(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each REELHOOK_* variable that nothing reads, naming the closest known one."""
+    known = sorted(known_variables())
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith("REELHOOK_") or name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)  # every name shares REELHOOK_
+        hint = f"did you mean {close[0]}?" if close else "see the README for the settings"
+        warnings.append(f"{name} is not a reelhook setting and is ignored; {hint}")
+    return warnings
+
+
+def startup_lines(
+    settings: Settings, *, public_url_from: str, rules: tuple[Path, int] | None, paused: str | None
+) -> list[str]:
+    """What `reelhook serve` runs with, one line each: the public URL and where it came from, each provider, the
+    rules file, the kill switch. `settings.providers` are the ones in use (a simulator's base URL filled in)."""
+    lines = [f"public URL {settings.public_url} (from {public_url_from})"]
+    for name, provider in settings.providers.items():
+        variable = f"REELHOOK_{name.upper()}_API_KEY"
+        if provider.simulated:
+            lines.append(f"{name}: no {variable}: the built-in {name} simulator answers at {provider.base_url}")
+        else:
+            lines.append(f"{name}: key from {variable}, sending to {provider.base_url}")
+    if rules is None:
+        lines.append("rules: none (REELHOOK_RULES is not set): no follow-ups")
+    else:
+        path, count = rules
+        lines.append(f"rules: {path}, {count} rule{'' if count == 1 else 's'}")
+    if paused is None:
+        lines.append("not paused: rules' follow-ups go out")
+    else:
+        lines.append(f"paused ({paused}): rules' follow-ups wait for `reelhook resume`")
+    return lines

@@ -138,10 +138,11 @@ def timeline_json(
 
 
 def chain_json(nodes: Sequence[ChainNode]) -> list[dict[str, Any]]:
-    """A chain as a tree: the root's entry with `children`, each child likewise, oldest first."""
+    """A chain as a tree: the root's entry with `children`, each child likewise, oldest first. `pending_events`
+    counts a job's events the rules have not handled yet (while it is not 0, a follow-up may still appear)."""
     entries: dict[str, dict[str, Any]] = {
         node.id: {"id": node.id, "action": node.action, "status": node.status.value, "depth": node.depth,
-                  "created_at": _iso(node.created_at), "children": []}
+                  "created_at": _iso(node.created_at), "pending_events": node.pending_events, "children": []}
         for node in nodes
     }  # fmt: skip
     roots: list[dict[str, Any]] = []

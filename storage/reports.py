@@ -54,6 +54,7 @@ class ChainNode:
     depth: int
     created_at: float
     rule: str | None = None
+    pending_events: int = 0  # events of the job the rules have not handled yet: a follow-up may still come
 
 
 @dataclass(frozen=True)
@@ -121,13 +122,15 @@ class Reports(Database):
         return [EventRecord(r[0], r[1], r[2]) for r in rows]
 
     async def chain(self, root_id: str, *, limit: int = 500) -> list[ChainNode]:
-        """The jobs of one chain, root first, then by depth and age (at most `limit`)."""
+        """The jobs of one chain, root first, then by depth and age (at most `limit`), each with its count of
+        unprocessed events."""
         rows = await self._read(
-            """SELECT id, parent_id, action, status, depth, created_at, rule FROM jobs WHERE root_id = ?
-               ORDER BY depth, created_at, id LIMIT ?""",
+            """SELECT id, parent_id, action, status, depth, created_at, rule,
+                      (SELECT count(*) FROM events WHERE events.job_id = jobs.id AND processed_at IS NULL)
+               FROM jobs WHERE root_id = ? ORDER BY depth, created_at, id LIMIT ?""",
             (root_id, limit),
         )
-        return [ChainNode(r[0], r[1], r[2], JobStatus(r[3]), r[4], r[5], r[6]) for r in rows]
+        return [ChainNode(r[0], r[1], r[2], JobStatus(r[3]), r[4], r[5], r[6], int(r[7])) for r in rows]
 
     async def job_notifications(self, job_id: str) -> list[NotificationRecord]:
         rows = await self._read(

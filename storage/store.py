@@ -14,7 +14,7 @@ from storage.guards import Guards
 from storage.inbox import Inbox
 from storage.lifecycle import IN_FLIGHT, InvalidTransition, sql_list
 from storage.queues import Queues
-from storage.records import EventType, Job, JobStatus, NewJob, Video
+from storage.records import EventType, Job, JobStatus, NewJob, Note, Video
 from storage.reports import Reports
 from storage.rows import job_from_row, video_from_row
 
@@ -76,15 +76,19 @@ class Store(Inbox, Deadlines, Queues, Guards, Reports):
         rows = await self._read(sql, [*params, limit])
         if not rows:
             return []
-        # One query for the whole page's videos, not one per job.
-        marks = ",".join("?" * len(rows))
-        video_rows = await self._read(
-            f"SELECT * FROM videos WHERE job_id IN ({marks}) ORDER BY job_id, idx", [row["id"] for row in rows]
-        )
+        # One query for the whole page's videos and one for its notes, not one per job.
+        marks, ids = ",".join("?" * len(rows)), [row["id"] for row in rows]
+        video_rows = await self._read(f"SELECT * FROM videos WHERE job_id IN ({marks}) ORDER BY job_id, idx", ids)
         videos: dict[str, list[Video]] = {}
         for video_row in video_rows:
             videos.setdefault(video_row["job_id"], []).append(video_from_row(video_row))
-        return [job_from_row(row, videos.get(row["id"], ())) for row in rows]
+        note_rows = await self._read(
+            f"SELECT job_id, rule, message, created_at FROM job_notes WHERE job_id IN ({marks}) ORDER BY id", ids
+        )
+        notes: dict[str, list[Note]] = {}
+        for note_row in note_rows:
+            notes.setdefault(note_row[0], []).append(Note(note_row[0], note_row[1], note_row[2], note_row[3]))
+        return [job_from_row(row, videos.get(row["id"], ()), notes.get(row["id"], ())) for row in rows]
 
     # -- submissions (the outbox towards providers) --------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from receiver.api import no_query
 from receiver.jobrequests import BadRequest
 from receiver.service import Service
 from receiver.web import live, login, reads
@@ -184,7 +185,7 @@ def routes() -> list[BaseRoute]:
         Route("/login", from_our_pages(login.sign_in), methods=["POST"]),
         Route("/login/{token}", login.sign_in_link, methods=["GET"]),
         Route("/logout", from_our_pages(login.sign_out), methods=["POST"]),
-        Route("/api/login-link", login.login_link, methods=["POST"]),
+        Route("/api/login-link", no_query(login.login_link), methods=["POST"]),
         Route("/", page(overview_page), methods=["GET"]),
         Route("/jobs", page(jobs_page), methods=["GET"]),
         Route("/jobs/{job_id}", page(job_page), methods=["GET"]),

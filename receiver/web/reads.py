@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from starlette.datastructures import QueryParams
 
@@ -40,9 +40,12 @@ class JobQuery:
     root: str | None = None
     q: str | None = None
 
+    PARAMETERS: ClassVar[tuple[str, ...]] = ("status", "limit", "cursor", "provider", "action", "rule", "root", "q")
+
     @classmethod
     def parse(cls, query: QueryParams) -> JobQuery:
         """The query of `GET /api/jobs`, or BadRequest naming the parameter to fix. Empty values mean no filter."""
+        check_query(query, cls.PARAMETERS, "GET /api/jobs")
         values = {key: value for key, value in query.items() if value != ""}
         try:
             status = JobStatus(values["status"]) if "status" in values else None
@@ -61,6 +64,18 @@ class JobQuery:
                 raise BadRequest(f"{name} must be printable text of at most 200 characters", error="invalid_query")
             texts[name] = value.strip() if name == "q" and value is not None else value
         return cls(status, int(limit), before, **texts)
+
+
+def check_query(query: QueryParams, known: tuple[str, ...], route: str) -> None:
+    """BadRequest naming the parameters of `query` that `route` does not read: a misspelt filter (`?provder=`) must
+    not quietly answer as if there were none."""
+    unknown = sorted({_shorten(name) for name in query if name not in known})
+    if unknown:
+        takes = f"takes {', '.join(known)}" if known else "takes no query parameters"
+        plural = "s" if len(unknown) > 1 else ""
+        raise BadRequest(
+            f"unknown query parameter{plural} {', '.join(unknown)}; {route} {takes}", error="invalid_query"
+        )
 
 
 async def jobs_page(service: Service, query: JobQuery) -> dict[str, Any]:

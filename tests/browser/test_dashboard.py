@@ -79,6 +79,10 @@ def test_a_job_appears_and_changes_status_without_a_reload(new_page, start_reelh
     reelhook.deliver(job["id"])
 
     expect(status_of(page, job["id"])).to_have_attribute("data-status", "succeeded")
+    # Once its files are downloaded and its poster made, the row's placeholder becomes the poster, still no reload.
+    poster = row_of(page, job["id"]).locator("img.poster")
+    expect(poster).to_be_visible()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=poster.element_handle())
     assert page.evaluate("() => window.reelhookNoReload") is True
 
 

@@ -14,6 +14,7 @@ from storage import (
     JobMismatch,
     JobStatus,
     NewJob,
+    Note,
     Store,
     VideoStatus,
 )
@@ -181,3 +182,23 @@ async def test_a_job_without_its_own_prompt_reports_the_providers(store: Store) 
     assert upscaled is not None and upscaled.prompt == "a cat --v 7"
     own = await store.get_job(parent_id)
     assert own is not None and own.prompt == "a cat"
+
+
+async def test_chain_counts_each_jobs_unprocessed_events(store: Store) -> None:
+    # `reelhook watch` must not call a chain settled while an event that may fire a follow-up waits.
+    job_id = await submitted(store)  # job.submitted waits
+    [node] = await store.chain(job_id)
+    assert node.pending_events == 1
+    [event] = await store.pending_events()
+    followup = NewJob("ttapi", "extend", {"index": 0}, parent_id=job_id, rule="r", origin=f"r:{job_id}:0")
+    [child_id] = await store.complete_event(event.id, [followup])
+    assert [(n.id, n.pending_events) for n in await store.chain(job_id)] == [(job_id, 0), (child_id, 0)]
+
+
+async def test_the_job_list_carries_each_jobs_notes(store: Store) -> None:
+    # A note says why a rule's follow-up did not happen; `reelhook watch` reads the list and must see it.
+    job_id = await submitted(store)
+    [event] = await store.pending_events()
+    await store.complete_event(event.id, notes=[Note(job_id, "r", "max_depth 1 reached (job depth 1)")])
+    [listed] = await store.list_jobs()
+    assert [(note.rule, note.message) for note in listed.notes] == [("r", "max_depth 1 reached (job depth 1)")]

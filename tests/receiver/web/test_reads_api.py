@@ -54,10 +54,10 @@ async def test_timeline_lists_what_happened_in_order_with_the_callback_body(harn
     assert callback["status"] == "succeeded" and callback["effect"] == "applied"
     assert callback["body"] == body.decode()
     assert [item["at"] for item in found["timeline"]] == sorted(item["at"] for item in found["timeline"])
-    assert found["chain"] == [
-        {"id": job_id, "action": "generate", "status": "succeeded", "depth": 0,
-         "created_at": found["job"]["created_at"], "children": []}
-    ]  # fmt: skip
+    [node] = found["chain"]
+    assert isinstance(node.pop("pending_events"), int)  # how many the events worker has handled yet is its business
+    assert node == {"id": job_id, "action": "generate", "status": "succeeded", "depth": 0,
+                    "created_at": found["job"]["created_at"], "children": []}  # fmt: skip
     assert (await harness.client.get(f"/api/jobs/{job_id}/timeline")).status_code == 401
     assert (await harness.client.get("/api/jobs/nope/timeline", headers=AUTH)).status_code == 404
 
