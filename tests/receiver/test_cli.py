@@ -287,3 +287,5 @@ async def test_flags_401_paging_prefixes_and_json_errors(tmp_path: Path, capsys:
         assert code == 0 and out.startswith(f"job {ids[1]}: ")
         code, _, err = await cli("show", ids[1][:5], *flags)
         assert code == 1 and f"no job {ids[1][:5]}" in err
+        code, out, err = await cli("watch", ids[0][:8], "--timeout", "30", "--json", *flags)
+        assert code == 0 and json.loads(out)["id"] == ids[0], err
