@@ -187,7 +187,9 @@ def _create(environ: Mapping[str, str], body: dict[str, Any], args: argparse.Nam
 
 def _watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     out = sys.stderr if args.json else sys.stdout  # with --json, stdout keeps only JSON
-    job_id = _call(environ, "GET", f"/api/jobs/{args.job_id}")["id"]  # the whole id, when given a prefix
+    job_id = args.job_id
+    if len(job_id) < 32:  # a prefix (a uuid's hex is 32): watch compares whole ids
+        job_id = _call(environ, "GET", f"/api/jobs/{job_id}")["id"]
     code = watch.watch(
         lambda path, params: _call(environ, "GET", path, params=params), job_id, out,
         interval=args.interval, timeout=args.timeout, tty=out.isatty(),
