@@ -123,11 +123,12 @@ async def resume(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    """`GET /api/status`: whether the kill switch is on, and why."""
+    """`GET /api/status`: whether the kill switch is on (`paused`: its reason, or null), and per provider what is
+    queued, in flight of its limit, overdue, lost today, and its downloads; what a pause holds back. The overview's
+    read, so the two never disagree."""
     if not authorized(request):
         return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
-    service: Service = request.app.state.service
-    return TextSafeJSONResponse({"paused": await guards.paused(service.store)})
+    return TextSafeJSONResponse(await reads.overview(request.app.state.service))
 
 
 async def timeline(request: Request) -> Response:

@@ -23,6 +23,8 @@ class ProviderCounts:
     downloads_pending: int = 0
     downloads_failed: int = 0
     last_callback_at: float | None = None
+    overdue: int = 0  # in flight past the callback grace: looked up at least once, or its first lookup is due
+    lost_since: int = 0  # given up on (failed as `lost:`) since `since`, whatever arrived after
 
 
 @dataclass(frozen=True)
@@ -69,21 +71,27 @@ class NotificationRecord:
 
 
 class Reports(Database):
-    async def provider_counts(self, providers: list[str], *, since: float) -> dict[str, ProviderCounts]:
-        """Per provider: jobs in flight and queued, finished since `since`, downloads waiting or failed, and the
-        last callback received."""
+    async def provider_counts(
+        self, providers: list[str], *, since: float, now: float | None = None
+    ) -> dict[str, ProviderCounts]:
+        """Per provider: jobs in flight (and of those, overdue at `now`) and queued, finished and lost since `since`,
+        downloads waiting or failed, and the last callback received."""
+        now = self.clock() if now is None else now
         counts: dict[str, dict[str, object]] = {name: {} for name in providers}
+        in_flight = f"status IN ({sql_list(IN_FLIGHT)})"
         rows = await self._read(
             f"""SELECT provider,
-                  sum(status IN ({sql_list(IN_FLIGHT)})), sum(status = 'queued'),
-                  sum(status = 'succeeded' AND updated_at >= ?), sum(status = 'failed' AND updated_at >= ?)
+                  sum({in_flight}), sum(status = 'queued'),
+                  sum(status = 'succeeded' AND updated_at >= ?), sum(status = 'failed' AND updated_at >= ?),
+                  sum({in_flight} AND (lookups > 0 OR lookup_at <= ?)),
+                  sum(lost_at >= ?)
                 FROM jobs GROUP BY provider""",
-            (since, since),
+            (since, since, now, since),
         )
         for row in rows:
             counts.setdefault(row[0], {}).update(
                 in_flight=int(row[1] or 0), queued=int(row[2] or 0), succeeded_since=int(row[3] or 0),
-                failed_since=int(row[4] or 0),
+                failed_since=int(row[4] or 0), overdue=int(row[5] or 0), lost_since=int(row[6] or 0),
             )  # fmt: skip
         rows = await self._read(
             """SELECT jobs.provider, sum(videos.status = 'pending'), sum(videos.status = 'failed')
