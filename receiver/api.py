@@ -15,7 +15,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from receiver import guards
 from receiver.jobrequests import BadRequest
 from receiver.media import media_urls
 from receiver.requests import BodyTooLarge, TextSafeJSONResponse, error, read_body

@@ -1,4 +1,4 @@
-"""`GET /api/status` and `reelhook status`: the kill switch, and per provider what waits, what is late, what was lost."""
+"""`GET /api/status` and `reelhook status`: the kill switch, and per provider what waits, is late or was lost."""
 
 from __future__ import annotations
 
