@@ -26,6 +26,7 @@ import logging
 from collections.abc import Callable
 
 from receiver.guards import apply_limits, paused
+from receiver.metrics import Metrics
 from receiver.rules import RuleSet, Skip
 from receiver.views import event_json
 from storage import NewNotification, Note, Store
@@ -42,12 +43,14 @@ class FollowUps:
         on_recorded: Callable[[], None] = lambda: None,
         on_notify: Callable[[], None] = lambda: None,
         fault: Callable[[str], None] = lambda point: None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self.rules = rules  # replaced whole when the rules file is re-read (SIGHUP); each event reads it once
         self._on_recorded = on_recorded
         self._on_notify = on_notify
         self._fault = fault
+        self._metrics = metrics or Metrics()
 
     async def run_once(self) -> int:
         """Handle the pending events, up to 100; return how many. 0 while paused: the events wait for resume."""
@@ -77,6 +80,8 @@ class FollowUps:
             new_ids = await self._store.complete_event(event.id, followups, notifications, notes)
             for note, level in logged:
                 log.log(level, 'rule "%s" did not follow up job %s: %s', note.rule, note.job_id, note.message)
+            self._metrics.followups.labels("fired").inc(len(new_ids))
+            self._metrics.followups.labels("stopped_by_limit").inc(sum(level == logging.WARNING for _, level in logged))
             if amended:
                 await self._note_followups(event.id, new_ids, amended)
             notified = notified or bool(notifications)

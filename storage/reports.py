@@ -114,6 +114,17 @@ class Reports(Database):
         )
         return int(rows[0][0]), int(rows[0][1])
 
+    async def oldest_waiting(self) -> dict[str, float | None]:
+        """When the oldest item still waiting in each queue was recorded (None: the queue is empty). A pending video
+        counts from its last attempt, since videos keep no creation time."""
+        rows = await self._read(
+            """SELECT (SELECT min(created_at) FROM jobs WHERE status = 'queued'),
+                      (SELECT min(updated_at) FROM videos WHERE status = 'pending'),
+                      (SELECT min(created_at) FROM events WHERE processed_at IS NULL),
+                      (SELECT min(created_at) FROM notifications WHERE delivered_at IS NULL)"""
+        )
+        return dict(zip(("submissions", "downloads", "events", "notifications"), rows[0], strict=True))
+
     async def job_callbacks(self, job_id: str) -> list[CallbackRecord]:
         rows = await self._read(
             """SELECT received_at, last_received_at, status, effect, body, deliveries, pruned_at
