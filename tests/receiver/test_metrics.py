@@ -3,7 +3,9 @@ work, and gauges read from the store at scrape time."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import sqlite3
 from contextlib import closing
@@ -200,3 +202,20 @@ async def test_follow_ups_and_notifications_are_counted(tmp_path: Path) -> None:
     assert value(samples, "reelhook_followups_total", outcome="stopped_by_limit") == 3
     assert value(samples, "reelhook_notifications_total", result="failed") == 1
     assert value(samples, "reelhook_notifications_total", result="delivered") == 1
+
+
+def test_the_grafana_dashboard_uses_the_metrics_reelhook_exposes() -> None:
+    dashboard = json.loads((Path(__file__).parents[2] / "deploy" / "grafana-reelhook.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"\breelhook_\w+", expr)}
+    metrics = Metrics()
+    metrics.callbacks.labels("ttapi", "applied", "").inc()  # a labelled counter shows no series until it has one
+    metrics.submission("ttapi", "submitted")
+    metrics.lookups.labels("ttapi", "open").inc()
+    metrics.downloads.labels("downloaded").inc()
+    metrics.followups.labels("fired").inc()
+    metrics.notifications.labels("delivered").inc()
+    metrics.gauges._providers = {"ttapi": (0, 1, 0, 0)}
+    exposed = {name for name, _ in parse(generate_latest(metrics.registry).decode())}
+    assert used and used <= exposed, used - exposed
+    assert {"reelhook_jobs_in_flight", "reelhook_queue_oldest_age_seconds", "reelhook_callbacks_total"} <= used
