@@ -17,7 +17,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from receiver import guards
 from receiver.jobrequests import BadRequest
 from receiver.media import media_urls
 from receiver.requests import BodyTooLarge, TextSafeJSONResponse, error, read_body
@@ -152,11 +151,12 @@ async def resume(request: Request) -> Response:
 
 @no_query
 async def status(request: Request) -> Response:
-    """`GET /api/status`: whether the kill switch is on, and why."""
+    """`GET /api/status`: whether the kill switch is on (`paused`: its reason, or null), and per provider what is
+    queued, in flight of its limit, overdue, lost today, and its downloads; what a pause holds back. The overview's
+    read, so the two never disagree."""
     if not authorized(request):
         return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
-    service: Service = request.app.state.service
-    return TextSafeJSONResponse({"paused": await guards.paused(service.store)})
+    return TextSafeJSONResponse(await reads.overview(request.app.state.service))
 
 
 @no_query

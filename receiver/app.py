@@ -17,7 +17,9 @@ from starlette.routing import Route
 
 from receiver import api, hooks, media
 from receiver.deadlines import BodyDeadline
+from receiver.metrics import metrics_response
 from receiver.overload import HookSlots
+from receiver.requests import error
 from receiver.rules import RuleSet
 from receiver.service import Service
 from receiver.settings import Settings, SettingsError
@@ -28,6 +30,13 @@ from storage import Store
 
 async def healthz(request: Request) -> Response:
     return JSONResponse({"ok": True})
+
+
+async def metrics(request: Request) -> Response:
+    """`GET /metrics` behind the API token (Prometheus sends it with `authorization: {credentials: ...}`)."""
+    if not api.authorized(request):
+        return error(401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN>")
+    return await metrics_response(request.app.state.service)
 
 
 def create_app(
@@ -80,6 +89,8 @@ def create_app(
         Route("/api/pause", api.pause, methods=["POST"]),
         Route("/api/resume", api.resume, methods=["POST"]),
         Route("/api/status", api.status, methods=["GET"]),
+        # With REELHOOK_METRICS_ADDR, /metrics is served there instead (receiver.metrics.metrics_app), without a token.
+        *([] if settings.metrics_addr else [Route("/metrics", metrics, methods=["GET"])]),
         *dashboard.routes(),
         Route(
             "/media/{path:path}",

@@ -14,7 +14,7 @@ from contextlib import AsyncExitStack
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import anyio
 
@@ -24,6 +24,9 @@ from receiver.process import StartError, describe_bind_error, handle_signals, lo
 from receiver.rules import RuleError, RuleSet, check_rules_file
 from receiver.serving import bind_socket, make_server, running, socket_url
 from receiver.settings import Settings, SettingsError, startup_lines, unknown_variable_warnings
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 log = logging.getLogger("reelhook")
 
@@ -164,6 +167,8 @@ async def _serve_async(settings: Settings, rules: RuleSet, sock: socket.socket, 
         for line in startup_lines(settings, public_url_from=public_url_from, rules=rule_file, paused=pause):
             log.info("%s", line)
         app = create_app(settings, rules=rules, trusted_origins=trusted)
+        if settings.metrics_addr is not None:
+            await _serve_metrics(stack, app, settings.metrics_addr)
         log.info("reelhook listening on %s (public URL %s); data in %s", socket_url(sock), settings.public_url,
                  settings.data_dir)  # fmt: skip
         # Signals are ours, not uvicorn's: it re-raises SIGINT after a clean stop (a traceback, exit 130).
@@ -172,6 +177,17 @@ async def _serve_async(settings: Settings, rules: RuleSet, sock: socket.socket, 
             tg.start_soon(handle_signals, server, settings.rules_path, lambda new: app.state.service.replace_rules(new))
             await server.serve([sock])
             tg.cancel_scope.cancel()
+
+
+async def _serve_metrics(stack: AsyncExitStack, app: Starlette, address: tuple[str, int]) -> None:
+    from receiver.metrics import metrics_app
+
+    try:
+        sock = bind_socket(*address)
+    except OSError as exc:
+        raise StartError(f"REELHOOK_METRICS_ADDR {address[0]}:{address[1]} cannot be bound: {exc.strerror}") from None
+    url = await stack.enter_async_context(running(metrics_app(app), sock))
+    log.info("metrics at %s/metrics (REELHOOK_METRICS_ADDR; no token there)", url)
 
 
 def _rules_check(args: argparse.Namespace, environ: Mapping[str, str]) -> None:

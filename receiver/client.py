@@ -106,7 +106,9 @@ def add_client_commands(commands: Any) -> None:
     _command(commands, "resume", "let rules submit again; what waited goes out now", _switch).set_defaults(
         path="/api/resume"
     )
-    _command(commands, "status", "whether the service is paused", _status)
+    _command(
+        commands, "status", "whether the service is paused, and per provider its queue, slots and downloads", _status
+    )
     _command(commands, "open", "print a one-time link that signs a browser in to the dashboard (5 minutes)", _open)
     follow = _command(commands, "watch", "follow a job and its follow-ups until downloaded and settled", _watch)
     follow.add_argument("job_id")
@@ -300,9 +302,17 @@ def _switch(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
 
 def _status(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     state = _call(environ, "GET", "/api/status")
-    print(
-        json.dumps(state, indent=2) if args.json else (f"paused: {state['paused']}" if state["paused"] else "running")
-    )
+    if args.json:
+        print(json.dumps(state, indent=2))
+        return
+    print(f"paused: {state['paused']}" if state["paused"] else "running")
+    print(f"follow-ups queued (held while paused): {state['followups_queued']}")
+    print(f"notifications waiting: {state['notifications_pending']}")
+    for p in state["providers"]:
+        print(
+            f"{p['provider']}: queued {p['queued']}, in flight {p['in_flight']}/{p['limit']}, overdue {p['overdue']},"
+            f" lost today {p['lost_today']}; downloads pending {p['downloads_pending']}, failed {p['downloads_failed']}"
+        )
 
 
 def _open(args: argparse.Namespace, environ: Mapping[str, str]) -> None:

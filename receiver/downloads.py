@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ import httpx
 
 from receiver.filekinds import why_not_media_type
 from receiver.mediafiles import Permanent, Transient, media_extension, over_cap, save_body, write_atomically
+from receiver.metrics import Metrics
 from receiver.netguard import UnsafeURL, check_url, origin
 from receiver.posters import make_poster
 from receiver.wirebody import ASK_FOR_IDENTITY, Pace, plain_response
@@ -83,6 +85,7 @@ class Downloader:
         on_recorded: Callable[[], None] = lambda: None,
         on_poster: Callable[[], None] = lambda: None,
         fault: Callable[[str], None] = lambda point: None,
+        metrics: Metrics | None = None,
     ) -> None:
         if min(concurrency, max_attempts, max_bytes, min_rate, per_origin) < 1 or deadline <= 0 or head_start < 0:
             raise ValueError(
@@ -104,6 +107,7 @@ class Downloader:
         self._on_recorded = on_recorded
         self._on_poster = on_poster
         self._fault = fault
+        self._metrics = metrics or Metrics()
         self._clock = store.clock
         # Shared by every run_once in flight: they draw from one pool of slots and never pick the same video.
         self._limiter = anyio.CapacityLimiter(concurrency)
@@ -190,6 +194,7 @@ class Downloader:
             await self._fail(video, f"job {video.job_id} does not exist")
             return True
         path = self._media_dir / job.root_id / job.id / f"{video.index}.{media_extension(video.url)}"
+        started = time.monotonic()
         try:
             size, sha256 = await self._fetch(video.url, path)
             await write_atomically(path.with_suffix(".json"), _sidecar(job, video, size, sha256, self._clock()))
@@ -209,6 +214,9 @@ class Downloader:
             video.job_id, video.index, path=str(path.absolute()), sha256=sha256, size=size
         )
         logger.info("job %s video %d: %d bytes, sha256 %s…", video.job_id, video.index, size, sha256[:12])
+        self._metrics.downloads.labels("downloaded").inc()
+        self._metrics.download_bytes.inc(size)
+        self._metrics.download_seconds.observe(time.monotonic() - started)
         if recorded:
             self._on_recorded()
             await make_poster(path)  # after the record: a poster, or its failure (logged), never holds up the download
@@ -223,11 +231,13 @@ class Downloader:
         logger.warning("job %s video %d: attempt %d failed, will retry: %s", video.job_id, video.index, attempt, error)
         retry_at = next_attempt_at(attempt, self._clock())
         await self._store.retry_download(video.job_id, video.index, error=error, retry_at=retry_at)
+        self._metrics.downloads.labels("retried").inc()
         return False
 
     async def _fail(self, video: Video, error: str) -> None:
         logger.warning("job %s video %d: failed: %s", video.job_id, video.index, error)
         await self._store.fail_download(video.job_id, video.index, error=error)
+        self._metrics.downloads.labels("failed").inc()
 
     async def _fetch(self, url: str, path: Path) -> tuple[int, str]:
         """Stream `url` to `path` within the attempt's deadline; return its size and sha256."""

@@ -8,8 +8,9 @@ replay never doubles a job.
 The money guards sit between the rules and that transaction. The rules answer with follow-ups and the skips
 `max_depth` (or a provider that would refuse) caused; `receiver.guards.apply_limits` cuts the follow-ups at
 `max_jobs_per_root` and `max_jobs_per_day`. Every follow-up stopped either way becomes a note on the job that fired
-the rule, shown in its JSON, and a WARNING in the log. A follow-up recorded without part of what its rule asked (a
-TTAPI extend takes no prompt) gets the note itself.
+the rule, shown in its JSON, and one line in the log: a WARNING for a limit, INFO for a provider that cannot do what
+the rule asks. A follow-up recorded without part of what its rule asked (a TTAPI extend takes no prompt) gets the note
+itself (and an INFO line).
 
 While the service is paused this worker leaves events unprocessed: it returns without touching them, so their
 follow-ups and notifications are created once, after resume, against the limits as they stand then. Callbacks are
@@ -25,6 +26,7 @@ import logging
 from collections.abc import Callable
 
 from receiver.guards import apply_limits, paused
+from receiver.metrics import Metrics
 from receiver.rules import RuleSet, Skip
 from receiver.views import event_json
 from storage import NewNotification, Note, Store
@@ -41,12 +43,14 @@ class FollowUps:
         on_recorded: Callable[[], None] = lambda: None,
         on_notify: Callable[[], None] = lambda: None,
         fault: Callable[[str], None] = lambda point: None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self.rules = rules  # replaced whole when the rules file is re-read (SIGHUP); each event reads it once
         self._on_recorded = on_recorded
         self._on_notify = on_notify
         self._fault = fault
+        self._metrics = metrics or Metrics()
 
     async def run_once(self) -> int:
         """Handle the pending events, up to 100; return how many. 0 while paused: the events wait for resume."""
@@ -61,14 +65,23 @@ class FollowUps:
                 continue
             followups, skips = self.rules.followups(event, job)
             followups, stopped = await apply_limits(self._store, self.rules.limits, job, followups)
-            notes = [Note(job.id, skip.rule or None, skip.reason) for skip in skips if skip.origin is None] + stopped
+            # One line per follow-up not made: a WARNING when a limit stopped it (money it would have spent), INFO
+            # when the provider simply cannot do it (a rule that also fires on a provider that cannot extend).
+            logged = [
+                (Note(job.id, skip.rule or None, skip.reason), logging.WARNING if skip.limit else logging.INFO)
+                for skip in skips
+                if skip.origin is None
+            ] + [(note, logging.WARNING) for note in stopped]
+            notes = [note for note, _ in logged]
             amended = {skip.origin: skip for skip in skips if skip.origin is not None}
             notifications = [
                 NewNotification(rule, url, event_json(event, job)) for rule, url in self.rules.notifications(event, job)
             ]
             new_ids = await self._store.complete_event(event.id, followups, notifications, notes)
-            for note in notes:
-                log.warning('rule "%s" did not follow up job %s: %s', note.rule, note.job_id, note.message)
+            for note, level in logged:
+                log.log(level, 'rule "%s" did not follow up job %s: %s', note.rule, note.job_id, note.message)
+            self._metrics.followups.labels("fired").inc(len(new_ids))
+            self._metrics.followups.labels("stopped_by_limit").inc(sum(level == logging.WARNING for _, level in logged))
             if amended:
                 await self._note_followups(event.id, new_ids, amended)
             notified = notified or bool(notifications)
@@ -95,6 +108,6 @@ class FollowUps:
             skip = amended.get(child.origin or "") if child is not None else None
             if skip is not None:
                 notes.append(Note(job_id, skip.rule or None, skip.reason))
-                log.warning('rule "%s" follow-up %s of job %s: %s', skip.rule, job_id, skip.job_id, skip.reason)
+                log.info('rule "%s" follow-up %s of job %s: %s', skip.rule, job_id, skip.job_id, skip.reason)
         if notes:
             await self._store.complete_event(event_id, notes=notes)

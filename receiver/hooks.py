@@ -34,56 +34,66 @@ async def receive_callback(request: Request) -> Response:
     service: Service = request.app.state.service
     name = request.path_params["provider"]
     provider = PROVIDERS.get(name)
-    if provider is None or name not in service.settings.providers:
-        return error(404, "unknown_provider", f"no provider named {name!r}")
+    if provider is None or name not in service.settings.providers:  # a label of its own: a path names no metric
+        return _refuse(service, "unknown", "unknown_provider", 404, "unknown_provider", f"no provider named {name!r}")
     if request.url.path.endswith("/callback") and not provider.callback_suffix:
-        return error(404, "not_found", f"{name} callbacks have no /callback suffix")
+        return _refuse(service, name, "not_found", 404, "not_found", f"{name} callbacks have no /callback suffix")
     try:
         claim = service.signer.verify_hook_token(request.path_params["token"], name)
     except BadHookToken as exc:
         log.warning("refused %s callback: %s", name, exc)
-        return error(403, "forbidden", str(exc))
+        return _refuse(service, name, "token", 403, "forbidden", str(exc))
     refused = take_hook_slot(request, claim.job_id)  # only now: a bad token holds no slot; one job holds a few
     if refused is not None:
+        service.metrics.callbacks.labels(name, "refused", "busy").inc()
         return refused
     try:
         body = await read_body(request, MAX_BODY)
     except BodyTooLarge:
-        return error(413, "too_large", f"callback bodies are limited to {MAX_BODY} bytes")
+        return _refuse(service, name, "too_large", 413, "too_large", f"callback bodies are limited to {MAX_BODY} bytes")
     except ClientDisconnect:
-        return error(400, "disconnected", "the body was not received in full")
+        return _refuse(service, name, "disconnected", 400, "disconnected", "the body was not received in full")
     if provider.verify_signature is not None:
         try:
             secret = await service.webhook_secret(name)
         except Exception as exc:
             log.error("cannot check a %s callback's signature: %s", name, exc)
-            return error(503, "unavailable", "cannot check the signature now; please retry")
+            return _refuse(
+                service, name, "unavailable", 503, "unavailable", "cannot check the signature now; please retry"
+            )
         try:
             provider.verify_signature(body, request.headers, secret, time.time())
         except BadSignature as exc:
             log.warning("refused %s callback for job %s: %s", name, claim.job_id, exc)
-            return error(403, "forbidden", f"bad signature: {exc}")
+            return _refuse(service, name, "signature", 403, "forbidden", f"bad signature: {exc}")
     try:
         result = provider.parse_callback(body, request.headers)
     except Exception as exc:  # MalformedCallback, or whatever else a hostile body trips in a parser: theirs, 400
         reason = str(exc) if isinstance(exc, MalformedCallback) else f"unreadable ({type(exc).__name__})"
         log.warning("refused %s callback for job %s: %s", name, claim.job_id, reason)
-        return error(400, "malformed", reason)
+        return _refuse(service, name, "malformed", 400, "malformed", reason)
     try:
         outcome = await service.store.record_callback(
             claim.job_id, name, body=body, headers=request.headers.items(), result=result
         )
     except JobMismatch as exc:
         log.warning("refused %s callback: %s", name, exc)
-        return error(403, "forbidden", str(exc))
+        return _refuse(service, name, "mismatch", 403, "forbidden", str(exc))
     except LookupError:
-        return error(403, "forbidden", f"job {claim.job_id} does not exist")
+        return _refuse(service, name, "unknown_job", 403, "forbidden", f"job {claim.job_id} does not exist")
     except Exception:  # our failure, whatever it is: nothing was committed, and the provider retries a 503
         log.exception("could not store %s callback for job %s", name, claim.job_id)
-        return error(503, "unavailable", "could not store the callback; please retry")
+        return _refuse(service, name, "unavailable", 503, "unavailable", "could not store the callback; please retry")
     log.info("%s callback for job %s: %s (%s)", name, claim.job_id, result.status, outcome)
+    service.metrics.callbacks.labels(name, outcome.value, "").inc()
     service.faults.trip("callback.stored")
     return JSONResponse({"ok": True, "effect": outcome.value}, background=BackgroundTask(_after_ack, service))
+
+
+def _refuse(service: Service, provider: str, reason: str, status: int, code: str, detail: str) -> Response:
+    """The error answer, counted in the metrics under `reason` (a fixed word: never text from the request)."""
+    service.metrics.callbacks.labels(provider, "refused", reason).inc()
+    return error(status, code, detail)
 
 
 async def _after_ack(service: Service) -> None:

@@ -24,6 +24,7 @@ import logging
 import anyio
 import httpx
 
+from receiver.metrics import Metrics
 from storage import Notification, Store
 from submitter.backoff import next_attempt_at
 
@@ -41,12 +42,21 @@ def sign_webhook(secret: str, message_id: str, timestamp: int, body: bytes) -> s
 
 
 class Notifier:
-    def __init__(self, store: Store, http: httpx.AsyncClient, secret: str, *, retry_base: float = 2.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        http: httpx.AsyncClient,
+        secret: str,
+        *,
+        retry_base: float = 2.0,
+        metrics: Metrics | None = None,
+    ) -> None:
         base64.b64decode(secret.removeprefix("whsec_"), validate=True)  # a bad secret fails at start-up, not later
         self._store = store
         self._http = http
         self._secret = secret
         self._retry_base = retry_base
+        self._metrics = metrics or Metrics()
         self._clock = store.clock
 
     async def next_due(self) -> float | None:
@@ -82,8 +92,10 @@ class Notifier:
             log.info("notification %s (rule %s) delivered to %s", notification.message_id, notification.rule,
                      notification.url)  # fmt: skip
             await self._store.record_notification(notification.id, error=None, retry_at=None)
+            self._metrics.notifications.labels("delivered").inc()
             return
         retry_at = next_attempt_at(notification.attempts + 1, self._clock(), base=self._retry_base, cap=MAX_BACKOFF)
         log.warning("notification %s to %s failed (%s); retrying in %.0fs", notification.message_id,
                     notification.url, error, retry_at - self._clock())  # fmt: skip
         await self._store.record_notification(notification.id, error=error, retry_at=retry_at)
+        self._metrics.notifications.labels("failed").inc()

@@ -36,6 +36,7 @@ from enum import Enum
 import anyio
 import httpx
 
+from receiver.metrics import Metrics
 from storage import CallbackOutcome, Job, JobMismatch, Store
 from submitter.providers import InvalidParams, MalformedCallback, ProviderError, ProviderRequest
 from submitter.worker import Endpoint
@@ -73,11 +74,13 @@ class Reconciler:
         endpoints: Mapping[str, Endpoint],
         *,
         on_recorded: Callable[[], None] = lambda: None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._http = http
         self._endpoints = endpoints
         self._on_recorded = on_recorded
+        self._metrics = metrics or Metrics()
         self._clock = store.clock
         # The deadline worker and a lookup asked for by hand must not both ask about one job at once.
         self._lock = anyio.Lock()
@@ -132,10 +135,12 @@ class Reconciler:
         # One job's failure (say, the database is locked) must not cancel its siblings' lookups. Its deadline is
         # unchanged then, so it comes due again.
         try:
-            return await self._look(job)
+            look = await self._look(job)
         except Exception:
             log.exception("job %s: looking it up at %s failed; tried again at its next deadline", job.id, job.provider)
-            return Look.OPEN
+            look = Look.OPEN
+        self._metrics.lookups.labels(job.provider, look.value).inc()
+        return look
 
     async def _look(self, job: Job) -> Look:
         endpoint = self._endpoints.get(job.provider)

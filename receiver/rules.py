@@ -20,7 +20,6 @@ without that part and the skip names it (`Skip.origin`): a TTAPI extend carries 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +28,6 @@ from receiver.effects import Act, Extend, Notify, Video, extend_params, followup
 from receiver.rulefile import Limits, Rule, RuleError, can, parse_rules
 from storage import Event, EventType, Job, JobStatus, NewJob
 from submitter.providers import PROVIDERS, InvalidParams, Provider
-
-logger = logging.getLogger("reelhook.rules")
 
 __all__ = ["Act", "Extend", "Limits", "Notify", "Rule", "RuleError", "RuleSet", "Skip", "Video", "check_rules_file"]
 
@@ -48,6 +45,7 @@ class Skip:
     job_id: str
     reason: str
     origin: str | None = None
+    limit: bool = False  # stopped by a money limit (max_depth), not because the provider cannot do it
 
 
 def _default_providers() -> Mapping[str, Provider]:
@@ -112,7 +110,6 @@ class RuleSet:
                 provider.validate_params(new.action, new.params)
             except InvalidParams as exc:
                 reason = f"{new.provider} would refuse the {new.action}: {exc}"
-                logger.info('rule "%s" did not follow up job %s: %s', new.rule, new.parent_id, reason)
                 skips.append(Skip(new.rule or "", new.parent_id or "", reason))
                 continue
             kept.append(new)
@@ -128,24 +125,23 @@ class RuleSet:
 
     def _video(self, rule: Rule, video: Video, event: Event, job: Job, jobs: list[NewJob], skips: list[Skip]) -> None:
         index = event.video_index if event.type is EventType.VIDEO_DOWNLOADED else None
-        reason = self._blocked(job, None)
-        if reason is None:
+        skip = self._blocked(rule.name, job, None)
+        if skip is None:
             try:
                 params = video.params(template_fields(job, index or 0, rule.name))
             except IndexError:  # {images[2]} of a job with one image
                 reason = f"the job has {len(job.videos)} result file(s), fewer than the template asks for"
-        if reason is not None:
-            logger.info('rule "%s" did not follow up job %s: %s', rule.name, job.id, reason)
-            skips.append(Skip(rule.name, job.id, reason))
+                skip = Skip(rule.name, job.id, reason)
+        if skip is not None:
+            skips.append(skip)
             return
         origin = f"{rule.name}:{job.id}:{'video' if index is None else index}"
         jobs.append(NewJob(video.provider, "generate", params, parent_id=job.id, rule=rule.name, origin=origin))
 
     def _act(self, rule: Rule, act: Act, job: Job, jobs: list[NewJob], skips: list[Skip]) -> None:
-        reason = self._blocked(job, act.name)
-        if reason is not None:
-            logger.info('rule "%s" did not follow up job %s: %s', rule.name, job.id, reason)
-            skips.append(Skip(rule.name, job.id, reason))
+        skip = self._blocked(rule.name, job, act.name)
+        if skip is not None:
+            skips.append(skip)
             return
         origin = f"{rule.name}:{job.id}:{act.name}"
         jobs.append(NewJob(job.provider, act.name, {}, parent_id=job.id, rule=rule.name, origin=origin))
@@ -156,10 +152,9 @@ class RuleSet:
         indexes = _indexes_to_extend(extend, event, job)
         if not indexes:
             return
-        reason = self._blocked(job, extend.action)
-        if reason is not None:
-            logger.info('rule "%s" did not follow up job %s: %s', rule.name, job.id, reason)
-            skips.append(Skip(rule.name, job.id, reason))
+        skip = self._blocked(rule.name, job, extend.action)
+        if skip is not None:
+            skips.append(skip)
             return
         provider = self.providers[job.provider]  # _blocked made sure it exists and can extend
         for index in indexes:
@@ -167,21 +162,20 @@ class RuleSet:
             origin = f"{rule.name}:{job.id}:{index}"
             jobs.append(NewJob(job.provider, extend.action, params, parent_id=job.id, rule=rule.name, origin=origin))
             if dropped is not None:
-                logger.info('rule "%s" extends job %s without its prompt: %s', rule.name, job.id, dropped)
                 skips.append(Skip(rule.name, job.id, dropped, origin=origin))
 
-    def _blocked(self, job: Job, action: str | None) -> str | None:
+    def _blocked(self, rule: str, job: Job, action: str | None) -> Skip | None:
         """Why no follow-up of `job` may be created, or None. `action` is what the job's own provider must do; the
         job itself must be able to have it (the API asks the same: `followup_refusal`)."""
         if job.status is not JobStatus.SUCCEEDED:
-            return f"job is {job.status}; only a succeeded job can be followed up"
+            return Skip(rule, job.id, f"job is {job.status}; only a succeeded job can be followed up")
         provider = self.providers.get(job.provider)
         if action is not None and (provider is None or not can(provider, action)):
-            return f"provider {job.provider} cannot {action}"
+            return Skip(rule, job.id, f"provider {job.provider} cannot {action}")
         if action is not None and (refusal := followup_refusal(job, action)) is not None:
-            return refusal
+            return Skip(rule, job.id, refusal)
         if job.depth + 1 > self.limits.max_depth:
-            return f"max_depth {self.limits.max_depth} reached (job depth {job.depth})"
+            return Skip(rule, job.id, f"max_depth {self.limits.max_depth} reached (job depth {job.depth})", limit=True)
         return None
 
 

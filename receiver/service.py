@@ -16,6 +16,7 @@ from receiver.downloads import Downloader
 from receiver.faults import Faults
 from receiver.followups import FollowUps
 from receiver.guarded_http import guarded_client
+from receiver.metrics import Metrics
 from receiver.notify import Notifier
 from receiver.reconcile import Reconciler
 from receiver.rules import RuleSet
@@ -47,6 +48,7 @@ class Service:
         self.http = http
         self.changes = Changes()  # what the dashboard's live pages wait on: set by every wake below
         self.trusted = tuple(trusted_origins)
+        self.metrics = metrics = Metrics()  # this app's own registry (receiver/metrics.py)
         self.endpoints = {
             name: Endpoint(
                 PROVIDERS[name],
@@ -69,6 +71,7 @@ class Service:
             signer=self.signer,
             public_url=settings.public_url,
             on_recorded=self._submitted,
+            on_outcome=metrics.submission,
             fault=self.faults.trip,
         )
         # Downloads follow URLs that providers (or anyone who forges a callback) name: their client checks every
@@ -91,19 +94,25 @@ class Service:
             on_recorded=self.wake_events,
             on_poster=self.changes.notify,
             fault=self.faults.trip,
+            metrics=metrics,
         )
         self._followups = followups = FollowUps(
-            store, rules, on_recorded=self.wake_submitter, on_notify=self.wake_notifier, fault=self.faults.trip
+            store,
+            rules,
+            on_recorded=self.wake_submitter,
+            on_notify=self.wake_notifier,
+            fault=self.faults.trip,
+            metrics=metrics,
         )
         if settings.notify_secret is None:
             raise ValueError("Settings.notify_secret must be set (Settings.with_local_secrets fills it in)")
-        notifier = Notifier(store, http, str(settings.notify_secret))
+        notifier = Notifier(store, http, str(settings.notify_secret), metrics=metrics)
         self.submitter = Worker("submitter", submitter.run_once, submitter.next_due)
         self.downloads = Worker("downloads", downloader.run_once, downloader.next_due)
         self.events = Worker("events", followups.run_once)
         self.notifier = Worker("notifier", notifier.run_once, notifier.next_due)
         # Jobs in flight are looked up when late and given up on when lost (receiver/reconcile.py).
-        self.reconciler = Reconciler(store, http, self.endpoints, on_recorded=self.wake_all)
+        self.reconciler = Reconciler(store, http, self.endpoints, on_recorded=self.wake_all, metrics=metrics)
         self.lookups = Worker("lookups", self.reconciler.run_once, self.reconciler.next_due)
         self.workers = (self.submitter, self.downloads, self.events, self.notifier, self.lookups)
 

@@ -97,6 +97,7 @@ class Settings:
     body_timeout: float = 30.0  # seconds to send a request's body once its head is in; then 408 and close
     keep_alive_timeout: float = 5.0  # seconds an idle kept-alive connection stays open
     max_connections: int = 512  # open connections; past it the one idle longest is closed for a new one
+    metrics_addr: tuple[str, int] | None = None  # serve /metrics there without a token, and not on the main port
 
     @property
     def database_path(self) -> Path:
@@ -172,6 +173,7 @@ class Settings:
             body_timeout=_positive(environ, "REELHOOK_BODY_TIMEOUT", 30.0),
             keep_alive_timeout=_positive(environ, "REELHOOK_KEEP_ALIVE_TIMEOUT", 5.0),
             max_connections=_whole(environ, "REELHOOK_MAX_CONNECTIONS", 512),
+            metrics_addr=_address(environ, "REELHOOK_METRICS_ADDR"),
         )
 
     def with_local_secrets(self) -> Settings:
@@ -243,6 +245,17 @@ def _number(environ: Mapping[str, str], name: str, default: float) -> float:
     if value < 0:
         raise SettingsError(f"{name} must not be negative, got {raw!r}")
     return value
+
+
+def _address(environ: Mapping[str, str], name: str) -> tuple[str, int] | None:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return None
+    host, _, port = raw.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"{name} must be host:port, such as 127.0.0.1:9464, got {raw!r}")
+    return host, int(port)
 
 
 def _positive(environ: Mapping[str, str], name: str, default: float) -> float:

@@ -159,7 +159,8 @@ def overview_json(
     now: float,
     waiting: tuple[int, int] = (0, 0),
 ) -> dict[str, Any]:
-    """Per provider: slots in use of its limit, the queue, today's (UTC) outcomes, downloads, the last callback;
+    """Per provider: slots in use of its limit (and how many of those are overdue), the queue, today's (UTC) outcomes
+    (given up on included), downloads, the last callback;
     notifications not yet delivered, and the rules' follow-ups waiting (held, while paused)."""
     return {
         "paused": paused,
@@ -171,6 +172,8 @@ def overview_json(
                 "in_flight": c.in_flight,
                 "limit": limits.get(name),
                 "queued": c.queued,
+                "overdue": c.overdue,
+                "lost_today": c.lost_since,
                 "succeeded_today": c.succeeded_since,
                 "failed_today": c.failed_since,
                 "downloads_pending": c.downloads_pending,

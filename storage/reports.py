@@ -23,6 +23,8 @@ class ProviderCounts:
     downloads_pending: int = 0
     downloads_failed: int = 0
     last_callback_at: float | None = None
+    overdue: int = 0  # in flight past the callback grace: looked up at least once, or its first lookup is due
+    lost_since: int = 0  # given up on (failed as `lost:`) since `since`, whatever arrived after
 
 
 @dataclass(frozen=True)
@@ -70,21 +72,27 @@ class NotificationRecord:
 
 
 class Reports(Database):
-    async def provider_counts(self, providers: list[str], *, since: float) -> dict[str, ProviderCounts]:
-        """Per provider: jobs in flight and queued, finished since `since`, downloads waiting or failed, and the
-        last callback received."""
+    async def provider_counts(
+        self, providers: list[str], *, since: float, now: float | None = None
+    ) -> dict[str, ProviderCounts]:
+        """Per provider: jobs in flight (and of those, overdue at `now`) and queued, finished and lost since `since`,
+        downloads waiting or failed, and the last callback received."""
+        now = self.clock() if now is None else now
         counts: dict[str, dict[str, object]] = {name: {} for name in providers}
+        in_flight = f"status IN ({sql_list(IN_FLIGHT)})"
         rows = await self._read(
             f"""SELECT provider,
-                  sum(status IN ({sql_list(IN_FLIGHT)})), sum(status = 'queued'),
-                  sum(status = 'succeeded' AND updated_at >= ?), sum(status = 'failed' AND updated_at >= ?)
+                  sum({in_flight}), sum(status = 'queued'),
+                  sum(status = 'succeeded' AND updated_at >= ?), sum(status = 'failed' AND updated_at >= ?),
+                  sum({in_flight} AND (lookups > 0 OR lookup_at <= ?)),
+                  sum(lost_at >= ?)
                 FROM jobs GROUP BY provider""",
-            (since, since),
+            (since, since, now, since),
         )
         for row in rows:
             counts.setdefault(row[0], {}).update(
                 in_flight=int(row[1] or 0), queued=int(row[2] or 0), succeeded_since=int(row[3] or 0),
-                failed_since=int(row[4] or 0),
+                failed_since=int(row[4] or 0), overdue=int(row[5] or 0), lost_since=int(row[6] or 0),
             )  # fmt: skip
         rows = await self._read(
             """SELECT jobs.provider, sum(videos.status = 'pending'), sum(videos.status = 'failed')
@@ -106,6 +114,17 @@ class Reports(Database):
                       (SELECT count(*) FROM jobs WHERE status = 'queued' AND rule IS NOT NULL)"""
         )
         return int(rows[0][0]), int(rows[0][1])
+
+    async def oldest_waiting(self) -> dict[str, float | None]:
+        """When the oldest item still waiting in each queue was recorded (None: the queue is empty). A pending video
+        counts from its last attempt, since videos keep no creation time."""
+        rows = await self._read(
+            """SELECT (SELECT min(created_at) FROM jobs WHERE status = 'queued'),
+                      (SELECT min(updated_at) FROM videos WHERE status = 'pending'),
+                      (SELECT min(created_at) FROM events WHERE processed_at IS NULL),
+                      (SELECT min(created_at) FROM notifications WHERE delivered_at IS NULL)"""
+        )
+        return dict(zip(("submissions", "downloads", "events", "notifications"), rows[0], strict=True))
 
     async def job_callbacks(self, job_id: str) -> list[CallbackRecord]:
         rows = await self._read(

@@ -72,6 +72,7 @@ class Submitter:
         signer: HookSigner,
         public_url: str,
         on_recorded: Callable[[], None] = lambda: None,
+        on_outcome: Callable[[str, str], None] = lambda provider, outcome: None,
         fault: Callable[[str], None] = lambda point: None,
     ) -> None:
         self._store = store
@@ -80,6 +81,7 @@ class Submitter:
         self._signer = signer
         self._public_url = public_url.rstrip("/")
         self._on_recorded = on_recorded
+        self._on_outcome = on_outcome  # (provider, submitted | retry | unknown | failed), for the metrics
         self._fault = fault
         self._clock = store.clock
 
@@ -117,7 +119,7 @@ class Submitter:
 
     async def _submit(self, job: Job, endpoint: Endpoint | None) -> None:
         if endpoint is None:
-            await self._store.fail_job(job.id, f"provider {job.provider!r} is not configured")
+            await self._fail(job, f"provider {job.provider!r} is not configured")
             return
         parent = await self._store.get_job(job.parent_id) if job.parent_id else None
         try:
@@ -130,7 +132,7 @@ class Submitter:
         except Exception as exc:  # nothing left: a request that cannot be built or encoded was never sent
             reason = str(exc) if isinstance(exc, InvalidParams) else f"cannot build the request: {_describe(exc)}"
             log.warning("job %s: %s: %s", job.id, job.provider, reason)
-            await self._store.fail_job(job.id, f"{job.provider}: {reason}")
+            await self._fail(job, f"{job.provider}: {reason}")
             return
         try:
             response = await self._http.send(request)
@@ -150,6 +152,7 @@ class Submitter:
             await self._unknown(job, f"unreadable answer ({response.status_code}): {_describe(exc)}")
             return
         await self._store.record_submitted(job.id, provider_job_id)
+        self._on_outcome(job.provider, "submitted")
         log.info("job %s: submitted to %s as %s", job.id, job.provider, provider_job_id)
 
     def _build(self, job: Job, parent: Job | None, endpoint: Endpoint) -> httpx.Request:
@@ -161,7 +164,7 @@ class Submitter:
             await self._retry(job, exc.message)
         elif exc.kind is Rejection.FATAL:
             log.warning("job %s: %s refused it: %s", job.id, job.provider, exc.message)
-            await self._store.fail_job(job.id, exc.message)
+            await self._fail(job, exc.message)
         else:
             await self._unknown(job, exc.message)
 
@@ -169,14 +172,20 @@ class Submitter:
         error = f"outcome unknown ({why}); not resent: the provider's callback will settle it"
         log.warning("job %s: %s %s", job.id, job.provider, error)
         await self._store.record_unknown_outcome(job.id, error)
+        self._on_outcome(job.provider, "unknown")
 
     async def _retry(self, job: Job, error: str) -> None:
         if job.attempts >= MAX_ATTEMPTS:
-            await self._store.fail_job(job.id, f"gave up after {job.attempts} attempts: {error}")
+            await self._fail(job, f"gave up after {job.attempts} attempts: {error}")
             return
         retry_at = next_attempt_at(job.attempts, self._clock())
         log.info("job %s: %s; retrying in %.1fs", job.id, error, retry_at - self._clock())
         await self._store.release_submission(job.id, error=error, retry_at=retry_at)
+        self._on_outcome(job.provider, "retry")
+
+    async def _fail(self, job: Job, error: str) -> None:
+        await self._store.fail_job(job.id, error)
+        self._on_outcome(job.provider, "failed")
 
 
 def _describe(exc: BaseException) -> str:

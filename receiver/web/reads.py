@@ -123,9 +123,10 @@ async def job_timeline(service: Service, job_id: str) -> dict[str, Any] | None:
 
 
 async def overview(service: Service) -> dict[str, Any]:
+    """`GET /api/overview` and `GET /api/status`, and the dashboard's front page: one read of the service's state."""
     now = time.time()
     midnight = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-    counts = await service.store.provider_counts(list(service.settings.providers), since=midnight)
+    counts = await service.store.provider_counts(list(service.settings.providers), since=midnight, now=now)
     limits = {name: endpoint.slots for name, endpoint in service.endpoints.items()}
     waiting = await service.store.waiting_counts()
     return overview_json(counts, limits, await guards.paused(service.store), now, waiting)

@@ -42,6 +42,7 @@ def test_rules_check_names_the_rule_and_field(tmp_path: Path, capsys: pytest.Cap
             "APIMart only calls back on ports 80 and 443",
         ),
         ({"REELHOOK_NOTIFY_SECRET": "not-a-secret"}, "REELHOOK_NOTIFY_SECRET must be whsec_"),
+        ({"REELHOOK_METRICS_ADDR": "9464"}, "REELHOOK_METRICS_ADDR must be host:port"),
         ({"REELHOOK_WAVESPEED_MAX_IN_FLIGHT": "0"}, "REELHOOK_WAVESPEED_MAX_IN_FLIGHT must be a whole number above 0"),
     ],
 )

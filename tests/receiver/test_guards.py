@@ -254,6 +254,26 @@ async def test_a_max_depth_skip_becomes_a_note_and_a_warning(store: Store, caplo
     assert warnings(caplog) == [f'rule "extend-all" did not follow up job {root}: max_depth 0 reached (job depth 0)']
 
 
+async def test_a_follow_up_the_provider_cannot_make_is_logged_once_at_info(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    job, _ = await store.create_job(
+        NewJob("wavespeed", "generate", {"prompt": "a fox", "image_url": "https://i/a.png"})
+    )
+    await store.claim_submission(job.id)
+    await store.record_submitted(job.id, "ws-1")
+    result = CallbackResult("ws-1", JobStatus.SUCCEEDED, 100, ("https://cdn.example/ws-1.mp4",))
+    await store.record_callback(job.id, "wavespeed", body=b"{}", headers=[], result=result)
+    await FollowUps(store, rules("", EXTEND_ALL)).run_once()
+    assert await children(store, job.id) == []
+    assert await notes(store, job.id) == [("extend-all", "provider wavespeed cannot extend")]
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if "did not follow up" in r.getMessage()]
+    assert said == [
+        (logging.INFO, f'rule "extend-all" did not follow up job {job.id}: provider wavespeed cannot extend')
+    ]
+
+
 # --- the kill switch -----------------------------------------------------------------------------------------------
 
 

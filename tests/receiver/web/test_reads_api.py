@@ -78,7 +78,8 @@ async def test_overview_counts_per_provider_and_the_last_callback(harness: Harne
     empty = (await harness.client.get("/api/overview", headers=AUTH)).json()
     assert empty["paused"] is None
     assert empty["providers"][0] | {"limit": None} == {
-        "provider": "ttapi", "in_flight": 0, "limit": None, "queued": 0, "succeeded_today": 0, "failed_today": 0,
+        "provider": "ttapi", "in_flight": 0, "limit": None, "queued": 0, "overdue": 0, "lost_today": 0,
+        "succeeded_today": 0, "failed_today": 0,
         "downloads_pending": 0, "downloads_failed": 0, "last_callback_at": None, "last_callback_seconds_ago": None,
     }  # fmt: skip
     job_id = await harness.submitted_job("tt-1")
