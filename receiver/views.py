@@ -113,7 +113,11 @@ def timeline_json(
 
     by = f"rule {job.rule}" if job.rule else "a person (API)"
     add(job.created_at, "created", by=by, parent_id=job.parent_id, action=job.action)
-    add(job.sent_at, "sent", attempts=job.attempts, provider_job_id=job.provider_job_id)
+    # What was asked of the provider (the job's parameters, from which its module builds the request) and what its
+    # answer told us: the id it gave, or why the outcome is unknown.
+    answer = job.provider_job_id or (job.error if job.error and job.error.startswith("outcome unknown") else None)
+    add(job.sent_at, "sent", attempts=job.attempts, provider_job_id=job.provider_job_id, params=job.params,
+        answer=answer)  # fmt: skip
     for callback in callbacks:
         body = None if callback.pruned_at is not None else callback.body.decode("utf-8", "replace")
         add(callback.received_at, "callback", status=callback.status, effect=callback.effect,

@@ -50,6 +50,8 @@ async def test_timeline_lists_what_happened_in_order_with_the_callback_body(harn
     kinds = [item["kind"] for item in found["timeline"]]
     assert kinds[:2] == ["created", "sent"] and "callback" in kinds and "download" in kinds
     assert found["timeline"][0]["by"] == "a person (API)"
+    sent = found["timeline"][1]
+    assert sent["params"]["prompt"] == "a cat" and sent["answer"] == "tt-1"  # what was asked, what it answered
     callback = next(item for item in found["timeline"] if item["kind"] == "callback")
     assert callback["status"] == "succeeded" and callback["effect"] == "applied"
     assert callback["body"] == body.decode()
