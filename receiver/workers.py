@@ -67,7 +67,8 @@ class Worker:
                 self._idle_event().set()
             with anyio.move_on_after(timeout):
                 await self._wakeup.wait()
-            self._idle = None
+            if self._idle is not None and self._idle.is_set():
+                self._idle = None  # busy again; an event someone waits on and that was never set stays theirs
             self._pending = True  # woken, or a retry came due
 
     async def _timeout(self) -> float:
