@@ -30,7 +30,6 @@ from typing import Any
 import httpx
 
 from bench.common import Result, listening_socket, peak_rss_mib, percentile, reelhook_server, url_of
-from receiver.settings import CALLBACK_GRACE
 from storage import JobStatus, Store
 
 DAY = 24 * 3600.0
@@ -138,8 +137,8 @@ def run(workdir: Path, quick: bool) -> Result:
         f" kind, then up to {requests} timed ones, or fewer when a kind has used {budget:.0f} s (the `requests`"
         " column says how many). The list requests ask for the first page (limit 50) and check that all 50 jobs"
         " have the status; each job request names a different random existing job and checks the answer."
-        " POST /api/reconcile runs the start-up lookup of overdue callbacks (Store.jobs_awaiting_callback), which"
-        " finds nothing here. The 'while' row times job requests while a second client thread asks for"
+        " POST /api/reconcile looks up every job in flight past its grace (Store.overdue_jobs), which finds"
+        " nothing here. The 'while' row times job requests while a second client thread asks for"
         " ?status=succeeded over and over: the store runs one query at a time on its one connection. Database:"
         f" {headline['db_mib']:,.0f} MiB (file + WAL, after the requests, with the server still up). The Store rows"
         " come after the server has stopped: the Store's own queries behind the slow requests, in this process on"
@@ -241,8 +240,8 @@ async def time_store(database: Path, counts: dict[str, int]) -> list[tuple[str, 
              lambda: store.list_jobs(status=JobStatus.SUCCEEDED, limit=50)),
             ("list_submitted", "Store.list_jobs(status=submitted)", 0,
              lambda: store.list_jobs(status=JobStatus.SUBMITTED, limit=50)),
-            ("awaiting", "Store.jobs_awaiting_callback (all providers)", 0,
-             lambda: store.jobs_awaiting_callback(CALLBACK_GRACE)),
+            ("awaiting", "Store.due_lookups (the deadline worker's read)", 0,
+             lambda: store.due_lookups()),
         ]  # fmt: skip
         timings = []
         for key, label, matching, query in queries:
