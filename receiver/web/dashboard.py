@@ -80,17 +80,21 @@ async def jobs_partial(request: Request) -> Response:
 
 
 async def job_page(request: Request) -> Response:
-    found = await _timeline(request, request.path_params["job_id"])
-    if found is None:
-        return render(request, "missing.html", 404, job_id=request.path_params["job_id"])
-    return render(request, "job.html", **found)
+    return await _job_view(request, "job.html")
 
 
 async def job_partial(request: Request) -> Response:
-    found = await _timeline(request, request.path_params["job_id"])
+    return await _job_view(request, "_job.html")
+
+
+async def _job_view(request: Request, template: str, refused: BadRequest | None = None) -> Response:
+    """A job's page (or partial); after a refused button, with the API's words and status."""
+    job_id = request.path_params["job_id"]
+    status = refused.status_code if refused else 200
+    found = await _timeline(request, job_id)
     if found is None:
-        return render(request, "missing.html", 404, job_id=request.path_params["job_id"])
-    return render(request, "_job.html", **found)
+        return render(request, "missing.html", status if refused else 404, job_id=job_id)
+    return render(request, template, status, problem=refused.detail if refused else None, **found)
 
 
 GALLERY_FILTERS = ("provider", "rule", "root", "day")
@@ -124,10 +128,7 @@ async def _follow_up(request: Request, body: dict[str, Any]) -> Response:
     try:
         job = await reads.submit_job(_service(request), {**body, "parent_id": job_id})
     except BadRequest as exc:
-        found = await _timeline(request, job_id)
-        if found is None:
-            return render(request, "missing.html", exc.status_code, job_id=job_id)
-        return render(request, "job.html", exc.status_code, problem=exc.detail, **found)
+        return await _job_view(request, "job.html", exc)
     return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
 
@@ -147,10 +148,7 @@ async def _job_verb(request: Request, verb: Any) -> Response:
     try:
         await verb(_service(request), job_id)
     except BadRequest as exc:
-        found = await _timeline(request, job_id)
-        if found is None:
-            return render(request, "missing.html", exc.status_code, job_id=job_id)
-        return render(request, "job.html", exc.status_code, problem=exc.detail, **found)
+        return await _job_view(request, "job.html", exc)
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
 
