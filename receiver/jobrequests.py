@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from receiver.effects import followup_refusal, prompt_refusal, with_parent_prompt
-from receiver.frames import MAX_FRAME_BYTES, PREFIX, find_frame, frame_dir, frame_sha256
+from receiver.frames import PREFIX, find_frame, frame_dir, frame_sha256
 from receiver.netguard import UnsafeURL, check_url
 from receiver.service import Service
 from storage import JobStatus, NewJob
@@ -147,13 +147,12 @@ def _frame(service: Service, provider: Provider, body: dict[str, Any], name: str
     if isinstance(value, str) and value[:5].lower() == "data:":
         if not provider.takes_data_urls:
             raise BadRequest(f"{name}: {provider.name} takes frames by http(s) URL, not data: URLs; {UPLOAD}")
-        if len(value) > MAX_FRAME_BYTES * 4 // 3 + 1024:
-            raise BadRequest(f"{name}: this data: URL is over {MAX_FRAME_BYTES // MIB} MiB; {UPLOAD}", 413, "too_large")
-        return  # its payload is sized and checked by the provider's validate_params
+        return  # capped by the request's size (api.MAX_REQUEST), then sized by the provider's validate_params
     parts = urlsplit(value) if isinstance(value, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         if isinstance(value, str) and (parts is None or parts.scheme in ("", "file") or len(parts.scheme) == 1):
-            raise BadRequest(f"{name}: {value!r} is a local file, which {provider.name} cannot fetch; {UPLOAD}")
+            local = f"{value!r} is a local file, which the server cannot read nor {provider.name} fetch"
+            raise BadRequest(f"{name} must be an http(s) URL: {local}; {UPLOAD}")
         raise BadRequest(f"{name} must be an http(s) URL, got {value!r}; {UPLOAD}")
 
 

@@ -107,7 +107,8 @@ async def test_a_local_path_is_refused_naming_the_field_and_the_upload(harness: 
     response = await harness.client.post("/api/jobs", json=body, headers=AUTH)
     assert response.status_code == 400, response.text
     detail = response.json()["detail"]
-    assert detail.startswith(f"{name}: ") and "--image FILE" in detail and "POST /api/frames" in detail
+    assert detail.startswith(f"{name} must be an http(s) URL: {value!r} is a local file")
+    assert "--image FILE" in detail and "POST /api/frames" in detail
     assert harness.snapshot() == before
 
 
