@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from receiver import api, hooks, media
+from receiver import api, frameroutes, hooks, media
 from receiver.deadlines import BodyDeadline
 from receiver.metrics import metrics_response
 from receiver.overload import HookSlots
@@ -83,6 +83,8 @@ def create_app(
         Route("/api/jobs/{job_id}/timeline", api.timeline, methods=["GET"]),
         Route("/api/jobs/{job_id}/cancel", api.cancel, methods=["POST"]),
         Route("/api/jobs/{job_id}/retry", api.retry, methods=["POST"]),
+        Route("/api/frames", frameroutes.upload_frame, methods=["POST"]),
+        Route("/frames/{name}", frameroutes.serve_frame, methods=["GET", "HEAD"]),
         Route("/api/overview", api.overview, methods=["GET"]),
         Route("/api/reconcile", api.reconcile, methods=["POST"]),
         Route("/api/prune", api.prune, methods=["POST"]),

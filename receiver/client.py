@@ -35,8 +35,11 @@ def add_client_commands(commands: Any) -> None:
     submit = _command(commands, "submit", "animate an image (any provider)", _submit)
     submit.add_argument("--provider", default="ttapi")
     submit.add_argument("--prompt")
-    submit.add_argument("--image-url", help="the first frame")
-    submit.add_argument("--end-image-url", help="the last frame")
+    start, end = submit.add_mutually_exclusive_group(), submit.add_mutually_exclusive_group()
+    start.add_argument("--image-url", help="the first frame, at a URL the provider can fetch")
+    start.add_argument("--image", metavar="FILE", type=_file_bytes, help="the first frame, a local PNG, JPEG or WebP")
+    end.add_argument("--end-image-url", help="the last frame, at a URL the provider can fetch")
+    end.add_argument("--end-image", metavar="FILE", type=_file_bytes, help="the last frame, a local image file")
     submit.add_argument("--task-id", help="APIMart: animate this finished imagine instead of an image URL")
     submit.add_argument("--index", type=int, help="APIMart: which tile of --task-id (0-3)")
     submit.add_argument("--motion", choices=MOTIONS)
@@ -149,6 +152,13 @@ def _base64_file(path: str) -> str:
         raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror}") from None
 
 
+def _file_bytes(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror}") from None
+
+
 def _token(environ: Mapping[str, str]) -> tuple[str, str]:
     """The API token and where it was read from: --token, REELHOOK_API_TOKEN, or the data dir's api-token."""
     if token := environ.get("REELHOOK_API_TOKEN"):
@@ -218,6 +228,10 @@ def _submit(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     names = ("provider", "prompt", "image_url", "end_image_url", "task_id", "index", "motion", "resolution",
              "batch_size", "loop")  # fmt: skip
     body = {"action": "generate", **{name: getattr(args, name) for name in names}, "options": _options(args.option)}
+    # A local frame goes to the server first, which keeps it and serves it to the provider (receiver/frames.py).
+    for name, data in (("image_url", args.image), ("end_image_url", args.end_image)):
+        if data is not None:
+            body[name] = _call(environ, "POST", "/api/frames", content=data)["frame"]
     return _create(environ, body, args)
 
 

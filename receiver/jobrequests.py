@@ -8,6 +8,10 @@ parent's where the provider takes one (AceData requires one; TTAPI refuses any),
 Generic checks (field names, types, URLs) are here; what a provider can take is its own module's `validate_params`.
 For providers that cap the size of an image frame (APIMart), the frame URLs are asked for their size (HEAD, through
 the download guard) before anything is recorded.
+
+A frame is an http(s) URL the provider fetches, a `frame:<sha256>` that `POST /api/frames` stored (the submitter
+sends it as a signed URL to reelhook itself: receiver/frames.py), or, for a provider that takes one (APIMart), a
+`data:` URL. A local path is refused by name: the server cannot read the caller's disk, and the provider even less.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from receiver.effects import followup_refusal, prompt_refusal, with_parent_prompt
+from receiver.frames import PREFIX, find_frame, frame_dir, frame_sha256
 from receiver.netguard import UnsafeURL, check_url
 from receiver.service import Service
 from storage import JobStatus, NewJob
@@ -91,11 +96,11 @@ async def read_job_request(service: Service, body: dict[str, Any]) -> NewJob:
     if action == "generate":
         if "task_id" not in params:
             _text(params, "prompt")
-            _url(params, "image_url")
+            _frame(service, provider, params, "image_url")
     elif action in ("imagine",):
         _text(params, "prompt")
     if "end_image_url" in params:
-        _url(params, "end_image_url")
+        _frame(service, provider, params, "end_image_url")
     if action == "extend":
         params = with_parent_prompt(provider, params, parent_prompt)
     try:
@@ -129,19 +134,34 @@ def _text(body: dict[str, Any], name: str) -> str:
     return value
 
 
-def _url(body: dict[str, Any], name: str) -> None:
+UPLOAD = "send a local file with `reelhook submit --image FILE` (it uploads it with POST /api/frames)"
+
+
+def _frame(service: Service, provider: Provider, body: dict[str, Any], name: str) -> None:
     value = body.get(name)
+    if isinstance(value, str) and value.startswith(PREFIX):
+        sha256 = frame_sha256(value)
+        if sha256 is None or find_frame(frame_dir(service.settings.data_dir), sha256) is None:
+            raise BadRequest(f"{name}: no frame {value!r} was uploaded; {UPLOAD}, and send the frame it answers")
+        return
+    if isinstance(value, str) and value[:5].lower() == "data:":
+        if not provider.takes_data_urls:
+            raise BadRequest(f"{name}: {provider.name} takes frames by http(s) URL, not data: URLs; {UPLOAD}")
+        return  # capped by the request's size (api.MAX_REQUEST), then sized by the provider's validate_params
     parts = urlsplit(value) if isinstance(value, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadRequest(f"{name} must be an http(s) URL, got {value!r}")
+        if isinstance(value, str) and (parts is None or parts.scheme in ("", "file") or len(parts.scheme) == 1):
+            local = f"{value!r} is a local file, which the server cannot read nor {provider.name} fetch"
+            raise BadRequest(f"{name} must be an http(s) URL: {local}; {UPLOAD}")
+        raise BadRequest(f"{name} must be an http(s) URL, got {value!r}; {UPLOAD}")
 
 
 async def _check_frames(service: Service, provider: Provider, params: dict[str, Any]) -> None:
     assert provider.max_frame_bytes is not None
     for name in ("image_url", "end_image_url"):
         url = params.get(name)
-        if not isinstance(url, str) or url.startswith("data:"):
-            continue  # data: URLs are sized by the provider's validate_params
+        if not isinstance(url, str) or url.startswith(("data:", PREFIX)):
+            continue  # data: URLs are sized by the provider's validate_params; stored frames are under its cap
         try:
             await check_url(url, allow_private=service.settings.allow_private_urls, allowed_origins=service.trusted)
             response = await service.http.head(url, timeout=10.0)

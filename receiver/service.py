@@ -5,6 +5,7 @@ Built in the app's lifespan, once the store is open, and reached by the routes a
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ import httpx
 from receiver.downloads import Downloader
 from receiver.faults import Faults
 from receiver.followups import FollowUps
+from receiver.frames import FrameLinks, frame_dir
 from receiver.guarded_http import guarded_client
 from receiver.metrics import Metrics
 from receiver.notify import Notifier
@@ -73,6 +75,9 @@ class Service:
             on_recorded=self._submitted,
             on_outcome=metrics.submission,
             fault=self.faults.trip,
+            frame_link=functools.partial(
+                FrameLinks([str(secret) for secret in settings.secrets]).link, frame_dir(settings.data_dir)
+            ),
         )
         # Downloads follow URLs that providers (or anyone who forges a callback) name: their client checks every
         # address it connects to, not only the name it was given (receiver/guarded_http.py).

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 import httpx
@@ -37,6 +37,8 @@ log = logging.getLogger("reelhook.submitter")
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 MAX_ATTEMPTS = 10
 PAUSE_FLAG = "paused"  # the store flag of the kill switch (receiver.guards sets it); its value is the reason
+FRAME_FIELDS = ("image_url", "end_image_url")
+FRAME_PREFIX = "frame:"  # an uploaded frame (receiver/frames.py), sent as a URL signed at build time
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class Submitter:
         on_recorded: Callable[[], None] = lambda: None,
         on_outcome: Callable[[str, str], None] = lambda provider, outcome: None,
         fault: Callable[[str], None] = lambda point: None,
+        frame_link: Callable[[str], str | None] = lambda reference: None,
     ) -> None:
         self._store = store
         self._http = http
@@ -83,11 +86,16 @@ class Submitter:
         self._on_recorded = on_recorded
         self._on_outcome = on_outcome  # (provider, submitted | retry | unknown | failed), for the metrics
         self._fault = fault
+        self._frame_link = frame_link  # `frame:<sha256>` -> its signed path under the public URL, or None
         self._clock = store.clock
 
     def hook_url(self, job_id: str, provider: str) -> str:
         # A provider with a callback_suffix appends it itself; the receiver routes both forms.
         return f"{self._public_url}/hooks/{provider}/{self._signer.sign_hook_token(job_id, provider)}"
+
+    def frame_url(self, reference: str) -> str | None:
+        link = self._frame_link(reference)
+        return None if link is None else self._public_url + link
 
     async def next_due(self) -> float | None:
         return await self._store.next_submission_at()
@@ -156,8 +164,22 @@ class Submitter:
         log.info("job %s: submitted to %s as %s", job.id, job.provider, provider_job_id)
 
     def _build(self, job: Job, parent: Job | None, endpoint: Endpoint) -> httpx.Request:
+        job = self._with_frame_urls(job)
         spec = endpoint.provider.build_request(job, parent, endpoint.api_key, self.hook_url(job.id, job.provider))
         return endpoint.request(self._http, spec)
+
+    def _with_frame_urls(self, job: Job) -> Job:
+        """The job as the provider is to see it: each uploaded frame it names as a URL signed now, so the signature
+        is a day old at most when the provider fetches it, however long the job was queued."""
+        params = dict(job.params)
+        for name in FRAME_FIELDS:
+            reference = params.get(name)
+            if isinstance(reference, str) and reference.startswith(FRAME_PREFIX):
+                url = self.frame_url(reference)
+                if url is None:
+                    raise InvalidParams(f"{name}: {reference} is no longer stored; upload it again (--image FILE)")
+                params[name] = url
+        return job if params == job.params else replace(job, params=params)
 
     async def _rejected(self, job: Job, exc: ProviderError) -> None:
         if exc.kind is Rejection.RETRY:

@@ -275,4 +275,5 @@ PROVIDER = Provider(
     fetch_request=fetch_request,
     parse_fetch_response=parse_fetch_response,
     max_frame_bytes=MAX_FRAME_BYTES,
+    takes_data_urls=True,
 )

@@ -82,6 +82,8 @@ class Provider:
     fetch_fallback: Callable[[Job, str], ProviderRequest] | None = None
     # Image frames larger than this are refused before anything is sent (APIMart: 12 MiB).
     max_frame_bytes: int | None = None
+    # Takes a frame as a `data:` URL as well as an http(s) one (APIMart); the others only fetch URLs.
+    takes_data_urls: bool = False
     # Besides `actions`, any action a parent result lists in result["components"] (TTAPI's U1-U4, V1-V4, ...).
     component_actions: bool = False
 
