@@ -35,7 +35,7 @@ def test_every_command_and_option_of_the_cli_is_in_the_readme_table() -> None:
     for command, options in _commands(_parser()):
         row = next((row for row in rows if re.search(rf"`{re.escape(command)}( |`)", row)), None)
         assert row is not None, f"README's CLI table has no row for `{command}`"
-        missing = sorted(option for option in options if not re.search(rf"{re.escape(option)}\b", row))
+        missing = sorted(option for option in options if not re.search(rf"{re.escape(option)}(?![\w-])", row))
         assert not missing, f"README's row for `{command}` does not name {missing}"
 
 
