@@ -3,15 +3,19 @@
 The JSON form is one object per line: `ts`, `level`, `logger`, `message`, then `event`, `job_id`, `provider` and
 `provider_job_id` (null where a line is about no job, or a value is not known where it is logged), then whatever
 else the call site passed in `extra=`. A call site names its line with a short stable `event` (`job.sent`,
-`callback.applied`), so that a query asks for an event instead of matching a sentence that may be reworded. The text
-form is the sentence alone, as it always was; it carries the same ids, inside the sentence.
+`callback.applied`), so that a query asks for an event instead of matching a sentence that may be reworded, and
+passes the record the line is about as `job`: a Job, or anything else with an `id` or a `job_id` (a Video, a hook
+token's claim), whose `provider` and `provider_job_id` are taken where it has them; a field the call site names
+itself wins. So `log.info("…", extra={"event": "job.sent", "job": job, "provider_job_id": answer})` needs no import
+(submitter/ cannot import receiver/). The text form is the sentence alone, as it always was, ids inside it.
 
 Credentials are kept out twice. The call sites log ids, never keys or hook URLs. And every line, whoever wrote it
 (httpx's request lines, uvicorn's access lines, a traceback quoting a URL), passes through a `Redaction` on its way
 out: a hook path's token becomes `…` in each form a URL takes in a line (as is, percent-encoded once or twice, with
-JSON-escaped slashes), and each secret the settings name becomes `**********` (as is, percent-encoded, JSON-escaped).
-The first keeps a token out even of a line whose author never thought of it; the second covers what the first
-cannot recognise. A secret fetched at run time (WaveSpeed's webhook secret) is only ever kept out by the first rule.
+JSON-escaped slashes), so does anything shaped like a hook token on its own, and each secret the settings name
+becomes `**********` (as is, percent-encoded, JSON-escaped). The first two keep a token out even of a line whose
+author never thought of it; the third covers what they cannot recognise. A secret fetched at run time (WaveSpeed's
+webhook secret) is not known to the redaction: the call sites never log it.
 
 Levels: REELHOOK_LOG_LEVEL applies to reelhook's own loggers. Other libraries stay at INFO or above whatever it says
 (aiosqlite logs every statement at DEBUG); DEBUG adds a line for each HTTP request in (uvicorn's access log) and out
@@ -40,6 +44,9 @@ _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", 
 
 _SLASH = r"(?:\\*/|%(?:25)*2[Ff])"  # as is, JSON-escaped, percent-encoded (once, or again: %252F)
 _HOOK_TOKEN = re.compile(rf"(hooks{_SLASH}[\w-]+{_SLASH})[^\s/\\?#&%\"'<>]+")
+# A hook token on its own: itsdangerous's payload.timestamp.signature, URL-safe base64 (a leading "." when zlib
+# shrank the payload). Not an id, a hash or a host name of reelhook's: those have no two dots between long runs.
+_TOKEN_SHAPE = re.compile(r"(?<![\w.-])\.?[\w-]{20,}\.[\w-]{4,8}\.[\w-]{20,}(?![\w-])")
 
 
 class Redaction:
@@ -57,7 +64,7 @@ class Redaction:
         self._forms = sorted(forms, key=len, reverse=True)  # longest first: a form inside another goes with it
 
     def __call__(self, text: str) -> str:
-        text = _HOOK_TOKEN.sub(r"\1…", text)
+        text = _TOKEN_SHAPE.sub("…", _HOOK_TOKEN.sub(r"\1…", text))
         for form in self._forms:
             if form in text:
                 text = text.replace(form, HIDDEN)
@@ -95,7 +102,13 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         line |= {name: getattr(record, name, None) for name in JOB_FIELDS}
-        line |= {name: value for name, value in vars(record).items() if name not in _STANDARD and name not in line}
+        job = getattr(record, "job", None)
+        if job is not None:  # extra={"job": job}: the record's ids fill in what the call site did not name itself
+            line["job_id"] = line["job_id"] or getattr(job, "id", None) or getattr(job, "job_id", None)
+            line["provider"] = line["provider"] or getattr(job, "provider", None)
+            line["provider_job_id"] = line["provider_job_id"] or getattr(job, "provider_job_id", None)
+        extra = vars(record).items()
+        line |= {name: value for name, value in extra if name not in _STANDARD and name not in line and name != "job"}
         if record.name == "uvicorn.access" and isinstance(record.args, tuple) and len(record.args) == 5:
             client, method, path, version, status = record.args  # h11_impl's '%s - "%s %s HTTP/%s" %d'
             line |= {"event": "http.request", "client": client, "method": method, "path": path, "status": status}
