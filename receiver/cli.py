@@ -9,8 +9,8 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Mapping, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
@@ -113,8 +113,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    settings, redaction = _settings_and_logging(environ)
-    with lock_data_dir(settings.data_dir):  # one server per data dir; a folder it cannot use is said here
+    with _settings_and_logging(environ) as (settings, redaction), lock_data_dir(settings.data_dir):
+        # One server per data dir (the lock); a folder it cannot use is said here.
         try:
             settings = settings.with_local_secrets()
         except OSError as exc:
@@ -137,25 +137,26 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             public_url_from = "the bound socket; set REELHOOK_PUBLIC_URL to the tunnel's URL for real providers"
         with sock:
             anyio.run(_serve_async, settings, rules, sock, public_url_from)
-    log.info("stopped", extra={"event": "service.stopped"})
+        log.info("stopped", extra={"event": "service.stopped"})
     return 0
 
 
-def _settings_and_logging(environ: Mapping[str, str]) -> tuple[Settings, logs.Redaction]:
-    """The settings, and logging set up as they say. A typo'd variable may be why from_env refuses, so the unknown
-    ones are named either way: in the default format when the settings cannot be read."""
+@contextmanager
+def _settings_and_logging(environ: Mapping[str, str]) -> Iterator[tuple[Settings, logs.Redaction]]:
+    """The settings, with logging set up as they say for the block. A typo'd variable may be why from_env refuses,
+    so the unknown ones are named either way: in the default format when the settings cannot be read."""
     warnings = unknown_variable_warnings(environ)
     try:
         settings = Settings.from_env(environ)
     except SettingsError:
-        logs.configure()
+        with logs.configured():
+            for warning in warnings:
+                log.warning("%s", warning, extra={"event": "settings.unknown_variable"})
+        raise
+    with logs.configured(settings.log_format, settings.log_level) as redaction:
         for warning in warnings:
             log.warning("%s", warning, extra={"event": "settings.unknown_variable"})
-        raise
-    redaction = logs.configure(settings.log_format, settings.log_level)
-    for warning in warnings:
-        log.warning("%s", warning, extra={"event": "settings.unknown_variable"})
-    return settings, redaction
+        yield settings, redaction
 
 
 def _secrets(settings: Settings) -> list[Secret | None]:

@@ -28,7 +28,8 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -142,22 +143,35 @@ class StderrHandler(logging.Handler):
             self.handleError(record)
 
 
-def configure(log_format: str = "text", level: str = "INFO") -> Redaction:
-    """Send every log line to stderr as `log_format` ("text" or "json"), reelhook's own from `level` up; returns the
-    Redaction every line passes through, for the caller to add the secrets to once it has them all."""
+@contextmanager
+def configured(log_format: str = "text", level: str = "INFO") -> Iterator[Redaction]:
+    """For the block, send every log line to stderr as `log_format` ("text" or "json"), reelhook's own from `level`
+    up; yields the Redaction every line passes through, for the caller to add the secrets to once it has them all.
+
+    The loggers are put back as they were after the block (uvicorn's too: route_uvicorn runs inside it), so that
+    `reelhook serve` run inside a test leaves no handler behind writing into later tests' output."""
+    loggers = [logging.getLogger(name) for name in ("", "reelhook", "httpx", *_UVICORN)]
+    saved = [(logger, logger.level, logger.handlers[:], logger.propagate) for logger in loggers]
     redact = Redaction()
     handler = StderrHandler()
     handler.setFormatter(JsonFormatter(redact) if log_format == "json" else TextFormatter(redact))
     root = logging.getLogger()
-    for old in [h for h in root.handlers if isinstance(h, StderrHandler)]:  # set up twice in one process (tests)
-        root.removeHandler(old)
     root.addHandler(handler)
     ours = logging.getLevelNamesMapping()[level]
     root.setLevel(max(ours, logging.INFO))
     logging.getLogger("reelhook").setLevel(ours)
     # httpx logs each request's full URL at INFO: only under DEBUG, where the redaction has to take a hook URL out.
     logging.getLogger("httpx").setLevel(logging.INFO if ours <= logging.DEBUG else logging.WARNING)
-    return redact
+    try:
+        yield redact
+    finally:
+        for logger, level_was, handlers, propagate in saved:
+            logger.setLevel(level_was)
+            logger.handlers = handlers
+            logger.propagate = propagate
+
+
+_UVICORN = ("uvicorn", "uvicorn.error", "uvicorn.asgi", "uvicorn.access")
 
 
 def route_uvicorn(*, access: bool) -> None:
@@ -168,7 +182,7 @@ def route_uvicorn(*, access: bool) -> None:
     connection asks, when it opens, whether "uvicorn.access" has any handler: one that does not propagate and has
     none is off.
     """
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.asgi", "uvicorn.access"):
+    for name in _UVICORN:
         logger = logging.getLogger(name)
         logger.handlers = []
         logger.propagate = True

@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from receiver import logs
+from receiver.cli import main
 from receiver.serving import make_server
 from receiver.settings import Secret, Settings, SettingsError, known_variables, unknown_variable_warnings
 from storage import Video, VideoStatus
@@ -111,29 +112,17 @@ def test_every_form_of_a_secret_it_was_given_is_hidden() -> None:
     assert json_line(record("a short one"), redaction)["message"] == "a short one"  # "short" is not blanked
 
 
-@pytest.fixture
-def logging_state() -> Iterator[None]:
-    """logs.configure changes the process's loggers; put them back after the test."""
-    names = ["", "reelhook", "httpx", "uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"]
-    saved = [(lg, lg.level, lg.handlers[:], lg.propagate) for lg in map(logging.getLogger, names)]
-    yield
-    for logger, level, handlers, propagate in saved:
-        logger.setLevel(level)
-        logger.handlers = handlers
-        logger.propagate = propagate
-
-
-@pytest.mark.usefixtures("logging_state")
 def test_uvicorn_lines_go_out_through_the_same_json_handler(capsys: pytest.CaptureFixture[str]) -> None:
-    logs.configure("json", "DEBUG")
-    make_server(lambda *_: None, log_level="info")  # type: ignore[arg-type,return-value]  # installs uvicorn's own
-    logs.route_uvicorn(access=True)
-    access = logging.getLogger("uvicorn.access")
-    assert access.hasHandlers()  # what uvicorn asks per connection before it logs a request
-    access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "POST", f"/hooks/wavespeed/{TOKEN}", "1.1", 200)
-    logging.getLogger("uvicorn.error").info("Started server process [%d]", 1)
-    logging.getLogger("reelhook.test").debug("debug is on for reelhook", extra={"event": "test.debug"})
-    logging.getLogger("aiosqlite").debug("executing a statement")  # a library's DEBUG stays out
+    with logs.configured("json", "DEBUG"):
+        make_server(lambda *_: None, log_level="info")  # type: ignore[arg-type,return-value]  # uvicorn's own handlers
+        logs.route_uvicorn(access=True)
+        access = logging.getLogger("uvicorn.access")
+        assert access.hasHandlers()  # what uvicorn asks per connection before it logs a request
+        access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "POST", f"/hooks/wavespeed/{TOKEN}", "1.1", 200)
+        logging.getLogger("uvicorn.error").info("Started server process [%d]", 1)
+        logging.getLogger("reelhook.test").debug("debug is on for reelhook", extra={"event": "test.debug"})
+        logging.getLogger("aiosqlite").debug("executing a statement")  # a library's DEBUG stays out
+    logging.getLogger("reelhook.test").warning("after the block: not ours to print")
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert [(line["logger"], line["event"]) for line in lines] == [
         ("uvicorn.access", "http.request"),
@@ -144,13 +133,30 @@ def test_uvicorn_lines_go_out_through_the_same_json_handler(capsys: pytest.Captu
     assert TOKEN not in json.dumps(lines)
 
 
-@pytest.mark.usefixtures("logging_state")
 def test_the_access_log_and_httpx_lines_are_off_below_debug(capsys: pytest.CaptureFixture[str]) -> None:
-    logs.configure("text", "INFO")
-    make_server(lambda *_: None, log_level="info")  # type: ignore[arg-type,return-value]
-    logs.route_uvicorn(access=False)
-    assert not logging.getLogger("uvicorn.access").hasHandlers()
-    logging.getLogger("httpx").info("HTTP Request: GET https://p.example/ 200")
-    logging.getLogger("reelhook.test").info("job %s: sent", JOB_ID, extra={"event": "job.sent"})
+    with logs.configured("text", "INFO"):
+        make_server(lambda *_: None, log_level="info")  # type: ignore[arg-type,return-value]
+        logs.route_uvicorn(access=False)
+        assert not logging.getLogger("uvicorn.access").hasHandlers()
+        logging.getLogger("httpx").info("HTTP Request: GET https://p.example/ 200")
+        logging.getLogger("reelhook.test").info("job %s: sent", JOB_ID, extra={"event": "job.sent"})
     [line] = capsys.readouterr().err.splitlines()
     assert line.endswith(f" INFO reelhook.test: job {JOB_ID}: sent")  # the text line as it always read
+
+
+def test_serve_logs_in_json_from_its_first_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "rules.toml"
+    bad.write_text('[[rule]]\nname = "x"\non = "job.succeeded"\nextnd.index = 0\n')  # refused after the settings
+    env = {
+        "REELHOOK_DATA_DIR": str(tmp_path / "data"),
+        "REELHOOK_RULES": str(bad),
+        "REELHOOK_LOG_FORMAT": "json",
+        "REELHOOK_TTAPI_APIKEY": "tt-key",  # a typo, named on the way
+    }
+    assert main(["serve", "--port", "0"], env) == 2
+    warning, refusal = capsys.readouterr().err.splitlines()
+    line = json.loads(warning)
+    assert (line["level"], line["event"]) == ("WARNING", "settings.unknown_variable")
+    assert line["message"].startswith("REELHOOK_TTAPI_APIKEY is not a reelhook setting")
+    assert refusal.startswith("reelhook: ") and 'unknown key "extnd"' in refusal  # the refusal is the CLI's, not a log
+    assert not [h for h in logging.getLogger().handlers if isinstance(h, logs.StderrHandler)]  # none left behind
