@@ -118,7 +118,7 @@ async def prune(request: Request) -> Response:
             400, "invalid_request", f"callbacks_older_than_days must be a number of days 0-36500, got {days!r}"
         )
     pruned = await service.store.prune_callbacks(older_than=service.store.clock() - days * 86400)
-    log.info("pruned the bodies of %d callbacks older than %s days", pruned, days)
+    log.info("pruned the bodies of %d callbacks older than %s days", pruned, days, extra={"event": "callbacks.pruned"})
     return TextSafeJSONResponse({"pruned": pruned})
 
 

@@ -9,8 +9,8 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Mapping, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, NoReturn
 
 import anyio
 
+from receiver import logs
 from receiver.client import ApiError, add_client_commands
 from receiver.completion import SHELLS, completion_script
 from receiver.process import StartError, describe_bind_error, handle_signals, lock_data_dir
 from receiver.rules import RuleError, RuleSet, check_rules_file
 from receiver.serving import bind_socket, make_server, running, socket_url
-from receiver.settings import Settings, SettingsError, startup_lines, unknown_variable_warnings
+from receiver.settings import Secret, Settings, SettingsError, startup_lines, unknown_variable_warnings
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -112,19 +113,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs each request's full URL at INFO; a hook URL's token is a credential, so keep those out of the log.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    for warning in unknown_variable_warnings(environ):  # before from_env, which may refuse: a typo may be why
-        log.warning("%s", warning)
-    settings = Settings.from_env(environ)
-    with lock_data_dir(settings.data_dir):  # one server per data dir; a folder it cannot use is said here
+    with _settings_and_logging(environ) as (settings, redaction), lock_data_dir(settings.data_dir):
+        # One server per data dir (the lock); a folder it cannot use is said here.
         try:
             settings = settings.with_local_secrets()
         except OSError as exc:
             raise StartError(
                 f"REELHOOK_DATA_DIR {settings.data_dir} cannot be used ({exc}): point it at a folder you can write"
             ) from None
+        redaction.add(_secrets(settings))
         rules = RuleSet.load(settings.rules_path) if settings.rules_path else RuleSet.empty()  # refuse before binding
         if args.fd is not None:
             sock = socket.socket(fileno=args.fd)
@@ -140,8 +137,35 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             public_url_from = "the bound socket; set REELHOOK_PUBLIC_URL to the tunnel's URL for real providers"
         with sock:
             anyio.run(_serve_async, settings, rules, sock, public_url_from)
-    log.info("stopped")
+        log.info("stopped", extra={"event": "service.stopped"})
     return 0
+
+
+@contextmanager
+def _settings_and_logging(environ: Mapping[str, str]) -> Iterator[tuple[Settings, logs.Redaction]]:
+    """The settings, with logging set up as they say for the block. A typo'd variable may be why from_env refuses,
+    so the unknown ones are named either way: in the default format when the settings cannot be read."""
+    warnings = unknown_variable_warnings(environ)
+    try:
+        settings = Settings.from_env(environ)
+    except SettingsError:
+        with logs.configured():
+            for warning in warnings:
+                log.warning("%s", warning, extra={"event": "settings.unknown_variable"})
+        raise
+    with logs.configured(settings.log_format, settings.log_level) as redaction:
+        for warning in warnings:
+            log.warning("%s", warning, extra={"event": "settings.unknown_variable"})
+        yield settings, redaction
+
+
+def _secrets(settings: Settings) -> list[Secret | None]:
+    """Every secret the settings hold, for the log's redaction: the hook secrets, the API token, the notify secret,
+    and each provider's key and webhook secret."""
+    found = [*settings.secrets, settings.api_token, settings.notify_secret]
+    for provider in settings.providers.values():
+        found += [provider.api_key, provider.webhook_secret]
+    return found
 
 
 async def _serve_async(settings: Settings, rules: RuleSet, sock: socket.socket, public_url_from: str) -> None:
@@ -165,14 +189,15 @@ async def _serve_async(settings: Settings, rules: RuleSet, sock: socket.socket, 
             pause = await paused(store)
         rule_file = (settings.rules_path, len(rules.rules)) if settings.rules_path else None
         for line in startup_lines(settings, public_url_from=public_url_from, rules=rule_file, paused=pause):
-            log.info("%s", line)
+            log.info("%s", line, extra={"event": "service.settings"})
         app = create_app(settings, rules=rules, trusted_origins=trusted)
         if settings.metrics_addr is not None:
             await _serve_metrics(stack, app, settings.metrics_addr)
         log.info("reelhook listening on %s (public URL %s); data in %s", socket_url(sock), settings.public_url,
-                 settings.data_dir)  # fmt: skip
+                 settings.data_dir, extra={"event": "service.listening"})  # fmt: skip
         # Signals are ours, not uvicorn's: it re-raises SIGINT after a clean stop (a traceback, exit 130).
         server = make_server(app, limits=ConnectionLimits.of(settings), log_level="info")
+        logs.route_uvicorn(access=settings.log_level == "DEBUG")  # after the process's last uvicorn.Config
         async with anyio.create_task_group() as tg:
             tg.start_soon(handle_signals, server, settings.rules_path, lambda new: app.state.service.replace_rules(new))
             await server.serve([sock])
@@ -187,7 +212,7 @@ async def _serve_metrics(stack: AsyncExitStack, app: Starlette, address: tuple[s
     except OSError as exc:
         raise StartError(f"REELHOOK_METRICS_ADDR {address[0]}:{address[1]} cannot be bound: {exc.strerror}") from None
     url = await stack.enter_async_context(running(metrics_app(app), sock))
-    log.info("metrics at %s/metrics (REELHOOK_METRICS_ADDR; no token there)", url)
+    log.info("metrics at %s/metrics (REELHOOK_METRICS_ADDR; no token there)", url, extra={"event": "service.metrics"})
 
 
 def _rules_check(args: argparse.Namespace, environ: Mapping[str, str]) -> None:

@@ -208,12 +208,24 @@ class Downloader:
         except OSError as exc:
             return await self._retry(video, f"cannot write {path}: {exc} (is the disk full?)")
         except Exception as exc:  # a bug, or an httpx error we did not foresee: back off rather than hammer the CDN
-            logger.exception("job %s video %d: unexpected error", video.job_id, video.index)
+            logger.exception(
+                "job %s video %d: unexpected error",
+                video.job_id,
+                video.index,
+                extra={"event": "download.error", "job": job, "video": video.index},
+            )
             return await self._retry(video, f"unexpected {type(exc).__name__} fetching {video.url}: {exc}")
         recorded = await self._store.record_download(
             video.job_id, video.index, path=str(path.absolute()), sha256=sha256, size=size
         )
-        logger.info("job %s video %d: %d bytes, sha256 %s…", video.job_id, video.index, size, sha256[:12])
+        logger.info(
+            "job %s video %d: %d bytes, sha256 %s…",
+            video.job_id,
+            video.index,
+            size,
+            sha256[:12],
+            extra={"event": "download.done", "job": job, "video": video.index, "bytes": size, "sha256": sha256},
+        )
         self._metrics.downloads.labels("downloaded").inc()
         self._metrics.download_bytes.inc(size)
         self._metrics.download_seconds.observe(time.monotonic() - started)
@@ -228,14 +240,27 @@ class Downloader:
         if attempt >= self._max_attempts:
             await self._fail(video, f"{error} (gave up after {attempt} attempts)")
             return True
-        logger.warning("job %s video %d: attempt %d failed, will retry: %s", video.job_id, video.index, attempt, error)
+        logger.warning(
+            "job %s video %d: attempt %d failed, will retry: %s",
+            video.job_id,
+            video.index,
+            attempt,
+            error,
+            extra={"event": "download.retried", "job": video, "video": video.index, "attempt": attempt},
+        )
         retry_at = next_attempt_at(attempt, self._clock())
         await self._store.retry_download(video.job_id, video.index, error=error, retry_at=retry_at)
         self._metrics.downloads.labels("retried").inc()
         return False
 
     async def _fail(self, video: Video, error: str) -> None:
-        logger.warning("job %s video %d: failed: %s", video.job_id, video.index, error)
+        logger.warning(
+            "job %s video %d: failed: %s",
+            video.job_id,
+            video.index,
+            error,
+            extra={"event": "download.failed", "job": video, "video": video.index},
+        )
         await self._store.fail_download(video.job_id, video.index, error=error)
         self._metrics.downloads.labels("failed").inc()
 

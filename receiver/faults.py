@@ -33,5 +33,7 @@ class Faults:
 
     def trip(self, point: str) -> None:
         if point in self._points:
-            log.critical("fault injection: killing the process at %s", point)
+            log.critical(
+                "fault injection: killing the process at %s", point, extra={"event": "fault.injected", "point": point}
+            )
             os.kill(os.getpid(), signal.SIGKILL)

@@ -79,14 +79,27 @@ class FollowUps:
             ]
             new_ids = await self._store.complete_event(event.id, followups, notifications, notes)
             for note, level in logged:
-                log.log(level, 'rule "%s" did not follow up job %s: %s', note.rule, note.job_id, note.message)
+                log.log(
+                    level,
+                    'rule "%s" did not follow up job %s: %s',
+                    note.rule,
+                    note.job_id,
+                    note.message,
+                    extra={"event": "followup.skipped", "job": job, "rule": note.rule},
+                )
             self._metrics.followups.labels("fired").inc(len(new_ids))
             self._metrics.followups.labels("stopped_by_limit").inc(sum(level == logging.WARNING for _, level in logged))
             if amended:
                 await self._note_followups(event.id, new_ids, amended)
             notified = notified or bool(notifications)
             for new in new_ids:
-                log.info("event %s on job %s: follow-up job %s recorded", event.type, job.id, new)
+                log.info(
+                    "event %s on job %s: follow-up job %s recorded",
+                    event.type,
+                    job.id,
+                    new,
+                    extra={"event": "followup.recorded", "job": job, "followup_id": new, "on": event.type},
+                )
             if new_ids:
                 self._fault("followup.recorded")
             created += len(new_ids)
@@ -108,6 +121,13 @@ class FollowUps:
             skip = amended.get(child.origin or "") if child is not None else None
             if skip is not None:
                 notes.append(Note(job_id, skip.rule or None, skip.reason))
-                log.info('rule "%s" follow-up %s of job %s: %s', skip.rule, job_id, skip.job_id, skip.reason)
+                log.info(
+                    'rule "%s" follow-up %s of job %s: %s',
+                    skip.rule,
+                    job_id,
+                    skip.job_id,
+                    skip.reason,
+                    extra={"event": "followup.amended", "job": child, "rule": skip.rule, "parent_id": skip.job_id},
+                )
         if notes:
             await self._store.complete_event(event_id, notes=notes)

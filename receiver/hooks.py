@@ -41,7 +41,7 @@ async def receive_callback(request: Request) -> Response:
     try:
         claim = service.signer.verify_hook_token(request.path_params["token"], name)
     except BadHookToken as exc:
-        log.warning("refused %s callback: %s", name, exc)
+        log.warning("refused %s callback: %s", name, exc, extra={"event": "callback.refused", "provider": name})
         return _refuse(service, name, "token", 403, "forbidden", str(exc))
     refused = take_hook_slot(request, claim.job_id)  # only now: a bad token holds no slot; one job holds a few
     if refused is not None:
@@ -57,34 +57,68 @@ async def receive_callback(request: Request) -> Response:
         try:
             secret = await service.webhook_secret(name)
         except Exception as exc:
-            log.error("cannot check a %s callback's signature: %s", name, exc)
+            log.error(
+                "cannot check a %s callback's signature: %s",
+                name,
+                exc,
+                extra={"event": "callback.unverifiable", "job": claim},
+            )
             return _refuse(
                 service, name, "unavailable", 503, "unavailable", "cannot check the signature now; please retry"
             )
         try:
             provider.verify_signature(body, request.headers, secret, time.time())
         except BadSignature as exc:
-            log.warning("refused %s callback for job %s: %s", name, claim.job_id, exc)
+            log.warning(
+                "refused %s callback for job %s: %s",
+                name,
+                claim.job_id,
+                exc,
+                extra={"event": "callback.refused", "job": claim},
+            )
             return _refuse(service, name, "signature", 403, "forbidden", f"bad signature: {exc}")
     try:
         result = provider.parse_callback(body, request.headers)
     except Exception as exc:  # MalformedCallback, or whatever else a hostile body trips in a parser: theirs, 400
         reason = str(exc) if isinstance(exc, MalformedCallback) else f"unreadable ({type(exc).__name__})"
-        log.warning("refused %s callback for job %s: %s", name, claim.job_id, reason)
+        log.warning(
+            "refused %s callback for job %s: %s",
+            name,
+            claim.job_id,
+            reason,
+            extra={"event": "callback.refused", "job": claim},
+        )
         return _refuse(service, name, "malformed", 400, "malformed", reason)
     try:
         outcome = await service.store.record_callback(
             claim.job_id, name, body=body, headers=request.headers.items(), result=result
         )
     except JobMismatch as exc:
-        log.warning("refused %s callback: %s", name, exc)
+        log.warning(
+            "refused %s callback: %s",
+            name,
+            exc,
+            extra={"event": "callback.refused", "job": claim, "provider_job_id": result.provider_job_id},
+        )
         return _refuse(service, name, "mismatch", 403, "forbidden", str(exc))
     except LookupError:
         return _refuse(service, name, "unknown_job", 403, "forbidden", f"job {claim.job_id} does not exist")
     except Exception:  # our failure, whatever it is: nothing was committed, and the provider retries a 503
-        log.exception("could not store %s callback for job %s", name, claim.job_id)
+        log.exception(
+            "could not store %s callback for job %s",
+            name,
+            claim.job_id,
+            extra={"event": "callback.unstored", "job": claim, "provider_job_id": result.provider_job_id},
+        )
         return _refuse(service, name, "unavailable", 503, "unavailable", "could not store the callback; please retry")
-    log.info("%s callback for job %s: %s (%s)", name, claim.job_id, result.status, outcome)
+    log.info(
+        "%s callback for job %s: %s (%s)",
+        name,
+        claim.job_id,
+        result.status,
+        outcome,
+        extra={"event": f"callback.{outcome.value}", "job": claim, "provider_job_id": result.provider_job_id},
+    )
     service.metrics.callbacks.labels(name, outcome.value, "").inc()
     service.faults.trip("callback.stored")
     return JSONResponse({"ok": True, "effect": outcome.value}, background=BackgroundTask(_after_ack, service))

@@ -166,7 +166,13 @@ async def _check_frames(service: Service, provider: Provider, params: dict[str, 
             await check_url(url, allow_private=service.settings.allow_private_urls, allowed_origins=service.trusted)
             response = await service.http.head(url, timeout=10.0)
         except (UnsafeURL, httpx.HTTPError) as exc:
-            log.info("could not size %s (%s); leaving it to %s", url, exc, provider.name)
+            log.info(
+                "could not size %s (%s); leaving it to %s",
+                url,
+                exc,
+                provider.name,
+                extra={"event": "job.frame_unsized", "provider": provider.name},
+            )
             continue
         size = response.headers.get("content-length", "")
         if response.is_success and size.isdigit() and int(size) > provider.max_frame_bytes:

@@ -90,12 +90,15 @@ class Notifier:
             error = f"{type(exc).__name__}: {exc}"
         if error is None:
             log.info("notification %s (rule %s) delivered to %s", notification.message_id, notification.rule,
-                     notification.url)  # fmt: skip
+                     notification.url, extra={"event": "notify.delivered", "message_id": notification.message_id,
+                                              "rule": notification.rule})  # fmt: skip
             await self._store.record_notification(notification.id, error=None, retry_at=None)
             self._metrics.notifications.labels("delivered").inc()
             return
         retry_at = next_attempt_at(notification.attempts + 1, self._clock(), base=self._retry_base, cap=MAX_BACKOFF)
         log.warning("notification %s to %s failed (%s); retrying in %.0fs", notification.message_id,
-                    notification.url, error, retry_at - self._clock())  # fmt: skip
+                    notification.url, error, retry_at - self._clock(),
+                    extra={"event": "notify.failed", "message_id": notification.message_id,
+                           "rule": notification.rule})  # fmt: skip
         await self._store.record_notification(notification.id, error=error, retry_at=retry_at)
         self._metrics.notifications.labels("failed").inc()

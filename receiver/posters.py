@@ -89,6 +89,12 @@ async def make_poster(media: Path) -> Path | None:
         data = await anyio.to_thread.run_sync(make_poster_bytes, media)
         await write_atomically(target, data)
     except Exception as exc:  # FFmpeg's errors, a full disk, a bug: never the download's problem
-        logger.warning("no poster for %s: %s: %s", media, type(exc).__name__, exc)
+        logger.warning(
+            "no poster for %s: %s: %s",
+            media,
+            type(exc).__name__,
+            exc,
+            extra={"event": "poster.failed", "job_id": media.parent.name},
+        )
         return None
     return target

@@ -77,23 +77,33 @@ async def handle_signals(
                 try:
                     reload_rules(rules_path, replace_rules)
                 except AttributeError:  # still starting: the service is not there yet
-                    log.warning("SIGHUP while starting: send it again once reelhook is listening")
+                    log.warning(
+                        "SIGHUP while starting: send it again once reelhook is listening",
+                        extra={"event": "rules.reload_early"},
+                    )
             elif server.should_exit:
-                log.warning("stopping now")
+                log.warning("stopping now", extra={"event": "service.stopping_now"})
                 server.force_exit = True
             else:
-                log.info("stopping (%s): finishing what is in progress", signal.Signals(signum).name)
+                log.info(
+                    "stopping (%s): finishing what is in progress",
+                    signal.Signals(signum).name,
+                    extra={"event": "service.stopping"},
+                )
                 server.should_exit = True
 
 
 def reload_rules(rules_path: Path | None, replace_rules: Callable[[RuleSet], None]) -> None:
     if rules_path is None:
-        log.info("SIGHUP: no rules file is configured (REELHOOK_RULES); nothing to re-read")
+        log.info(
+            "SIGHUP: no rules file is configured (REELHOOK_RULES); nothing to re-read",
+            extra={"event": "rules.reload_skipped"},
+        )
         return
     try:
         rules = RuleSet.load(rules_path)
     except (RuleError, OSError) as exc:
-        log.error("SIGHUP: kept the rules in use; %s", exc)
+        log.error("SIGHUP: kept the rules in use; %s", exc, extra={"event": "rules.reload_failed"})
         return
     replace_rules(rules)
-    log.info("SIGHUP: rules re-read from %s: %d rules", rules_path, len(rules.rules))
+    log.info("SIGHUP: rules re-read from %s: %d rules", rules_path, len(rules.rules), extra={"event": "rules.reloaded"})

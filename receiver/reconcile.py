@@ -109,7 +109,11 @@ class Reconciler:
             lost=looks.count(Look.LOST),
         )
         if jobs:
-            log.info("reconcile: asked about %d overdue jobs, %d settled, %d lost", *report.__dict__.values())
+            log.info(
+                "reconcile: asked about %d overdue jobs, %d settled, %d lost",
+                *report.__dict__.values(),
+                extra={"event": "lookup.round", **report.__dict__},
+            )
         return report
 
     async def _look_at_all(self, jobs: list[Job]) -> list[Look]:
@@ -137,7 +141,12 @@ class Reconciler:
         try:
             look = await self._look(job)
         except Exception:
-            log.exception("job %s: looking it up at %s failed; tried again at its next deadline", job.id, job.provider)
+            log.exception(
+                "job %s: looking it up at %s failed; tried again at its next deadline",
+                job.id,
+                job.provider,
+                extra={"event": "lookup.error", "job": job},
+            )
             look = Look.OPEN
         self._metrics.lookups.labels(job.provider, look.value).inc()
         return look
@@ -160,7 +169,7 @@ class Reconciler:
         try:
             request = spec.fetch_request(job, endpoint.api_key)
         except InvalidParams as exc:
-            log.warning("job %s: cannot look it up: %s", job.id, exc)
+            log.warning("job %s: cannot look it up: %s", job.id, exc, extra={"event": "lookup.impossible", "job": job})
             return Look.OPEN
         try:
             response = await self._send(endpoint, request)
@@ -168,16 +177,22 @@ class Reconciler:
                 response = await self._send(endpoint, spec.fetch_fallback(job, endpoint.api_key))
         except httpx.HTTPError as exc:
             log.warning("job %s: %s fetch failed (%s: %s); asked again later", job.id, job.provider,
-                        type(exc).__name__, exc)  # fmt: skip
+                        type(exc).__name__, exc, extra={"event": "lookup.failed", "job": job})  # fmt: skip
             return Look.OPEN
         try:
             result = spec.parse_fetch_response(response.status_code, response.content)
         except (ProviderError, MalformedCallback) as exc:
             log.warning("job %s: %s fetch answered %s: %s; asked again later", job.id, job.provider,
-                        response.status_code, exc)  # fmt: skip
+                        response.status_code, exc, extra={"event": "lookup.failed", "job": job})  # fmt: skip
             return Look.OPEN
         if not result.status.terminal:
-            log.info("job %s: %s still reports it %s; asked again later", job.id, job.provider, result.status)
+            log.info(
+                "job %s: %s still reports it %s; asked again later",
+                job.id,
+                job.provider,
+                result.status,
+                extra={"event": "lookup.open", "job": job},
+            )
             return Look.OPEN
         headers = [SOURCE_HEADER, *response.headers.items()]
         try:
@@ -185,9 +200,27 @@ class Reconciler:
                 job.id, job.provider, body=response.content, headers=headers, result=result
             )
         except JobMismatch as exc:
-            log.warning("job %s: refused the %s fetch answer: %s", job.id, job.provider, exc)
+            log.warning(
+                "job %s: refused the %s fetch answer: %s",
+                job.id,
+                job.provider,
+                exc,
+                extra={"event": "lookup.refused", "job": job},
+            )
             return Look.OPEN
-        log.info("job %s: %s fetch answered %s (%s)", job.id, job.provider, result.status, outcome)
+        log.info(
+            "job %s: %s fetch answered %s (%s)",
+            job.id,
+            job.provider,
+            result.status,
+            outcome,
+            extra={
+                "event": "lookup.settled",
+                "job": job,
+                "provider_job_id": job.provider_job_id or result.provider_job_id,
+                "outcome": outcome.value,
+            },
+        )
         return Look.SETTLED if outcome is CallbackOutcome.APPLIED else Look.GONE
 
     async def _send(self, endpoint: Endpoint, request: ProviderRequest) -> httpx.Response:
@@ -202,5 +235,5 @@ class Reconciler:
         note = f"given up on after {waited:.0f}s with no result; its slot is free again. {known.capitalize()}."
         if not await self._store.give_up(job.id, error, note=note):
             return Look.GONE
-        log.warning("job %s: %s", job.id, error)
+        log.warning("job %s: %s", job.id, error, extra={"event": "job.lost", "job": job})
         return Look.LOST

@@ -167,7 +167,12 @@ class Service:
                     request.method, endpoint.base_url + request.path, headers=dict(request.headers)
                 )
                 self._webhook_secrets[provider] = spec.parse_secret(response.status_code, response.content)
-                log.info("fetched the %s webhook secret from %s", provider, endpoint.base_url)
+                log.info(
+                    "fetched the %s webhook secret from %s",
+                    provider,
+                    endpoint.base_url,
+                    extra={"event": "webhook_secret.fetched", "provider": provider},
+                )
             return self._webhook_secrets[provider]
 
     @asynccontextmanager
@@ -178,7 +183,12 @@ class Service:
                 try:
                     await self.webhook_secret(name)
                 except Exception as exc:  # callbacks answer 503 (the provider retries) until the fetch succeeds
-                    log.error("cannot get the %s webhook secret yet: %s", name, exc)
+                    log.error(
+                        "cannot get the %s webhook secret yet: %s",
+                        name,
+                        exc,
+                        extra={"event": "webhook_secret.unavailable", "provider": name},
+                    )
         async with self._download_http, anyio.create_task_group() as tg:
             for worker in self.workers:
                 tg.start_soon(worker.run)

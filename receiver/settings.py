@@ -98,6 +98,8 @@ class Settings:
     keep_alive_timeout: float = 5.0  # seconds an idle kept-alive connection stays open
     max_connections: int = 512  # open connections; past it the one idle longest is closed for a new one
     metrics_addr: tuple[str, int] | None = None  # serve /metrics there without a token, and not on the main port
+    log_format: str = "text"  # or "json": one object per line (receiver/logs.py)
+    log_level: str = "INFO"  # DEBUG adds a line per HTTP request in and out
 
     @property
     def database_path(self) -> Path:
@@ -174,6 +176,8 @@ class Settings:
             keep_alive_timeout=_positive(environ, "REELHOOK_KEEP_ALIVE_TIMEOUT", 5.0),
             max_connections=_whole(environ, "REELHOOK_MAX_CONNECTIONS", 512),
             metrics_addr=_address(environ, "REELHOOK_METRICS_ADDR"),
+            log_format=_choice(environ, "REELHOOK_LOG_FORMAT", LOG_FORMATS, "text"),
+            log_level=_choice(environ, "REELHOOK_LOG_LEVEL", LOG_LEVELS, "INFO"),
         )
 
     def with_local_secrets(self) -> Settings:
@@ -256,6 +260,21 @@ def _address(environ: Mapping[str, str], name: str) -> tuple[str, int] | None:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise SettingsError(f"{name} must be host:port, such as 127.0.0.1:9464, got {raw!r}")
     return host, int(port)
+
+
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    """One of `choices`, in any case (returned as spelt there)."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    for choice in choices:
+        if raw.lower() == choice.lower():
+            return choice
+    raise SettingsError(f"{name} must be {', '.join(choices[:-1])} or {choices[-1]}, got {raw!r}")
 
 
 def _positive(environ: Mapping[str, str], name: str, default: float) -> float:

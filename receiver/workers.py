@@ -58,7 +58,11 @@ class Worker:
                     while await self._run_once():
                         pass
                 except Exception:
-                    log.exception("%s worker failed; draining again shortly", self.name)
+                    log.exception(
+                        "%s worker failed; draining again shortly",
+                        self.name,
+                        extra={"event": "worker.failed", "worker": self.name},
+                    )
                     self._pending = True
                     await anyio.sleep(ERROR_PAUSE)
                     continue

@@ -123,7 +123,11 @@ class Submitter:
         try:
             await self._submit(job, endpoint)
         except Exception:
-            log.exception("job %s: submission step failed; it resumes from its recorded state", job.id)
+            log.exception(
+                "job %s: submission step failed; it resumes from its recorded state",
+                job.id,
+                extra={"event": "job.send_failed", "job": job},
+            )
 
     async def _submit(self, job: Job, endpoint: Endpoint | None) -> None:
         if endpoint is None:
@@ -133,13 +137,17 @@ class Submitter:
         try:
             job = await self._store.claim_submission(job.id, look_up_after=endpoint.callback_grace)
         except InvalidTransition:
-            log.info("job %s: no longer queued; left to whoever claimed it", job.id)
+            log.info(
+                "job %s: no longer queued; left to whoever claimed it",
+                job.id,
+                extra={"event": "job.claimed_elsewhere", "job": job},
+            )
             return
         try:
             request = self._build(job, parent, endpoint)
         except Exception as exc:  # nothing left: a request that cannot be built or encoded was never sent
             reason = str(exc) if isinstance(exc, InvalidParams) else f"cannot build the request: {_describe(exc)}"
-            log.warning("job %s: %s: %s", job.id, job.provider, reason)
+            log.warning("job %s: %s: %s", job.id, job.provider, reason, extra={"event": "job.invalid", "job": job})
             await self._fail(job, f"{job.provider}: {reason}")
             return
         try:
@@ -161,7 +169,13 @@ class Submitter:
             return
         await self._store.record_submitted(job.id, provider_job_id)
         self._on_outcome(job.provider, "submitted")
-        log.info("job %s: submitted to %s as %s", job.id, job.provider, provider_job_id)
+        log.info(
+            "job %s: submitted to %s as %s",
+            job.id,
+            job.provider,
+            provider_job_id,
+            extra={"event": "job.sent", "job": job, "provider_job_id": provider_job_id},
+        )
 
     def _build(self, job: Job, parent: Job | None, endpoint: Endpoint) -> httpx.Request:
         job = self._with_frame_urls(job)
@@ -185,14 +199,20 @@ class Submitter:
         if exc.kind is Rejection.RETRY:
             await self._retry(job, exc.message)
         elif exc.kind is Rejection.FATAL:
-            log.warning("job %s: %s refused it: %s", job.id, job.provider, exc.message)
+            log.warning(
+                "job %s: %s refused it: %s",
+                job.id,
+                job.provider,
+                exc.message,
+                extra={"event": "job.refused", "job": job},
+            )
             await self._fail(job, exc.message)
         else:
             await self._unknown(job, exc.message)
 
     async def _unknown(self, job: Job, why: str) -> None:
         error = f"outcome unknown ({why}); not resent: the provider's callback will settle it"
-        log.warning("job %s: %s %s", job.id, job.provider, error)
+        log.warning("job %s: %s %s", job.id, job.provider, error, extra={"event": "job.outcome_unknown", "job": job})
         await self._store.record_unknown_outcome(job.id, error)
         self._on_outcome(job.provider, "unknown")
 
@@ -201,7 +221,13 @@ class Submitter:
             await self._fail(job, f"gave up after {job.attempts} attempts: {error}")
             return
         retry_at = next_attempt_at(job.attempts, self._clock())
-        log.info("job %s: %s; retrying in %.1fs", job.id, error, retry_at - self._clock())
+        log.info(
+            "job %s: %s; retrying in %.1fs",
+            job.id,
+            error,
+            retry_at - self._clock(),
+            extra={"event": "job.send_retried", "job": job},
+        )
         await self._store.release_submission(job.id, error=error, retry_at=retry_at)
         self._on_outcome(job.provider, "retry")
 

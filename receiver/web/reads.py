@@ -151,7 +151,7 @@ async def cancel(service: Service, job_id: str) -> dict[str, Any]:
     if not await service.store.cancel_job(job.id):
         raise BadRequest(f"job {job.id} is {job.status}: only a queued job can be cancelled", 409, "conflict")
     service.wake_events()
-    log.info("job %s: cancelled before it was sent", job.id)
+    log.info("job %s: cancelled before it was sent", job.id, extra={"event": "job.cancelled", "job": job})
     return {"cancelled": job.id}
 
 
@@ -162,7 +162,9 @@ async def retry_downloads(service: Service, job_id: str) -> dict[str, Any]:
     if not retried:
         raise BadRequest(f"job {job.id} has no failed download to retry", 409, "conflict")
     service.wake_all()
-    log.info("job %s: retrying %d failed downloads", job.id, retried)
+    log.info(
+        "job %s: retrying %d failed downloads", job.id, retried, extra={"event": "download.retry_asked", "job": job}
+    )
     return {"retried": retried}
 
 
@@ -176,7 +178,7 @@ async def _existing(service: Service, job_id: str) -> Job:
 async def pause(service: Service, reason: str) -> None:
     """`POST /api/pause`: the kill switch. Callbacks are still stored; rules' follow-ups wait."""
     await guards.pause(service.store, reason)
-    log.warning("paused: %s", reason)
+    log.warning("paused: %s", reason, extra={"event": "service.paused"})
     service.changes.notify()
 
 
@@ -184,7 +186,7 @@ async def resume(service: Service) -> None:
     """`POST /api/resume`: rules may spend again; what waited goes out now."""
     await guards.resume(service.store)
     service.wake_all()
-    log.warning("resumed")
+    log.warning("resumed", extra={"event": "service.resumed"})
 
 
 async def reconcile(service: Service) -> dict[str, int]:
