@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 import httpx
 
 from receiver.settings import LOCAL_HOSTS, Settings
@@ -70,6 +71,7 @@ class PublicUrl:
         self._last: Found | None = None
         self._last_at = 0.0
         self._http: httpx.AsyncClient | None = None
+        self._asking = anyio.Lock()  # the status page and the submitter at once ask the agent once
 
     @property
     def where(self) -> str:
@@ -89,9 +91,10 @@ class PublicUrl:
         """The URL and where it came from, asked of the agents at most once per TTL."""
         if self.fixed is not None:
             return Found(self.fixed, "REELHOOK_PUBLIC_URL")
-        if self._last is None or self._clock() - self._last_at >= self._ttl:
-            self._last, self._last_at = await self._discover(), self._clock()
-        return self._last
+        async with self._asking:
+            if self._last is None or self._clock() - self._last_at >= self._ttl:
+                self._last, self._last_at = await self._discover(), self._clock()
+            return self._last
 
     async def get(self) -> str | None:
         return (await self.find()).url
