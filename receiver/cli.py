@@ -132,7 +132,8 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             except OSError as exc:
                 raise describe_bind_error(exc, args.host, args.port) from None
         public_url_from = "REELHOOK_PUBLIC_URL"
-        if not environ.get("REELHOOK_PUBLIC_URL"):  # from_env reads an empty one as unset too
+        if settings.discover_public_url or not environ.get("REELHOOK_PUBLIC_URL"):  # empty reads as unset too
+            # With discovery this stays the local URL: people and simulators use it, paid jobs the tunnel's.
             settings = replace(settings, public_url=socket_url(sock))
             public_url_from = "the bound socket; set REELHOOK_PUBLIC_URL to the tunnel's URL for real providers"
         with sock:
@@ -172,6 +173,7 @@ async def _serve_async(settings: Settings, rules: RuleSet, sock: socket.socket, 
     from receiver.app import create_app  # the client commands need none of the server's imports
     from receiver.connections import ConnectionLimits
     from receiver.guards import paused
+    from receiver.tunnel import public_url_source
     from storage import Store
     from submitter.simulators.registry import SIMULATORS
 
@@ -188,7 +190,18 @@ async def _serve_async(settings: Settings, rules: RuleSet, sock: socket.socket, 
         async with await Store.open(settings.database_path) as store:
             pause = await paused(store)
         rule_file = (settings.rules_path, len(rules.rules)) if settings.rules_path else None
-        for line in startup_lines(settings, public_url_from=public_url_from, rules=rule_file, paused=pause):
+        discovered = None
+        if settings.discover_public_url:  # asked once here for the line; the service asks again as jobs leave
+            source = public_url_source(settings)
+            try:
+                found = await source.find()
+            finally:
+                await source.aclose()
+            discovered, public_url_from = found.url, found.source
+        lines = startup_lines(
+            settings, public_url_from=public_url_from, rules=rule_file, paused=pause, discovered=discovered
+        )
+        for line in lines:
             log.info("%s", line, extra={"event": "service.settings"})
         app = create_app(settings, rules=rules, trusted_origins=trusted)
         if settings.metrics_addr is not None:

@@ -322,6 +322,11 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     print(f"paused: {state['paused']}" if state["paused"] else "running")
     print(f"follow-ups queued (held while paused): {state['followups_queued']}")
     print(f"notifications waiting: {state['notifications_pending']}")
+    public = state.get("public_url") or {}
+    if public.get("waiting"):
+        print(f"{public['waiting']}: paid jobs stay queued")
+    elif public.get("url"):
+        print(f"public URL {public['url']} (from {public['from']})")
     for p in state["providers"]:
         print(
             f"{p['provider']}: queued {p['queued']}, in flight {p['in_flight']}/{p['limit']}, overdue {p['overdue']},"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Collection
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 
 import anyio
 import httpx
@@ -23,6 +23,7 @@ from receiver.notify import Notifier
 from receiver.reconcile import Reconciler
 from receiver.rules import RuleSet
 from receiver.settings import Settings
+from receiver.tunnel import CallbackBase, public_url_source
 from receiver.workers import Changes, Worker
 from storage import Store
 from submitter.providers import PROVIDERS
@@ -59,6 +60,7 @@ class Service:
                 config.max_in_flight,
                 callback_grace=config.callback_grace,
                 give_up_after=config.give_up_after,
+                simulated=config.simulated,
             )
             for name, config in settings.providers.items()
         }
@@ -66,12 +68,17 @@ class Service:
             name: str(config.webhook_secret) for name, config in settings.providers.items() if config.webhook_secret
         }
         self._secret_lock = anyio.Lock()
+        # Paid jobs ask for their callback base as they leave: the given URL, or a tunnel's (receiver/tunnel.py).
+        self.public_url = public_url_source(settings)
+        paid = [name for name, config in settings.providers.items() if not config.simulated]
+        callback_base = CallbackBase(self.public_url, store, paid).current if paid else None
         submitter = Submitter(
             store,
             http,
             self.endpoints,
             signer=self.signer,
             public_url=settings.public_url,
+            callback_base=callback_base,
             on_recorded=self._submitted,
             on_outcome=metrics.submission,
             fault=self.faults.trip,
@@ -189,7 +196,7 @@ class Service:
                         exc,
                         extra={"event": "webhook_secret.unavailable", "provider": name},
                     )
-        async with self._download_http, anyio.create_task_group() as tg:
+        async with self._download_http, aclosing(self.public_url), anyio.create_task_group() as tg:
             for worker in self.workers:
                 tg.start_soon(worker.run)
             try:

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 from submitter.providers import PROVIDERS
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+DEFAULT_NGROK_API = "http://127.0.0.1:4040"  # the ngrok agent's web_addr
+DEFAULT_CLOUDFLARED_METRICS = tuple(f"127.0.0.1:{port}" for port in range(20241, 20246))  # cloudflared tries each
 SEVEN_DAYS = 7 * 24 * 3600
 ONE_DAY = 24 * 3600
 FIFTEEN_MINUTES = 15 * 60
@@ -72,7 +74,12 @@ class ProviderSettings:
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
-    public_url: str = DEFAULT_PUBLIC_URL
+    public_url: str = DEFAULT_PUBLIC_URL  # where people reach us; callbacks too, unless discover_public_url
+    # REELHOOK_PUBLIC_URL=auto (the default once a remote provider has a key): paid jobs' callback base is asked of a
+    # local ngrok or cloudflared agent as they leave (receiver/tunnel.py); simulators keep calling back on public_url.
+    discover_public_url: bool = False
+    ngrok_api: str = DEFAULT_NGROK_API
+    cloudflared_metrics: tuple[str, ...] = DEFAULT_CLOUDFLARED_METRICS
     secrets: tuple[Secret, ...] = ()
     api_token: Secret | None = None
     rules_path: Path | None = None
@@ -112,7 +119,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         data_dir = Path(environ.get("REELHOOK_DATA_DIR") or "./data").resolve()
-        public_url = _url(environ, "REELHOOK_PUBLIC_URL", DEFAULT_PUBLIC_URL)
+        given = (environ.get("REELHOOK_PUBLIC_URL") or "").strip()
         providers = {}
         for name, provider in PROVIDERS.items():
             prefix = f"REELHOOK_{name.upper()}"
@@ -129,16 +136,20 @@ class Settings:
                 callback_grace=_number(environ, f"{prefix}_CALLBACK_GRACE", CALLBACK_GRACE.get(name, FIFTEEN_MINUTES)),
                 give_up_after=_number(environ, f"{prefix}_GIVE_UP_AFTER", ONE_DAY),
             )
-        remote = [
-            p for p in providers.values() if not p.simulated and urlsplit(p.base_url).hostname not in _LOCAL_HOSTS
-        ]
-        if remote and urlsplit(public_url).hostname in _LOCAL_HOSTS:
+        remote = [p for p in providers.values() if not p.simulated and urlsplit(p.base_url).hostname not in LOCAL_HOSTS]
+        # With no URL given and a real provider to call us back, the tunnel beside us is asked (receiver/tunnel.py);
+        # a key whose base URL is on this machine (a simulator with a key, in tests) keeps the local default.
+        discover = given.lower() == "auto" or (not given and bool(remote))
+        public_url = DEFAULT_PUBLIC_URL if discover else _url(environ, "REELHOOK_PUBLIC_URL", DEFAULT_PUBLIC_URL)
+        ngrok_api = _url(environ, "REELHOOK_NGROK_API", DEFAULT_NGROK_API)
+        cloudflared_metrics = _addresses(environ, "REELHOOK_CLOUDFLARED_METRICS", DEFAULT_CLOUDFLARED_METRICS)
+        # A discovered URL is checked when it is found (receiver/tunnel.py: APIMart's ports among it).
+        if not discover and remote and urlsplit(public_url).hostname in LOCAL_HOSTS:
             raise SettingsError(
                 f"REELHOOK_PUBLIC_URL is {public_url}, which a real provider cannot reach: set it to the tunnel's"
-                " public https URL (see ngrok.yml)"
+                " public https URL, or to auto to ask the tunnel agent (see ngrok.yml)"
             )
-        apimart = providers.get("apimart")
-        if apimart is not None and apimart in remote and urlsplit(public_url).port not in (None, 80, 443):
+        if not discover and providers.get("apimart") in remote and urlsplit(public_url).port not in (None, 80, 443):
             raise SettingsError(
                 f"REELHOOK_PUBLIC_URL is {public_url}: APIMart only calls back on ports 80 and 443 (and silently drops"
                 " other URLs); use the tunnel's https URL without a port"
@@ -156,6 +167,9 @@ class Settings:
         return cls(
             data_dir=data_dir,
             public_url=public_url,
+            discover_public_url=discover,
+            ngrok_api=ngrok_api,
+            cloudflared_metrics=cloudflared_metrics,
             secrets=tuple(Secret(secret) for secret in secret_list),
             api_token=Secret(token) if token else None,
             rules_path=Path(rules).resolve() if rules else None,
@@ -189,7 +203,7 @@ class Settings:
         return replace(self, secrets=secrets, api_token=api_token, notify_secret=notify)
 
 
-_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 
 
 def _new_webhook_secret() -> str:
@@ -277,6 +291,19 @@ def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...], def
     raise SettingsError(f"{name} must be {', '.join(choices[:-1])} or {choices[-1]}, got {raw!r}")
 
 
+def _addresses(environ: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    addresses = []
+    for part in filter(None, (part.strip() for part in raw.split(","))):
+        host, _, port = part.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"{name} must be host:port[,host:port...], such as 127.0.0.1:20241, got {part!r}")
+        addresses.append(part)
+    return tuple(addresses)
+
+
 def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
     value = _number(environ, name, default)
     if value <= 0:
@@ -332,11 +359,27 @@ def unknown_variable_warnings(environ: Mapping[str, str]) -> list[str]:
 
 
 def startup_lines(
-    settings: Settings, *, public_url_from: str, rules: tuple[Path, int] | None, paused: str | None
+    settings: Settings,
+    *,
+    public_url_from: str,
+    rules: tuple[Path, int] | None,
+    paused: str | None,
+    discovered: str | None = None,
 ) -> list[str]:
     """What `reelhook serve` runs with, one line each: the public URL and where it came from, each provider, the
-    rules file, the kill switch. `settings.providers` are the ones in use (a simulator's base URL filled in)."""
-    lines = [f"public URL {settings.public_url} (from {public_url_from})"]
+    rules file, the kill switch. `settings.providers` are the ones in use (a simulator's base URL filled in). With
+    REELHOOK_PUBLIC_URL=auto, `discovered` is what the tunnel agent answered at start-up (None: nothing found, and
+    `public_url_from` says where it looked)."""
+    if not settings.discover_public_url:
+        lines = [f"public URL {settings.public_url} (from {public_url_from})"]
+    elif discovered is not None:
+        auto = "REELHOOK_PUBLIC_URL=auto: asked again as paid jobs leave"
+        lines = [f"public URL {discovered} (from {public_url_from}; {auto})"]
+    else:
+        nothing = f"REELHOOK_PUBLIC_URL=auto: no ngrok/cloudflared tunnel found at {public_url_from}"
+        lines = [
+            f"public URL: none yet ({nothing}): paid jobs wait for one; simulators call back on {settings.public_url}"
+        ]
     for name, provider in settings.providers.items():
         variable = f"REELHOOK_{name.upper()}_API_KEY"
         if provider.simulated:

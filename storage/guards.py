@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from storage.database import Database
+from collections.abc import Callable, Collection
+
+from storage.database import Database, printable
+from storage.lifecycle import IN_FLIGHT, sql_list
 from storage.records import Note
+
+PUBLIC_URL_FLAG = "public_url"  # the base of the callback URLs paid jobs last left with; updated_at: since when
 
 
 class Guards(Database):
@@ -31,6 +36,40 @@ class Guards(Database):
             "SELECT job_id, rule, message, created_at FROM job_notes WHERE job_id = ? ORDER BY id", (job_id,)
         )
         return tuple(Note(row[0], row[1], row[2], row[3]) for row in rows)
+
+    async def use_public_url(
+        self, url: str, *, providers: Collection[str], note: Callable[[str], str]
+    ) -> tuple[str | None, list[str]]:
+        """Record `url` as the base of the callback URLs that `providers`' jobs leave with from now on. When another
+        was recorded, every one of those jobs still in flight that left since it was (their callbacks go to it) is
+        given the note `note(old)`, in the same transaction. Returns the old base (None if there was none, or it is
+        the same) and the ids of the jobs noted."""
+        async with self._transaction() as db:
+            async with db.execute("SELECT value, updated_at FROM flags WHERE name = ?", (PUBLIC_URL_FLAG,)) as cursor:
+                row = await cursor.fetchone()
+            if row is not None and row[0] == url:
+                return None, []
+            now = self._clock()
+            await db.execute(
+                """INSERT INTO flags (name, value, updated_at) VALUES (?, ?, ?)
+                   ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at""",
+                (PUBLIC_URL_FLAG, url, now),
+            )
+            if row is None or not providers:
+                return None, []
+            old, since = str(row[0]), float(row[1])
+            marks = ",".join("?" * len(providers))
+            async with db.execute(
+                f"""SELECT id FROM jobs WHERE status IN ({sql_list(IN_FLIGHT)}) AND provider IN ({marks})
+                    AND sent_at >= ? ORDER BY sent_at""",
+                (*providers, since),
+            ) as cursor:
+                ids = [str(found[0]) for found in await cursor.fetchall()]
+            await db.executemany(
+                "INSERT INTO job_notes (job_id, rule, message, created_at) VALUES (?, NULL, ?, ?)",
+                [(job_id, printable(note(old)), now) for job_id in ids],
+            )
+        return old, ids
 
     # -- counts for the limits -----------------------------------------------------------------------------------
 

@@ -12,6 +12,11 @@ the job fails with the reason. No path leaves a claimed job without a recorded w
 The worker never polls: `run_once()` drains what is due, and the loop that calls it waits to be woken (a job was
 recorded, a callback freed a slot) or for the next retry time.
 
+A job's callback URL is fixed when it leaves, so a paid job asks for the public base URL (`callback_base`, a tunnel's
+URL that may change: receiver/tunnel.py) right before it does. While none is known, paid jobs are not claimed at
+all: they stay queued, and the worker asks again at a backed-off due time (`next_due`), never in a loop. Jobs of a
+built-in simulator call back on the local `public_url` and go out regardless.
+
 While the service is paused (the `paused` flag in the store, the money guards' kill switch) queued jobs that rules
 created stay queued; jobs a person submitted still go out, since someone asked for each of them just now. Whoever
 resumes wakes this worker, and the held jobs go out in their usual order.
@@ -20,7 +25,7 @@ resumes wakes this worker, and the held jobs go out in their usual order.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 
 import anyio
@@ -39,6 +44,7 @@ MAX_ATTEMPTS = 10
 PAUSE_FLAG = "paused"  # the store flag of the kill switch (receiver.guards sets it); its value is the reason
 FRAME_FIELDS = ("image_url", "end_image_url")
 FRAME_PREFIX = "frame:"  # an uploaded frame (receiver/frames.py), sent as a URL signed at build time
+ASK_AGAIN = (1.0, 30.0)  # seconds before asking again for a public URL while none is known: first, at most
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class Endpoint:
     max_in_flight: int | None = None  # None: the provider's documented limit
     callback_grace: float = 900.0  # seconds after sending before a job with no result is looked up
     give_up_after: float = 86400.0  # seconds after sending before a job with no result is failed as lost
+    simulated: bool = False  # the built-in simulator: free, and it calls back on the local URL
 
     @property
     def slots(self) -> int:
@@ -73,6 +80,7 @@ class Submitter:
         *,
         signer: HookSigner,
         public_url: str,
+        callback_base: Callable[[], Awaitable[str | None]] | None = None,
         on_recorded: Callable[[], None] = lambda: None,
         on_outcome: Callable[[str, str], None] = lambda provider, outcome: None,
         fault: Callable[[str], None] = lambda point: None,
@@ -83,45 +91,79 @@ class Submitter:
         self._endpoints = endpoints
         self._signer = signer
         self._public_url = public_url.rstrip("/")
+        self._callback_base = callback_base  # paid jobs' base, asked as they leave; None: public_url for all
+        self._asks = 0  # asks in a row that found no public URL
+        self._ask_again_at: float | None = None
         self._on_recorded = on_recorded
         self._on_outcome = on_outcome  # (provider, submitted | retry | unknown | failed), for the metrics
         self._fault = fault
         self._frame_link = frame_link  # `frame:<sha256>` -> its signed path under the public URL, or None
         self._clock = store.clock
 
-    def hook_url(self, job_id: str, provider: str) -> str:
+    def hook_url(self, job_id: str, provider: str, base: str | None = None) -> str:
         # A provider with a callback_suffix appends it itself; the receiver routes both forms.
-        return f"{self._public_url}/hooks/{provider}/{self._signer.sign_hook_token(job_id, provider)}"
+        token = self._signer.sign_hook_token(job_id, provider)
+        return f"{(base or self._public_url).rstrip('/')}/hooks/{provider}/{token}"
 
-    def frame_url(self, reference: str) -> str | None:
+    def frame_url(self, reference: str, base: str | None = None) -> str | None:
+        # Under the same base as the job's callback: the provider reaches both through the same tunnel.
         link = self._frame_link(reference)
-        return None if link is None else self._public_url + link
+        return None if link is None else (base or self._public_url).rstrip("/") + link
 
     async def next_due(self) -> float | None:
-        return await self._store.next_submission_at()
+        due = await self._store.next_submission_at()
+        if self._ask_again_at is not None:
+            due = self._ask_again_at if due is None else min(due, self._ask_again_at)
+        return due
 
     async def run_once(self) -> int:
         """Send every queued job that is due and has a free slot; return how many were sent or settled."""
         handled = 0
         followups = await self._store.get_flag(PAUSE_FLAG) is None
+        self._ask_again_at = None  # set again below only while paid jobs wait for a public URL
+        paid_base: list[str | None] = []  # asked at most once a run, and only when a paid job is due
         for name in await self._store.queued_providers():
             endpoint = self._endpoints.get(name)
+            base = self._public_url
+            if endpoint is not None and not endpoint.simulated and self._callback_base is not None:
+                if not paid_base:
+                    paid_base.append(await self._ask_for_base())
+                if paid_base[0] is None:
+                    continue  # they stay queued: a callback URL nobody answers would lose what was paid for
+                base = paid_base[0]
             free = (endpoint.slots if endpoint else 1) - await self._store.in_flight(name)
             if free <= 0:
                 continue
             jobs = await self._store.due_submissions(name, limit=free, followups=followups)
             async with anyio.create_task_group() as tg:
                 for job in jobs:
-                    tg.start_soon(self._submit_logged, job, endpoint)
+                    tg.start_soon(self._submit_logged, job, endpoint, base)
             handled += len(jobs)
         if handled:
             self._on_recorded()
         return handled
 
-    async def _submit_logged(self, job: Job, endpoint: Endpoint | None) -> None:
+    async def _ask_for_base(self) -> str | None:
+        assert self._callback_base is not None
+        try:
+            base = await self._callback_base()
+        except Exception:
+            log.exception("cannot tell the public URL; paid jobs wait")
+            base = None
+        if base is not None:
+            self._asks = 0
+            return base
+        self._asks += 1
+        wait = min(ASK_AGAIN[1], ASK_AGAIN[0] * 2.0 ** (self._asks - 1))
+        self._ask_again_at = self._clock() + wait
+        if self._asks == 1:
+            log.warning("paid jobs wait: no public URL is known for their callbacks; asking again, backing off")
+        return None
+
+    async def _submit_logged(self, job: Job, endpoint: Endpoint | None, base: str) -> None:
         # One job's failure (say, the database is locked) must not cancel its siblings' requests mid-flight.
         try:
-            await self._submit(job, endpoint)
+            await self._submit(job, endpoint, base)
         except Exception:
             log.exception(
                 "job %s: submission step failed; it resumes from its recorded state",
@@ -129,7 +171,7 @@ class Submitter:
                 extra={"event": "job.send_failed", "job": job},
             )
 
-    async def _submit(self, job: Job, endpoint: Endpoint | None) -> None:
+    async def _submit(self, job: Job, endpoint: Endpoint | None, base: str) -> None:
         if endpoint is None:
             await self._fail(job, f"provider {job.provider!r} is not configured")
             return
@@ -144,7 +186,7 @@ class Submitter:
             )
             return
         try:
-            request = self._build(job, parent, endpoint)
+            request = self._build(job, parent, endpoint, base)
         except Exception as exc:  # nothing left: a request that cannot be built or encoded was never sent
             reason = str(exc) if isinstance(exc, InvalidParams) else f"cannot build the request: {_describe(exc)}"
             log.warning("job %s: %s: %s", job.id, job.provider, reason, extra={"event": "job.invalid", "job": job})
@@ -177,19 +219,20 @@ class Submitter:
             extra={"event": "job.sent", "job": job, "provider_job_id": provider_job_id},
         )
 
-    def _build(self, job: Job, parent: Job | None, endpoint: Endpoint) -> httpx.Request:
-        job = self._with_frame_urls(job)
-        spec = endpoint.provider.build_request(job, parent, endpoint.api_key, self.hook_url(job.id, job.provider))
+    def _build(self, job: Job, parent: Job | None, endpoint: Endpoint, base: str) -> httpx.Request:
+        job = self._with_frame_urls(job, base)
+        hook_url = self.hook_url(job.id, job.provider, base)
+        spec = endpoint.provider.build_request(job, parent, endpoint.api_key, hook_url)
         return endpoint.request(self._http, spec)
 
-    def _with_frame_urls(self, job: Job) -> Job:
+    def _with_frame_urls(self, job: Job, base: str) -> Job:
         """The job as the provider is to see it: each uploaded frame it names as a URL signed now, so the signature
         is a day old at most when the provider fetches it, however long the job was queued."""
         params = dict(job.params)
         for name in FRAME_FIELDS:
             reference = params.get(name)
             if isinstance(reference, str) and reference.startswith(FRAME_PREFIX):
-                url = self.frame_url(reference)
+                url = self.frame_url(reference, base)
                 if url is None:
                     raise InvalidParams(f"{name}: {reference} is no longer stored; upload it again (--image FILE)")
                 params[name] = url

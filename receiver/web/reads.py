@@ -129,7 +129,10 @@ async def overview(service: Service) -> dict[str, Any]:
     counts = await service.store.provider_counts(list(service.settings.providers), since=midnight, now=now)
     limits = {name: endpoint.slots for name, endpoint in service.endpoints.items()}
     waiting = await service.store.waiting_counts()
-    return overview_json(counts, limits, await guards.paused(service.store), now, waiting)
+    view = overview_json(counts, limits, await guards.paused(service.store), now, waiting)
+    found = await service.public_url.find()  # the tunnel agent's answer of the last seconds, or asked now
+    view["public_url"] = {"url": found.url, "from": found.source, "waiting": service.public_url.waiting}
+    return view
 
 
 async def submit_job(service: Service, body: dict[str, Any]) -> Job:

@@ -33,7 +33,10 @@ def test_rules_check_names_the_rule_and_field(tmp_path: Path, capsys: pytest.Cap
     ("env", "needle"),
     [
         ({"REELHOOK_PUBLIC_URL": "ftp://x"}, "REELHOOK_PUBLIC_URL must be an http(s) URL"),
-        ({"REELHOOK_TTAPI_API_KEY": "k"}, "REELHOOK_PUBLIC_URL is http://127.0.0.1:8000, which a real provider"),
+        (  # given, a local URL is refused for a real provider (not given, the tunnel agent is asked)
+            {"REELHOOK_TTAPI_API_KEY": "k", "REELHOOK_PUBLIC_URL": "http://127.0.0.1:8000"},
+            "REELHOOK_PUBLIC_URL is http://127.0.0.1:8000, which a real provider",
+        ),
         ({"REELHOOK_RULES": "/nonexistent/rules.toml"}, "REELHOOK_RULES: no such file"),
         ({"REELHOOK_ALLOW_PRIVATE_URLS": "maybe"}, "REELHOOK_ALLOW_PRIVATE_URLS must be 1 or 0"),
         ({"REELHOOK_SECRET": "short"}, "REELHOOK_SECRET: each secret must be at least 16 characters"),
