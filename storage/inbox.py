@@ -124,7 +124,7 @@ class Inbox(Database):
             db, job, result.status, progress=progress, provider_job_id=provider_job_id, error=error,
             result=json.dumps(result.result), next_attempt_at=None, lost_at=None,
         )  # fmt: skip
-        await self._set_costs(db, job["id"], result.costs)
+        await self._set_costs(db, job, result.costs)
         if result.status is JobStatus.SUCCEEDED:
             now = self._clock()
             await db.executemany(
@@ -136,13 +136,13 @@ class Inbox(Database):
             await self._emit(db, EventType.JOB_FAILED, job["id"])
         return CallbackOutcome.APPLIED
 
-    async def _set_costs(self, db: aiosqlite.Connection, job_id: str, costs: Iterable[Cost]) -> None:
+    async def _set_costs(self, db: aiosqlite.Connection, job: sqlite3.Row, costs: Iterable[Cost]) -> None:
         # The job's cost, set and not added: the result that reports it is applied once, and should a late result
         # ever report it again it replaces the amount, keeping the day it was first recorded on.
         await db.executemany(
-            """INSERT INTO job_costs (job_id, unit, amount, recorded_at) VALUES (?, ?, ?, ?)
+            """INSERT INTO job_costs (job_id, provider, unit, amount, recorded_at) VALUES (?, ?, ?, ?, ?)
                ON CONFLICT (job_id, unit) DO UPDATE SET amount = excluded.amount""",
-            [(job_id, cost.unit, cost.amount, self._clock()) for cost in costs],
+            [(job["id"], job["provider"], cost.unit, cost.amount, self._clock()) for cost in costs],
         )
 
     async def callback_count(self, job_id: str) -> int:

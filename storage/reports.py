@@ -123,11 +123,9 @@ class Reports(Database):
         """Costs recorded since `since`, summed per UTC day, provider and unit (units are never added together),
         newest day first. A job whose provider reported no cost is in none of the sums."""
         rows = await self._read(
-            """SELECT CAST(job_costs.recorded_at / 86400 AS INTEGER) AS day, jobs.provider, job_costs.unit,
-                      sum(job_costs.amount), count(*)
-               FROM job_costs JOIN jobs ON jobs.id = job_costs.job_id
-               WHERE job_costs.recorded_at >= ?
-               GROUP BY day, jobs.provider, job_costs.unit ORDER BY day DESC, jobs.provider, job_costs.unit""",
+            """SELECT CAST(recorded_at / 86400 AS INTEGER) AS day, provider, unit, sum(amount), count(*)
+               FROM job_costs WHERE recorded_at >= ?
+               GROUP BY day, provider, unit ORDER BY day DESC, provider, unit""",
             (since,),
         )
         return [Spend(r[1], r[2], float(r[3]), int(r[4]), _utc_day(r[0])) for r in rows]
@@ -135,9 +133,7 @@ class Reports(Database):
     async def spend_totals(self) -> list[Spend]:
         """Every cost ever recorded, summed per provider and unit: a total that only grows (`/metrics`' counter)."""
         rows = await self._read(
-            """SELECT jobs.provider, job_costs.unit, sum(job_costs.amount), count(*)
-               FROM job_costs JOIN jobs ON jobs.id = job_costs.job_id
-               GROUP BY jobs.provider, job_costs.unit ORDER BY jobs.provider, job_costs.unit"""
+            "SELECT provider, unit, sum(amount), count(*) FROM job_costs GROUP BY provider, unit ORDER BY 1, 2"
         )
         return [Spend(r[0], r[1], float(r[2]), int(r[3])) for r in rows]
 
