@@ -110,7 +110,7 @@ def add_client_commands(commands: Any) -> None:
         path="/api/resume"
     )
     _command(
-        commands, "status", "whether the service is paused, and per provider its queue, slots and downloads", _status
+        commands, "status", "whether the service is paused; per provider its queue, slots, downloads and spend", _status
     )
     _command(commands, "open", "print a one-time link that signs a browser in to the dashboard (5 minutes)", _open)
     follow = _command(commands, "watch", "follow a job and its follow-ups until downloaded and settled", _watch)
@@ -328,10 +328,22 @@ def _status(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     elif public.get("url"):
         print(f"public URL {public['url']} (from {public['from']})")
     for p in state["providers"]:
+        spent = _amounts(p.get("spent_today") or {}) or "nothing reported"
         print(
             f"{p['provider']}: queued {p['queued']}, in flight {p['in_flight']}/{p['limit']}, overdue {p['overdue']},"
             f" lost today {p['lost_today']}; downloads pending {p['downloads_pending']}, failed {p['downloads_failed']}"
+            f"; spent today {spent}"
         )
+    if state.get("spend"):
+        print("spend (UTC day, as each provider reported it; units are not converted):")
+    for item in state.get("spend", []):
+        jobs = f"{item['jobs']} job{'s' if item['jobs'] != 1 else ''}"
+        print(f"  {item['day']}  {item['provider']:<9} {_amounts({item['unit']: item['amount']}):>16}  ({jobs})")
+
+
+def _amounts(costs: Mapping[str, float]) -> str:
+    """{"usd": 0.2, "credits": 2.0} as "0.2 usd, 2 credits"."""
+    return ", ".join(f"{amount:g} {unit}" for unit, amount in costs.items())
 
 
 def _open(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
@@ -347,6 +359,8 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
     for key in ("provider_job_id", "parent_id", "rule", "prompt", "error"):
         if job.get(key):
             print(f"  {key}: {job[key]}")
+    if job.get("cost"):
+        print(f"  cost: {_amounts(job['cost'])}")
     for video in job["videos"]:
         print(f"  file {video['index']}: {video['status']}  {video['path'] or video['url']}")
     result = job.get("result") or {}

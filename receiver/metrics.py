@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -36,11 +36,18 @@ DOWNLOAD_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 60
 
 
 class StoreGauges(Collector):
-    """Jobs in flight, their limit, queued, overdue, per provider, and each queue's oldest item: as last read."""
+    """Jobs in flight, their limit, queued, overdue, per provider, and each queue's oldest item; and what jobs have
+    cost: as last read.
+
+    Spend is a counter, `reelhook_spend_total{provider,unit}`, the sum of every cost recorded (Prometheus users ask
+    `increase(reelhook_spend_total[1d])` for a day's, and alert on its rate). It is read from the table at scrape
+    like the gauges, not bumped in the callback handler: it survives restarts, counts each job once however often its
+    result is delivered, and agrees with `GET /api/status`. Units are labels, never added together."""
 
     def __init__(self) -> None:
         self._providers: dict[str, tuple[int, int | None, int, int]] = {}
         self._oldest: dict[str, float | None] = {}
+        self._spend: list[tuple[str, str, float]] = []
 
     async def refresh(self, store: Store, limits: Mapping[str, int]) -> None:
         now = store.clock()
@@ -49,6 +56,7 @@ class StoreGauges(Collector):
         self._providers = {name: (c.in_flight, limits.get(name), c.queued, c.overdue) for name, c in counts.items()}
         oldest = await store.oldest_waiting()
         self._oldest = {queue: None if at is None else max(0.0, now - at) for queue, at in oldest.items()}
+        self._spend = [(spent.provider, spent.unit, spent.amount) for spent in await store.spend_totals()]
 
     def collect(self) -> Iterator[Metric]:
         in_flight = GaugeMetricFamily("reelhook_jobs_in_flight", "Jobs sent and not yet finished", labels=["provider"])
@@ -70,7 +78,13 @@ class StoreGauges(Collector):
         )
         for queue in QUEUES:
             oldest.add_metric([queue], self._oldest.get(queue) or 0.0)
-        yield from (in_flight, limit, queued, overdue, oldest)
+        spend = CounterMetricFamily(
+            "reelhook_spend", "What jobs cost, as their providers reported it, in each provider's unit",
+            labels=["provider", "unit"],
+        )  # fmt: skip
+        for provider, unit, amount in self._spend:
+            spend.add_metric([provider, unit], amount)
+        yield from (in_flight, limit, queued, overdue, oldest, spend)
 
 
 class Metrics:

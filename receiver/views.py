@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from receiver.posters import poster_path
 from storage import Event, Job
-from storage.reports import CallbackRecord, ChainNode, EventRecord, NotificationRecord, ProviderCounts
+from storage.reports import CallbackRecord, ChainNode, EventRecord, NotificationRecord, ProviderCounts, Spend
 
 MediaURL = Callable[[str], "str | None"]
 
@@ -55,6 +55,9 @@ def job_json(job: Job, *, media_url: MediaURL | None = None) -> dict[str, Any]:
         # what of a rule's request this job was made without.
         "notes": [{"rule": note.rule, "message": note.message, "at": _iso(note.created_at)} for note in job.notes],
         "result": result_json(job.result),
+        # What the provider said the job cost, per unit ({"quota": 30.0}; APIMart {"usd": 0.2, "credits": 2.0});
+        # null when it said nothing (AceData, WaveSpeed, a job not finished), which is not a cost of 0.
+        "cost": {cost.unit: cost.amount for cost in job.costs} or None,
     }
 
 
@@ -162,14 +165,31 @@ def overview_json(
     paused: str | None,
     now: float,
     waiting: tuple[int, int] = (0, 0),
+    spend: Sequence[Spend] = (),
 ) -> dict[str, Any]:
     """Per provider: slots in use of its limit (and how many of those are overdue), the queue, today's (UTC) outcomes
-    (given up on included), downloads, the last callback;
-    notifications not yet delivered, and the rules' follow-ups waiting (held, while paused)."""
+    (given up on included) and spend, downloads, the last callback;
+    notifications not yet delivered, and the rules' follow-ups waiting (held, while paused);
+    `spend`: what jobs cost per UTC day, provider and unit, newest day first (units are never added together)."""
+    today = datetime.fromtimestamp(now, UTC).date().isoformat()
+    spent_today: dict[str, dict[str, float]] = {}
+    for item in spend:
+        if item.day == today:
+            spent_today.setdefault(item.provider, {})[item.unit] = _amount(item.amount)
     return {
         "paused": paused,
         "notifications_pending": waiting[0],
         "followups_queued": waiting[1],
+        "spend": [
+            {
+                "day": item.day,
+                "provider": item.provider,
+                "unit": item.unit,
+                "amount": _amount(item.amount),
+                "jobs": item.jobs,
+            }
+            for item in spend
+        ],
         "providers": [
             {
                 "provider": name,
@@ -184,10 +204,16 @@ def overview_json(
                 "downloads_failed": c.downloads_failed,
                 "last_callback_at": _iso_or_none(c.last_callback_at),
                 "last_callback_seconds_ago": None if c.last_callback_at is None else round(now - c.last_callback_at, 1),
+                "spent_today": spent_today.get(name, {}),
             }
             for name, c in counts.items()
         ],
     }
+
+
+def _amount(amount: float) -> float:
+    # A sum of decimal prices in binary floats (0.2 * 3 = 0.6000000000000001): no provider prices below 1e-9.
+    return round(amount, 9)
 
 
 def _iso_or_none(timestamp: float | None) -> str | None:

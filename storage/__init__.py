@@ -8,6 +8,7 @@ from storage.lifecycle import InvalidTransition, check_transition
 from storage.records import (
     Action,
     CallbackResult,
+    Cost,
     Event,
     EventType,
     Job,
@@ -25,6 +26,7 @@ __all__ = [
     "Action",
     "CallbackOutcome",
     "CallbackResult",
+    "Cost",
     "Event",
     "EventType",
     "InvalidTransition",

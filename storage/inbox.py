@@ -22,7 +22,7 @@ import aiosqlite
 
 from storage.database import Database, printable
 from storage.lifecycle import TERMINAL, sql_list
-from storage.records import CallbackResult, EventType, JobStatus
+from storage.records import CallbackResult, Cost, EventType, JobStatus
 
 MAX_BODIES = 10  # distinct callback bodies kept per job: the first nine and the latest
 DELIVERY_ID_HEADER = "webhook-id"  # Standard Webhooks (WaveSpeed): the same on every re-delivery of a message
@@ -124,6 +124,7 @@ class Inbox(Database):
             db, job, result.status, progress=progress, provider_job_id=provider_job_id, error=error,
             result=json.dumps(result.result), next_attempt_at=None, lost_at=None,
         )  # fmt: skip
+        await self._set_costs(db, job, result.costs)
         if result.status is JobStatus.SUCCEEDED:
             now = self._clock()
             await db.executemany(
@@ -134,6 +135,15 @@ class Inbox(Database):
         elif status is not JobStatus.FAILED:  # a lost job's late failure was reported when it was lost
             await self._emit(db, EventType.JOB_FAILED, job["id"])
         return CallbackOutcome.APPLIED
+
+    async def _set_costs(self, db: aiosqlite.Connection, job: sqlite3.Row, costs: Iterable[Cost]) -> None:
+        # The job's cost, set and not added: the result that reports it is applied once, and should a late result
+        # ever report it again it replaces the amount, keeping the day it was first recorded on.
+        await db.executemany(
+            """INSERT INTO job_costs (job_id, provider, unit, amount, recorded_at) VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (job_id, unit) DO UPDATE SET amount = excluded.amount""",
+            [(job["id"], job["provider"], cost.unit, cost.amount, self._clock()) for cost in costs],
+        )
 
     async def callback_count(self, job_id: str) -> int:
         """Callbacks received for a job, re-deliveries and replaced bodies included."""

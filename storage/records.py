@@ -80,6 +80,17 @@ class Note:
 
 
 @dataclass(frozen=True)
+class Cost:
+    """What a provider says a job cost, in the provider's own unit: TTAPI's `quota`, APIMart's `usd` and `credits`.
+
+    Amounts in different units are never added; a job reported in two units (APIMart) carries one of each.
+    """
+
+    amount: float
+    unit: str
+
+
+@dataclass(frozen=True)
 class Job:
     id: str
     provider: str
@@ -106,6 +117,7 @@ class Job:
     lookup_at: float | None = None  # while in flight: when it is next looked up (or given up on)
     lookups: int = 0  # how often it was looked up
     lost_at: float | None = None  # given up on: no result within the provider's give-up time
+    costs: tuple[Cost, ...] = ()  # what its provider reported it cost (none: the provider reports no cost)
 
     @property
     def prompt(self) -> str | None:
@@ -155,6 +167,7 @@ class CallbackResult:
     Provider modules build this from the wire format; the store applies it.
     `status` is RUNNING for any non-terminal report, SUCCEEDED or FAILED otherwise.
     `result` keeps provider fields a follow-up may need (AceData's `video_id`, TTAPI's `quota`).
+    `costs` is what the provider says the job cost, read from a terminal report; empty when it says nothing.
     """
 
     provider_job_id: str | None
@@ -163,3 +176,4 @@ class CallbackResult:
     media_urls: tuple[str, ...] = ()
     error: str | None = None
     result: dict[str, Any] = field(default_factory=dict)
+    costs: tuple[Cost, ...] = ()

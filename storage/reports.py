@@ -7,6 +7,7 @@ it (receiver/web), the API how to spell it (receiver/views.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from storage.database import Database
 from storage.lifecycle import IN_FLIGHT, sql_list
@@ -25,6 +26,17 @@ class ProviderCounts:
     last_callback_at: float | None = None
     overdue: int = 0  # in flight past the callback grace: looked up at least once, or its first lookup is due
     lost_since: int = 0  # given up on (failed as `lost:`) since `since`, whatever arrived after
+
+
+@dataclass(frozen=True)
+class Spend:
+    """What one provider's jobs cost in one unit: on one UTC day (`day`, as YYYY-MM-DD), or ever (`day` None)."""
+
+    provider: str
+    unit: str
+    amount: float
+    jobs: int
+    day: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,24 @@ class Reports(Database):
             counts.setdefault(row[0], {}).update(last_callback_at=row[1])
         return {name: ProviderCounts(name, **values) for name, values in counts.items()}  # type: ignore[arg-type]
 
+    async def spend_by_day(self, *, since: float) -> list[Spend]:
+        """Costs recorded since `since`, summed per UTC day, provider and unit (units are never added together),
+        newest day first. A job whose provider reported no cost is in none of the sums."""
+        rows = await self._read(
+            """SELECT CAST(recorded_at / 86400 AS INTEGER) AS day, provider, unit, sum(amount), count(*)
+               FROM job_costs WHERE recorded_at >= ?
+               GROUP BY day, provider, unit ORDER BY day DESC, provider, unit""",
+            (since,),
+        )
+        return [Spend(r[1], r[2], float(r[3]), int(r[4]), _utc_day(r[0])) for r in rows]
+
+    async def spend_totals(self) -> list[Spend]:
+        """Every cost ever recorded, summed per provider and unit: a total that only grows (`/metrics`' counter)."""
+        rows = await self._read(
+            "SELECT provider, unit, sum(amount), count(*) FROM job_costs GROUP BY provider, unit ORDER BY 1, 2"
+        )
+        return [Spend(r[0], r[1], float(r[2]), int(r[3])) for r in rows]
+
     async def waiting_counts(self) -> tuple[int, int]:
         """Notifications not yet delivered, and queued jobs that rules created (what a pause holds back)."""
         rows = await self._read(
@@ -158,3 +188,7 @@ class Reports(Database):
             (job_id,),
         )
         return [NotificationRecord(*row) for row in rows]
+
+
+def _utc_day(day_number: int) -> str:
+    return datetime.fromtimestamp(day_number * 86400, UTC).date().isoformat()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from storage.records import Job, JobStatus, Note, Notification, Video, VideoStatus
+from storage.records import Cost, Job, JobStatus, Note, Notification, Video, VideoStatus
 
 
-def job_from_row(row: sqlite3.Row, videos: Sequence[Video], notes: Sequence[Note] = ()) -> Job:
+def job_from_row(
+    row: sqlite3.Row, videos: Sequence[Video], notes: Sequence[Note] = (), costs: Sequence[Cost] = ()
+) -> Job:
     return Job(
         id=row["id"],
         provider=row["provider"],
@@ -36,7 +38,16 @@ def job_from_row(row: sqlite3.Row, videos: Sequence[Video], notes: Sequence[Note
         lookup_at=row["lookup_at"],
         lookups=row["lookups"],
         lost_at=row["lost_at"],
+        costs=tuple(costs),
     )
+
+
+def costs_by_job(rows: Iterable[sqlite3.Row]) -> dict[str, list[Cost]]:
+    """Rows of (job_id, unit, amount) as each job's costs, in the order read."""
+    costs: dict[str, list[Cost]] = {}
+    for row in rows:
+        costs.setdefault(row[0], []).append(Cost(float(row[2]), row[1]))
+    return costs
 
 
 def video_from_row(row: sqlite3.Row) -> Video:

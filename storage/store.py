@@ -16,7 +16,7 @@ from storage.lifecycle import IN_FLIGHT, InvalidTransition, sql_list
 from storage.queues import Queues
 from storage.records import EventType, Job, JobStatus, NewJob, Note, Video
 from storage.reports import Reports
-from storage.rows import job_from_row, video_from_row
+from storage.rows import costs_by_job, job_from_row, video_from_row
 
 
 class Store(Inbox, Deadlines, Queues, Guards, Reports):
@@ -34,7 +34,10 @@ class Store(Inbox, Deadlines, Queues, Guards, Reports):
         rows = await self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
         if not rows:
             return None
-        return job_from_row(rows[0], await self.get_videos(job_id), await self.get_notes(job_id))
+        costs = costs_by_job(
+            await self._read("SELECT job_id, unit, amount FROM job_costs WHERE job_id = ? ORDER BY unit", (job_id,))
+        )
+        return job_from_row(rows[0], await self.get_videos(job_id), await self.get_notes(job_id), costs.get(job_id, ()))
 
     async def get_videos(self, job_id: str) -> tuple[Video, ...]:
         rows = await self._read("SELECT * FROM videos WHERE job_id = ? ORDER BY idx", (job_id,))
@@ -88,7 +91,13 @@ class Store(Inbox, Deadlines, Queues, Guards, Reports):
         notes: dict[str, list[Note]] = {}
         for note_row in note_rows:
             notes.setdefault(note_row[0], []).append(Note(note_row[0], note_row[1], note_row[2], note_row[3]))
-        return [job_from_row(row, videos.get(row["id"], ()), notes.get(row["id"], ())) for row in rows]
+        costs = costs_by_job(
+            await self._read(f"SELECT job_id, unit, amount FROM job_costs WHERE job_id IN ({marks}) ORDER BY unit", ids)
+        )
+        return [
+            job_from_row(row, videos.get(row["id"], ()), notes.get(row["id"], ()), costs.get(row["id"], ()))
+            for row in rows
+        ]
 
     # -- submissions (the outbox towards providers) --------------------------------------------------------------
 

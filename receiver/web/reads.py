@@ -25,6 +25,7 @@ from submitter.jsonbody import JSONBodyError, parse_json
 log = logging.getLogger("reelhook.api")
 ID_LENGTH = 32  # uuid4().hex
 MIN_PREFIX = 6  # hex characters: 16M ids per prefix, so a pasted six rarely needs a seventh
+SPEND_DAYS = 7  # UTC days of spend the overview and `GET /api/status` show, today included
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,8 @@ async def overview(service: Service) -> dict[str, Any]:
     counts = await service.store.provider_counts(list(service.settings.providers), since=midnight, now=now)
     limits = {name: endpoint.slots for name, endpoint in service.endpoints.items()}
     waiting = await service.store.waiting_counts()
-    view = overview_json(counts, limits, await guards.paused(service.store), now, waiting)
+    spend = await service.store.spend_by_day(since=midnight - (SPEND_DAYS - 1) * 86400)
+    view = overview_json(counts, limits, await guards.paused(service.store), now, waiting, spend)
     found = await service.public_url.find()  # the tunnel agent's answer of the last seconds, or asked now
     view["public_url"] = {"url": found.url, "from": found.source, "waiting": service.public_url.waiting}
     return view

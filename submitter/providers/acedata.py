@@ -21,6 +21,9 @@ callback's shape.
 
 AceData publishes no concurrency limit (only 429 `too_many_requests`), so `max_in_flight` is our own choice: 10,
 TTAPI's documented figure for the same upstream work, low enough to stay clear of the rate limit.
+
+Neither the callback nor the task record says what the task cost (AceData bills on its platform's usage pages), so
+AceData jobs carry no cost.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from submitter.providers.base import (
     fetch_id,
     load_json_object,
     named_id,
+    reported_costs,
     submitted_id,
 )
 
@@ -53,6 +54,8 @@ SUCCEEDED = {"completed", "success"}
 FAILED = {"failed", "failure", "cancelled", "canceled"}
 # MJ-style business codes: 1 and 200 mean taken; 9 is APIMart's own failure (back off and retry).
 FATAL_CODES = {3: "NOT_FOUND", 4: "VALIDATION_ERROR", 24: "BANNED_PROMPT"}
+# The task object's price in dollars and in APIMart credits (10 credits = $1): the same charge in two units.
+COST_FIELDS = {"cost": "usd", "credits_cost": "credits"}
 ERROR_KEYS = ("error.message", "message", "description", "msg")
 
 
@@ -201,20 +204,22 @@ def parse_task(payload: Mapping[str, Any]) -> CallbackResult:
         raise MalformedCallback("apimart callback has no status")
     progress = _progress(task.get("progress"))
     word = status.lower()
+    costs = reported_costs(task, COST_FIELDS)  # the docs' failure example carries none (failures are refunded)
     if word in FAILED:
         error = task.get("error")
         message = error.get("message") if isinstance(error, dict) else error
         message = message or task.get("fail_reason") or f"apimart reported {status}"
-        return CallbackResult(task_id, JobStatus.FAILED, progress, error=str(message))
+        return CallbackResult(task_id, JobStatus.FAILED, progress, error=str(message), costs=costs)
     if word not in SUCCEEDED:
         return CallbackResult(task_id, JobStatus.RUNNING, progress)
     media, expires = _videos(task)
     if not media:
-        return CallbackResult(task_id, JobStatus.FAILED, progress, error=f"apimart reported {status} without a video")
+        error = f"apimart reported {status} without a video"
+        return CallbackResult(task_id, JobStatus.FAILED, progress, error=error, costs=costs)
     kept: dict[str, Any] = {key: task[key] for key in ("cost", "credits_cost") if key in task}
     if expires:
         kept["expires_at"] = min(expires)
-    return CallbackResult(task_id, JobStatus.SUCCEEDED, progress, media, result=kept)
+    return CallbackResult(task_id, JobStatus.SUCCEEDED, progress, media, result=kept, costs=costs)
 
 
 def _videos(task: Mapping[str, Any]) -> tuple[tuple[str, ...], list[int | float]]:

@@ -7,12 +7,13 @@ records, and never touches the network or the database. The submission worker an
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from storage import CallbackResult, Job
+from storage import CallbackResult, Cost, Job
 from submitter.jsonbody import JSONBodyError, parse_json
 
 
@@ -169,3 +170,22 @@ def url_list(value: object, message: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(url, str) and url for url in value):
         raise MalformedCallback(message)
     return value
+
+
+def reported_cost(value: object, unit: str) -> Cost | None:
+    """A cost a provider reports (a number, or a number in a string: TTAPI's `quota` is "30") in `unit`, or None
+    when it reports none or something that is not an amount: spend is bookkeeping, and a garbled figure must not
+    cost the job its videos, nor count as 0."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    try:
+        amount = float(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError):
+        return None
+    return Cost(amount, unit) if math.isfinite(amount) and amount >= 0 else None
+
+
+def reported_costs(fields: Mapping[str, Any], units: Mapping[str, str]) -> tuple[Cost, ...]:
+    """The costs a body's `fields` report, one per unit: `units` maps each field that carries one to its unit."""
+    costs = (reported_cost(fields.get(name), unit) for name, unit in units.items())
+    return tuple(cost for cost in costs if cost is not None)

@@ -37,6 +37,7 @@ from submitter.providers.base import (
     fetch_id,
     load_json_object,
     named_id,
+    reported_costs,
     submitted_id,
     url_list,
 )
@@ -46,6 +47,7 @@ RESOLUTIONS = {"480p": "sd", "720p": "hd", "sd": "sd", "hd": "hd"}
 BATCH_SIZES = (1, 2, 4)
 VIDEO_ACTIONS = ("generate", "extend")
 VIDEO_FETCH_PATH = "/midjourney/video/fetch"
+COST_FIELDS = {"quota": "quota"}  # TTAPI bills in its own quota units (seed 001: a v6 imagine costs 1.5x the quota)
 
 
 def validate_params(action: str, params: Mapping[str, Any]) -> None:
@@ -125,9 +127,11 @@ def parse_callback(body: bytes, headers: Mapping[str, str]) -> CallbackResult:
     if not isinstance(status, str):
         raise MalformedCallback("ttapi callback has no status")
     progress = _progress(data.get("progress"))
+    # What the job cost: `data.quota`, a string ("30" in seed 000's example), on whichever final report carries it.
+    costs = reported_costs(data, COST_FIELDS)
     if status == "FAILED":
         message = payload.get("message") or data.get("message") or "ttapi reported FAILED"
-        return CallbackResult(job_id, JobStatus.FAILED, progress, error=str(message))
+        return CallbackResult(job_id, JobStatus.FAILED, progress, error=str(message), costs=costs)
     if status != "SUCCESS":
         return CallbackResult(job_id, JobStatus.RUNNING, progress)
     action = data.get("action") or data.get("actions")  # the image API's callback says "actions"
@@ -139,13 +143,14 @@ def parse_callback(body: bytes, headers: Mapping[str, str]) -> CallbackResult:
     if video_job or data.get("videos"):  # whatever made videos is read for its videos
         media = url_list(data.get("videos") or [], "ttapi callback: data.videos must be a list of URLs")
         if not media:
-            return CallbackResult(job_id, JobStatus.FAILED, progress, error="ttapi reported SUCCESS without any video")
+            error = "ttapi reported SUCCESS without any video"
+            return CallbackResult(job_id, JobStatus.FAILED, progress, error=error, costs=costs)
     else:
         media = list(ttapi_image.image_urls(data))
         kept |= ttapi_image.image_result(data, action)
         if "prompts" in kept:  # a describe's prompt field is its four prompts, kept once, as a list
             kept.pop("prompt", None)
-    return CallbackResult(job_id, JobStatus.SUCCEEDED, progress, tuple(media), result=kept)
+    return CallbackResult(job_id, JobStatus.SUCCEEDED, progress, tuple(media), result=kept, costs=costs)
 
 
 def fetch_request(job: Job, api_key: str) -> ProviderRequest:

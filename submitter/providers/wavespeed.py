@@ -19,6 +19,8 @@ the envelope; both shapes are read. WaveSpeed signs callbacks, and its scheme on
 where the key is the `whsec_…` secret (GET /api/v3/webhook/secret) with the prefix cut off and used as UTF-8 text,
 *not* base64-decoded, and the digest is hex, not base64 (reelhook's own outbound notifications use the Standard
 Webhooks variant, see receiver/notify.py). A timestamp more than 300 s from now either way is refused.
+
+The prediction object says nothing of its price (only `timings`), so WaveSpeed jobs carry no cost.
 """
 
 from __future__ import annotations

@@ -88,6 +88,7 @@ async def test_client_commands_talk_to_a_running_server(tmp_path: Path, capsys: 
         assert code == 0 and job_id in out and len(out.strip().splitlines()) == 2
         code, out, _ = await cli("show", job_id)
         assert code == 0 and out.startswith(f"job {job_id}: succeeded") and out.count("file ") == 4
+        assert "  cost: 30 quota" in out.splitlines()  # the simulator's `"quota": "30"`, as TTAPI reports it
 
         code, _, err = await cli("extend", job_id, "--index", "9")
         assert code == 1 and "index must be 0-3" in err

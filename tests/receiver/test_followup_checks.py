@@ -28,16 +28,22 @@ def image_callback(job_id: str, action: str = "imagine", components: list[str] =
     return json.dumps({"status": "SUCCESS", "message": "success", "jobId": job_id, "data": data}).encode()
 
 
-async def succeeded(harness: Harness, action: str, provider_job_id: str, body: bytes) -> str:
-    params: dict[str, Any] = {"prompt": "a fox"}
-    if action == "generate":
-        params["image_url"] = "https://img.example/a.png"
-    new, _ = await harness.store.create_job(NewJob("ttapi", action, params))
-    await harness.store.claim_submission(new.id)
-    await harness.store.record_submitted(new.id, provider_job_id)
-    response = await harness.client.post(harness.hook_path(new.id), content=body)
-    assert response.status_code == 200
-    return new.id
+async def succeeded(harness: Harness, *parents: tuple[str, str, bytes]) -> list[str]:
+    """Jobs TTAPI took, each (action, its TTAPI id, its callback), then finished. All are sent before any callback
+    arrives: a callback frees a slot and wakes the submitter, which would claim a job still queued."""
+    job_ids = []
+    for action, provider_job_id, _ in parents:
+        params: dict[str, Any] = {"prompt": "a fox"}
+        if action == "generate":
+            params["image_url"] = "https://img.example/a.png"
+        new, _ = await harness.store.create_job(NewJob("ttapi", action, params))
+        await harness.store.claim_submission(new.id)
+        await harness.store.record_submitted(new.id, provider_job_id)
+        job_ids.append(new.id)
+    for job_id, (_, _, body) in zip(job_ids, parents, strict=True):
+        response = await harness.client.post(harness.hook_path(job_id), content=body)
+        assert response.status_code == 200
+    return job_ids
 
 
 async def settled(harness: Harness) -> dict[str, list[tuple[Any, ...]]]:
@@ -70,11 +76,13 @@ async def settled(harness: Harness) -> dict[str, list[tuple[Any, ...]]]:
 async def test_a_follow_up_the_parent_cannot_have_is_a_400_that_records_nothing(
     harness: Harness, parent: str, body: dict[str, Any], detail: str
 ) -> None:
-    parents = {
-        "video": await succeeded(harness, "generate", "tt-video", ttapi_callback("tt-video", videos=2)),
-        "image": await succeeded(harness, "imagine", "tt-image", image_callback("tt-image")),
-        "upscaled": await succeeded(harness, "upsample2", "tt-up", image_callback("tt-up", "upsample2", [], 1)),
-    }
+    video, image, upscaled = await succeeded(
+        harness,
+        ("generate", "tt-video", ttapi_callback("tt-video", videos=2)),
+        ("imagine", "tt-image", image_callback("tt-image")),
+        ("upsample2", "tt-up", image_callback("tt-up", "upsample2", [], 1)),
+    )
+    parents = {"video": video, "image": image, "upscaled": upscaled}
     before = await settled(harness)
     response = await harness.client.post("/api/jobs", headers=AUTH, json=body | {"parent_id": parents[parent]})
     assert response.status_code == 400, response.text
@@ -85,8 +93,11 @@ async def test_a_follow_up_the_parent_cannot_have_is_a_400_that_records_nothing(
 
 
 async def test_the_follow_ups_the_parent_can_have_are_recorded(harness: Harness) -> None:
-    video = await succeeded(harness, "generate", "tt-video", ttapi_callback("tt-video", videos=2))
-    image = await succeeded(harness, "imagine", "tt-image", image_callback("tt-image"))
+    video, image = await succeeded(
+        harness,
+        ("generate", "tt-video", ttapi_callback("tt-video", videos=2)),
+        ("imagine", "tt-image", image_callback("tt-image")),
+    )
     for body in (
         {"action": "extend", "parent_id": video, "index": 1},
         {"action": "upsample3", "parent_id": image},
@@ -116,7 +127,7 @@ def test_an_action_rule_skips_a_result_that_lists_no_components() -> None:
 
 
 async def test_a_skipped_rule_follow_up_is_a_note_on_the_job_and_records_no_job(harness: Harness) -> None:
-    image = await succeeded(harness, "imagine", "tt-image", image_callback("tt-image"))
+    [image] = await succeeded(harness, ("imagine", "tt-image", image_callback("tt-image")))
     worker = FollowUps(harness.store, RuleSet.parse(EXTEND_ANY))
     assert await worker.run_once() >= 1
     shown = (await harness.client.get(f"/api/jobs/{image}", headers=AUTH)).json()

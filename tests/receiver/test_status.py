@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -50,16 +51,26 @@ async def test_the_status_command_prints_the_counts(tmp_path: Path, capsys: pyte
         env = {"REELHOOK_SERVER_URL": deployed.url, "REELHOOK_API_TOKEN": API_TOKEN}
         assert (await deployed.api.post("/api/pause", json={"reason": "budget"})).status_code == 200
         job = await deployed.submit()  # a person's job still goes out while paused
+        mart = await deployed.submit(provider="apimart")
 
         async def downloaded() -> bool:
-            videos = (await deployed.job(job["id"]))["videos"]
-            return bool(videos) and all(video["status"] == "downloaded" for video in videos)
+            videos = [v for j in (job, mart) for v in (await deployed.job(j["id"]))["videos"]]
+            return len(videos) == 5 and all(video["status"] == "downloaded" for video in videos)
 
         await wait_until(downloaded)
         code = await anyio.to_thread.run_sync(main, ["status"], env)
         out, err = capsys.readouterr()
         assert code == 0, err
     lines = out.splitlines()
+    day = datetime.now(UTC).date().isoformat()
     assert lines[:3] == ["paused: budget", "follow-ups queued (held while paused): 0", "notifications waiting: 0"]
-    assert "ttapi: queued 0, in flight 0/3, overdue 0, lost today 0; downloads pending 0, failed 0" in lines
-    assert "wavespeed: queued 0, in flight 0/3, overdue 0, lost today 0; downloads pending 0, failed 0" in lines
+    counts = "queued 0, in flight 0/3, overdue 0, lost today 0; downloads pending 0, failed 0; spent today"
+    # What the simulators report, as the providers do: TTAPI `"quota": "30"`, APIMart `cost` and `credits_cost`.
+    assert f"ttapi: {counts} 30 quota" in lines
+    assert f"apimart: {counts} 2 credits, 0.2 usd" in lines
+    assert f"wavespeed: {counts} nothing reported" in lines
+    spend = lines[lines.index("spend (UTC day, as each provider reported it; units are not converted):") + 1 :]
+    assert [line.split() for line in spend] == [
+        [day, "apimart", "2", "credits", "(1", "job)"], [day, "apimart", "0.2", "usd", "(1", "job)"],
+        [day, "ttapi", "30", "quota", "(1", "job)"],
+    ]  # fmt: skip

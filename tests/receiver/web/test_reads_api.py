@@ -83,6 +83,7 @@ async def test_overview_counts_per_provider_and_the_last_callback(harness: Harne
         "provider": "ttapi", "in_flight": 0, "limit": None, "queued": 0, "overdue": 0, "lost_today": 0,
         "succeeded_today": 0, "failed_today": 0,
         "downloads_pending": 0, "downloads_failed": 0, "last_callback_at": None, "last_callback_seconds_ago": None,
+        "spent_today": {},
     }  # fmt: skip
     job_id = await harness.submitted_job("tt-1")
     in_flight = (await harness.client.get("/api/overview", headers=AUTH)).json()["providers"][0]
