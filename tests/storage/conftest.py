@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import tempfile
 import threading
+import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -59,7 +61,13 @@ class PostgresServer:
 
     def drop_database(self, name: str) -> int:
         """Drop a test's database; return how many connections to it were still open."""
-        [(left,)] = self.admin(f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}'")
+        # A closed connection's server process ends a moment after the client hangs up, and nothing signals it:
+        # ask again for a while before calling a connection left open.
+        for _ in range(500):
+            [(left,)] = self.admin(f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}'")
+            if not left:
+                break
+            time.sleep(0.01)
         self.admin(f"DROP DATABASE {name} WITH (FORCE)")
         return int(left)
 
@@ -90,10 +98,15 @@ class PostgresServer:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
-    yield server
-    server.stop()
+def postgres_server() -> Iterator[PostgresServer]:
+    # Not under pytest's tmp_path: pytest removes old numbered temp dirs of other runs by the same user, and a
+    # server whose data dir went away mid-run dies (seen with several test runs at once on one machine).
+    with tempfile.TemporaryDirectory(prefix="reelhook-pg-") as data_dir:
+        server = PostgresServer(Path(data_dir))
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 @pytest.fixture(params=ENGINES)
