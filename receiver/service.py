@@ -22,7 +22,7 @@ from receiver.reconcile import Reconciler
 from receiver.rules import RuleSet
 from receiver.settings import Settings
 from receiver.workers import Changes, Worker
-from storage import Store
+from storage import StoreProtocol
 from submitter.providers import PROVIDERS
 from submitter.tokens import HookSigner
 from submitter.worker import Endpoint, Submitter
@@ -34,7 +34,7 @@ class Service:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        store: StoreProtocol,
         http: httpx.AsyncClient,
         rules: RuleSet,
         *,

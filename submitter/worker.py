@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import anyio
 import httpx
 
-from storage import InvalidTransition, Job, Store
+from storage import InvalidTransition, Job, StoreProtocol
 from submitter.backoff import next_attempt_at
 from submitter.providers import InvalidParams, Provider, ProviderError, ProviderRequest, Rejection
 from submitter.tokens import HookSigner
@@ -65,7 +65,7 @@ class Endpoint:
 class Submitter:
     def __init__(
         self,
-        store: Store,
+        store: StoreProtocol,
         http: httpx.AsyncClient,
         endpoints: Mapping[str, Endpoint],
         *,
