@@ -148,7 +148,7 @@ async def _serve_async(settings: Settings, rules: RuleSet, sock: socket.socket, 
     from receiver.app import create_app  # the client commands need none of the server's imports
     from receiver.connections import ConnectionLimits
     from receiver.guards import paused
-    from storage import Store
+    from storage import open_store
     from submitter.simulators.registry import SIMULATORS
 
     async with AsyncExitStack() as stack:
@@ -161,7 +161,7 @@ async def _serve_async(settings: Settings, rules: RuleSet, sock: socket.socket, 
                 providers[name] = replace(config, api_key=None, base_url=url)
                 trusted.add(url)
         settings = replace(settings, providers=providers)
-        async with await Store.open(settings.database_path) as store:
+        async with await open_store(settings.database) as store:
             pause = await paused(store)
         rule_file = (settings.rules_path, len(rules.rules)) if settings.rules_path else None
         for line in startup_lines(settings, public_url_from=public_url_from, rules=rule_file, paused=pause):
