@@ -50,13 +50,17 @@ class PostgresServer:
         return str(self._server.get_uri(database))
 
     def admin(self, sql: str) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+        return self.admin_in("postgres", sql)
+
+    def admin_in(self, database: str, sql: str) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.url(database), autocommit=True) as conn:
             cursor = conn.execute(sql.encode())
             return cursor.fetchall() if cursor.description else []
 
-    def new_database(self) -> str:
+    def new_database(self, *, migrated: bool = True) -> str:
+        """A database of its own: a copy of the migrated template, or empty."""
         name = f"t_{next(self._numbers)}"
-        self.admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        self.admin(f"CREATE DATABASE {name}" + (f" TEMPLATE {TEMPLATE}" if migrated else ""))
         return name
 
     def drop_database(self, name: str) -> int:
