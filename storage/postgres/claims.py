@@ -67,6 +67,8 @@ class Claims(Queues):
                 (provider, now, followups, free, now, now, now + look_up_after),
             )
             rows = await cursor.fetchall()
+            if rows:
+                await self._hint(db, "lookups")  # their deadlines start now
         return sorted((job_from_row(row, ()) for row in rows), key=lambda job: (job.created_at, job.id))
 
     async def claim_downloads(self, *, limit: int, lease: float) -> list[Video]:

@@ -29,6 +29,7 @@ from psycopg_pool import AsyncConnectionPool
 from storage.errors import StoreError
 from storage.lifecycle import check_transition
 from storage.postgres.schema import migrate
+from storage.postgres.wakeups import CHANNEL
 from storage.records import EventType, Job, JobStatus, NewJob
 
 Connection = AsyncConnection[DictRow]
@@ -114,7 +115,10 @@ class PostgresDatabase:
             (job_id, new.provider, new.action, json.dumps(new.params), new.parent_id, root_id, depth, new.rule,
              new.origin, now, now),
         )  # fmt: skip
-        return job_id if cursor.rowcount == 1 else None
+        if cursor.rowcount != 1:
+            return None
+        await self._hint(db, "submissions")
+        return job_id
 
     async def _job_id_for_origin(self, origin: str | None) -> str:
         rows = await self._read("SELECT id FROM jobs WHERE origin = %s", (origin,))
@@ -131,13 +135,25 @@ class PostgresDatabase:
         assignments = "".join(f", {name} = %s" for name in fields)
         sql = f"UPDATE jobs SET status = %s, updated_at = %s{assignments} WHERE id = %s AND status = %s"
         cursor = await db.execute(sql, (target.value, self._clock(), *fields.values(), job_id, current.value))
-        return cursor.rowcount == 1
+        if cursor.rowcount != 1:
+            return False
+        # A finished job frees its provider's slot, a job put back is due again, a sent one has a deadline.
+        if target is not JobStatus.RUNNING:
+            await self._hint(db, "lookups" if target is JobStatus.SUBMITTED else "submissions")
+        return True
 
     async def _emit(self, db: Connection, type: EventType, job_id: str, index: int | None = None) -> None:
         await db.execute(
             "INSERT INTO events (type, job_id, video_index, created_at) VALUES (%s, %s, %s, %s)",
             (type.value, job_id, index, self._clock()),
         )
+        await self._hint(db, "events", *(("downloads",) if type is EventType.JOB_SUCCEEDED else ()))
+
+    async def _hint(self, db: Connection, *queues: str) -> None:
+        """Tell every listening instance that `queues` have new work (storage.postgres.wakeups). Sent inside the
+        transaction, so PostgreSQL delivers it on commit and drops it on rollback, folding repeats into one."""
+        for queue in queues:
+            await db.execute("SELECT pg_notify(%s, %s)", (CHANNEL, queue))
 
     async def _locked_job(self, db: Connection, job_id: str) -> DictRow:
         """The job's row, locked until the transaction ends: the writes that depend on it take turns."""

@@ -182,6 +182,7 @@ class Jobs(PostgresDatabase):
                    WHERE job_id = %s AND status = 'failed'""",
                 (self._clock(), job_id),
             )
+            await self._hint(db, "downloads")
             return cursor.rowcount
 
     async def fail_job(self, job_id: str, error: str) -> None:

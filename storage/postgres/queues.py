@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from storage.database import float_or_none
 from storage.postgres.database import Connection, PostgresDatabase, printable
 from storage.postgres.rows import event_from_row, notification_from_row, video_from_row
+from storage.postgres.wakeups import QUEUES
 from storage.records import Event, EventType, NewJob, NewNotification, Note, Notification, Video
 
 
@@ -108,6 +109,8 @@ class Queues(PostgresDatabase):
                 [(note.job_id, note.rule, printable(note.message), now) for note in notes],
             )
         await db.execute("UPDATE events SET processed_at = %s WHERE id = %s", (now, event_id))
+        if notifications:
+            await self._hint(db, "notifications")
         return created
 
     # -- notifications -------------------------------------------------------------------------------------------
@@ -159,6 +162,7 @@ class Queues(PostgresDatabase):
                        ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at""",
                     (name, printable(value), self._clock()),
                 )
+            await self._hint(db, *QUEUES)  # a pause lifted: what it held back goes out, on every instance
 
     async def count_root_jobs(self, root_id: str) -> int:
         """Jobs in a chain, its root included."""
