@@ -15,10 +15,10 @@ its items when the lease ends. Its outcome (`record_download`, `record_notificat
 `complete_event`) writes the real next time.
 
 Submissions carry money, and a cap: at most `slots` of a provider's jobs in flight. Counting and then claiming is
-a race even with SKIP LOCKED (twenty claimers all count 0 and each claims the whole limit: tried, 20 and 28 in
-flight against a limit of 10). So the claim first takes a transaction-scoped advisory lock named after the provider:
-claims for one provider take turns, each counts what the previous one committed, and other providers are not held
-up. A claimed submission is SUBMITTED for good; it is never handed out again.
+a race even with SKIP LOCKED (twenty claimers all count 0 and each claims the whole limit: tests/storage saw
+all 30 queued jobs go in flight against a limit of 10). So the claim first takes a transaction-scoped advisory
+lock named after the provider: claims for one provider take turns, each counts what the previous one committed,
+and other providers are not held up. A claimed submission is SUBMITTED for good; it is never handed out again.
 
 The money guards that count jobs (`max_jobs_per_root`, `max_jobs_per_day`) take one advisory lock for every guarded
 follow-up: the count and the follow-ups it allows commit together, and the next event's count sees them.
