@@ -25,7 +25,7 @@ from receiver.service import Service
 from receiver.settings import Settings, SettingsError
 from receiver.web import auth, dashboard
 from receiver.web.auth import Sessions
-from storage import Store
+from storage import StoreProtocol, open_store
 
 
 async def healthz(request: Request) -> Response:
@@ -42,7 +42,7 @@ async def metrics(request: Request) -> Response:
 def create_app(
     settings: Settings,
     *,
-    store: Store | None = None,
+    store: StoreProtocol | None = None,
     http: httpx.AsyncClient | None = None,
     rules: RuleSet | None = None,
     trusted_origins: Collection[str] = (),
@@ -63,7 +63,7 @@ def create_app(
             own_store = store
             if own_store is None:
                 settings.data_dir.mkdir(parents=True, exist_ok=True)
-                own_store = await stack.enter_async_context(await Store.open(settings.database_path))
+                own_store = await stack.enter_async_context(await open_store(settings.database))
             own_http = http
             if own_http is None:
                 own_http = await stack.enter_async_context(

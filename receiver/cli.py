@@ -174,7 +174,7 @@ async def _serve_async(settings: Settings, rules: RuleSet, sock: socket.socket, 
     from receiver.connections import ConnectionLimits
     from receiver.guards import paused
     from receiver.tunnel import public_url_source
-    from storage import Store
+    from storage import open_store
     from submitter.simulators.registry import SIMULATORS
 
     async with AsyncExitStack() as stack:
@@ -187,7 +187,7 @@ async def _serve_async(settings: Settings, rules: RuleSet, sock: socket.socket, 
                 providers[name] = replace(config, api_key=None, base_url=url)
                 trusted.add(url)
         settings = replace(settings, providers=providers)
-        async with await Store.open(settings.database_path) as store:
+        async with await open_store(settings.database) as store:
             pause = await paused(store)
         rule_file = (settings.rules_path, len(rules.rules)) if settings.rules_path else None
         discovered = None

@@ -53,7 +53,7 @@ from receiver.metrics import Metrics
 from receiver.netguard import UnsafeURL, check_url, origin
 from receiver.posters import make_poster
 from receiver.wirebody import ASK_FOR_IDENTITY, Pace, plain_response
-from storage import Job, Store, Video
+from storage import Job, StoreProtocol, Video
 from submitter.backoff import next_attempt_at
 
 logger = logging.getLogger("reelhook.downloads")
@@ -69,7 +69,7 @@ PER_ORIGIN = 2  # downloads at once from one scheme://host:port (REELHOOK_DOWNLO
 class Downloader:
     def __init__(
         self,
-        store: Store,
+        store: StoreProtocol,
         http: httpx.AsyncClient,
         media_dir: Path,
         *,

@@ -29,7 +29,7 @@ from receiver.guards import apply_limits, paused
 from receiver.metrics import Metrics
 from receiver.rules import RuleSet, Skip
 from receiver.views import event_json
-from storage import NewNotification, Note, Store
+from storage import NewNotification, Note, StoreProtocol
 
 log = logging.getLogger("reelhook.followups")
 
@@ -37,7 +37,7 @@ log = logging.getLogger("reelhook.followups")
 class FollowUps:
     def __init__(
         self,
-        store: Store,
+        store: StoreProtocol,
         rules: RuleSet,
         *,
         on_recorded: Callable[[], None] = lambda: None,

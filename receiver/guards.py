@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from receiver.rulefile import Limits
-from storage import Job, NewJob, Note, Store
+from storage import Job, NewJob, Note, StoreProtocol
 from submitter.worker import PAUSE_FLAG
 
 DAY = 24 * 60 * 60.0
@@ -35,7 +35,7 @@ DAY = 24 * 60 * 60.0
 __all__ = ["DAY", "PAUSE_FLAG", "apply_limits", "pause", "paused", "resume"]
 
 
-async def pause(store: Store, reason: str) -> None:
+async def pause(store: StoreProtocol, reason: str) -> None:
     """Stop rules from spending: follow-ups and notifications wait, and queued follow-ups are not sent.
 
     Callbacks are still stored and videos still downloaded; jobs a person submits still go out.
@@ -43,18 +43,18 @@ async def pause(store: Store, reason: str) -> None:
     await store.set_flag(PAUSE_FLAG, reason.strip() or "no reason given")
 
 
-async def resume(store: Store) -> None:
+async def resume(store: StoreProtocol) -> None:
     """Let rules spend again. Wake the workers afterwards (`Service.wake_all()`) so that what waited goes out now."""
     await store.set_flag(PAUSE_FLAG, None)
 
 
-async def paused(store: Store) -> str | None:
+async def paused(store: StoreProtocol) -> str | None:
     """Why the service is paused, or None while it runs."""
     return await store.get_flag(PAUSE_FLAG)
 
 
 async def apply_limits(
-    store: Store, limits: Limits, job: Job, followups: Sequence[NewJob]
+    store: StoreProtocol, limits: Limits, job: Job, followups: Sequence[NewJob]
 ) -> tuple[list[NewJob], list[Note]]:
     """The follow-ups of `job` that the counting limits allow, in order, and a note on `job` for each one stopped."""
     per_root, per_day = limits.max_jobs_per_root, limits.max_jobs_per_day

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from storage import Store
+from storage import StoreProtocol
 
 if TYPE_CHECKING:  # the service makes a Metrics: only the type goes the other way
     from receiver.service import Service
@@ -49,7 +49,7 @@ class StoreGauges(Collector):
         self._oldest: dict[str, float | None] = {}
         self._spend: list[tuple[str, str, float]] = []
 
-    async def refresh(self, store: Store, limits: Mapping[str, int]) -> None:
+    async def refresh(self, store: StoreProtocol, limits: Mapping[str, int]) -> None:
         now = store.clock()
         midnight = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
         counts = await store.provider_counts(list(limits), since=midnight, now=now)
@@ -125,7 +125,7 @@ class Metrics:
         """The submitter's hook (submitter/ cannot import this module, so it is handed this method)."""
         self.submissions.labels(provider, outcome).inc()
 
-    async def render(self, store: Store, limits: Mapping[str, int]) -> bytes:
+    async def render(self, store: StoreProtocol, limits: Mapping[str, int]) -> bytes:
         await self.gauges.refresh(store, limits)
         return generate_latest(self.registry)
 

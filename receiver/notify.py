@@ -25,7 +25,7 @@ import anyio
 import httpx
 
 from receiver.metrics import Metrics
-from storage import Notification, Store
+from storage import Notification, StoreProtocol
 from submitter.backoff import next_attempt_at
 
 log = logging.getLogger("reelhook.notify")
@@ -44,7 +44,7 @@ def sign_webhook(secret: str, message_id: str, timestamp: int, body: bytes) -> s
 class Notifier:
     def __init__(
         self,
-        store: Store,
+        store: StoreProtocol,
         http: httpx.AsyncClient,
         secret: str,
         *,

@@ -37,7 +37,7 @@ import anyio
 import httpx
 
 from receiver.metrics import Metrics
-from storage import CallbackOutcome, Job, JobMismatch, Store
+from storage import CallbackOutcome, Job, JobMismatch, StoreProtocol
 from submitter.providers import InvalidParams, MalformedCallback, ProviderError, ProviderRequest
 from submitter.worker import Endpoint
 
@@ -69,7 +69,7 @@ class ReconcileReport:
 class Reconciler:
     def __init__(
         self,
-        store: Store,
+        store: StoreProtocol,
         http: httpx.AsyncClient,
         endpoints: Mapping[str, Endpoint],
         *,

@@ -25,7 +25,7 @@ from receiver.rules import RuleSet
 from receiver.settings import Settings
 from receiver.tunnel import CallbackBase, public_url_source
 from receiver.workers import Changes, Worker
-from storage import Store
+from storage import StoreProtocol
 from submitter.providers import PROVIDERS
 from submitter.tokens import HookSigner
 from submitter.worker import Endpoint, Submitter
@@ -37,7 +37,7 @@ class Service:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        store: StoreProtocol,
         http: httpx.AsyncClient,
         rules: RuleSet,
         *,

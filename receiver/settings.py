@@ -107,10 +107,21 @@ class Settings:
     metrics_addr: tuple[str, int] | None = None  # serve /metrics there without a token, and not on the main port
     log_format: str = "text"  # or "json": one object per line (receiver/logs.py)
     log_level: str = "INFO"  # DEBUG adds a line per HTTP request in and out
+    database_url: Secret | None = None  # postgresql://…: a database shared by instances (it may hold a password)
 
     @property
     def database_path(self) -> Path:
         return self.data_dir / "reelhook.sqlite3"
+
+    @property
+    def database(self) -> str:
+        """What `storage.open_store` opens: REELHOOK_DATABASE_URL, else the SQLite file in the data dir."""
+        return str(self.database_url) if self.database_url is not None else str(self.database_path)
+
+    @property
+    def shared_database(self) -> bool:
+        """Other instances may use this database (PostgreSQL), so whatever they must agree on cannot be local."""
+        return self.database_url is not None
 
     @property
     def media_dir(self) -> Path:
@@ -192,10 +203,30 @@ class Settings:
             metrics_addr=_address(environ, "REELHOOK_METRICS_ADDR"),
             log_format=_choice(environ, "REELHOOK_LOG_FORMAT", LOG_FORMATS, "text"),
             log_level=_choice(environ, "REELHOOK_LOG_LEVEL", LOG_LEVELS, "INFO"),
+            database_url=_database_url(environ, "REELHOOK_DATABASE_URL"),
         )
 
     def with_local_secrets(self) -> Settings:
-        """Fill in the hook secret and API token from the data dir, generating each once if absent."""
+        """Fill in the hook secret and API token from the data dir, generating each once if absent.
+
+        Not with a shared database: instances behind one load balancer must sign and check with the same keys (a
+        callback signed by one and delivered to another would be refused), so each must be given.
+        """
+        if self.shared_database:
+            missing = [
+                name
+                for name, value in (
+                    ("REELHOOK_SECRET", self.secrets),
+                    ("REELHOOK_API_TOKEN", self.api_token),
+                    ("REELHOOK_NOTIFY_SECRET", self.notify_secret),
+                )
+                if not value
+            ]
+            if missing:
+                raise SettingsError(
+                    f"REELHOOK_DATABASE_URL is a database that several instances share, so their secrets must be the"
+                    f" same and cannot be generated into each one's data dir: set {', '.join(missing)}"
+                )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         secrets = self.secrets or (Secret(_stored_secret(self.data_dir / "secret")),)
         api_token = self.api_token or Secret(_stored_secret(self.data_dir / "api-token"))
@@ -224,6 +255,20 @@ def _stored_secret(path: Path, make: Callable[[], str] = lambda: _secrets.token_
     path.touch(mode=0o600)
     path.write_text(value + "\n")
     return value
+
+
+def _database_url(environ: Mapping[str, str], name: str) -> Secret | None:
+    value = environ.get(name, "").strip()
+    if not value:
+        return None  # the SQLite file in the data dir
+    parts = urlsplit(value)
+    if parts.scheme not in ("postgresql", "postgres"):
+        shown = f"{parts.scheme}://…" if parts.scheme else "a value that is not a URL"
+        raise SettingsError(
+            f"{name} must be a postgresql:// URL (such as postgresql://reelhook:password@db.example/reelhook), got"
+            f" {shown}; leave it unset for the SQLite file in REELHOOK_DATA_DIR"
+        )
+    return Secret(value)
 
 
 def _url(environ: Mapping[str, str], name: str, default: str) -> str:
@@ -386,6 +431,11 @@ def startup_lines(
             lines.append(f"{name}: no {variable}: the built-in {name} simulator answers at {provider.base_url}")
         else:
             lines.append(f"{name}: key from {variable}, sending to {provider.base_url}")
+    if settings.database_url is None:
+        lines.append(f"database: SQLite file {settings.database_path} (set REELHOOK_DATABASE_URL to share one)")
+    else:
+        where = urlsplit(str(settings.database_url))  # host and database name only: the URL may hold a password
+        lines.append(f"database: PostgreSQL {where.hostname or 'local socket'}{where.path}, shared by every instance")
     if rules is None:
         lines.append("rules: none (REELHOOK_RULES is not set): no follow-ups")
     else:

@@ -31,7 +31,7 @@ import anyio
 import httpx
 
 from receiver.settings import LOCAL_HOSTS, Settings
-from storage import Store
+from storage import StoreProtocol
 from submitter.jsonbody import JSONBodyError, parse_json
 
 log = logging.getLogger("reelhook.tunnel")
@@ -177,7 +177,7 @@ def _remote(url: str) -> bool:
 class CallbackBase:
     """The base URL paid jobs leave with, asked right before they do; a change of it is logged and noted."""
 
-    def __init__(self, source: PublicUrl, store: Store, providers: Collection[str]) -> None:
+    def __init__(self, source: PublicUrl, store: StoreProtocol, providers: Collection[str]) -> None:
         self._source = source
         self._store = store
         self._providers = tuple(providers)  # the paid ones: simulators call back on the local URL

@@ -1,10 +1,14 @@
-"""Durable state: the SQLite inbox and outbox, and the records read from it.
+"""Durable state: the inbox and outbox, and the records read from it, on SQLite (`Store`) or PostgreSQL
+(`storage.postgres`), both behind `StoreProtocol`; `open_store` picks one from the database's address.
 
 `storage` imports nothing else of reelhook's: it is the bottom of the house.
 """
 
+from storage.engine import open_store
+from storage.errors import StoreError
 from storage.inbox import CallbackOutcome, JobMismatch
 from storage.lifecycle import InvalidTransition, check_transition
+from storage.protocol import FollowupGuard, StoreProtocol
 from storage.records import (
     Action,
     CallbackResult,
@@ -29,6 +33,7 @@ __all__ = [
     "Cost",
     "Event",
     "EventType",
+    "FollowupGuard",
     "InvalidTransition",
     "Job",
     "JobMismatch",
@@ -38,7 +43,10 @@ __all__ = [
     "Note",
     "Notification",
     "Store",
+    "StoreError",
+    "StoreProtocol",
     "Video",
     "VideoStatus",
     "check_transition",
+    "open_store",
 ]

@@ -23,6 +23,7 @@ from typing import Any, Self
 
 import aiosqlite
 
+from storage.errors import StoreError
 from storage.lifecycle import check_transition
 from storage.records import EventType, Job, JobStatus, NewJob
 from storage.schema import migrate
@@ -73,17 +74,23 @@ class Database:
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    await self._db.execute("ROLLBACK")
+                    raise
+                await self._db.execute("COMMIT")
+            except sqlite3.Error as exc:  # callers outside storage/ catch StoreError, whichever engine runs
+                raise StoreError(f"SQLite: {exc}") from exc
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         async with self._lock:
-            return list(await self._db.execute_fetchall(sql, params))
+            try:
+                return list(await self._db.execute_fetchall(sql, params))
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite: {exc}") from exc
 
     async def _insert_job(self, db: aiosqlite.Connection, new: NewJob) -> str | None:
         job_id = uuid.uuid4().hex

@@ -9,6 +9,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 
+import aiosqlite
+
 from storage.database import Database, float_or_none
 from storage.records import Event, EventType, NewJob, NewNotification, Note, Notification, Video
 from storage.rows import notification_from_row, video_from_row
@@ -91,22 +93,32 @@ class Queues(Database):
         A follow-up whose `origin` exists already is skipped, and so is a second notification of the same event by
         the same rule, so replaying an event never doubles anything.
         """
-        created: list[str] = []
         async with self._transaction() as db:
-            for new in followups:
-                job_id = await self._insert_job(db, new)
-                if job_id is not None:
-                    created.append(job_id)
-            await db.executemany(
-                """INSERT OR IGNORE INTO notifications (event_id, rule, url, message_id, body, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?)""",
-                [(event_id, n.rule, n.url, f"msg_{uuid.uuid4().hex}", n.body, self._clock()) for n in notifications],
-            )
-            await db.executemany(
-                "INSERT INTO job_notes (job_id, rule, message, created_at) VALUES (?, ?, ?, ?)",
-                [(note.job_id, note.rule, note.message, self._clock()) for note in notes],
-            )
-            await db.execute("UPDATE events SET processed_at = ? WHERE id = ?", (self._clock(), event_id))
+            return await self._record_event(db, event_id, followups, notifications, notes)
+
+    async def _record_event(
+        self,
+        db: aiosqlite.Connection,
+        event_id: int,
+        followups: Sequence[NewJob],
+        notifications: Sequence[NewNotification],
+        notes: Sequence[Note],
+    ) -> list[str]:
+        created: list[str] = []
+        for new in followups:
+            job_id = await self._insert_job(db, new)
+            if job_id is not None:
+                created.append(job_id)
+        await db.executemany(
+            """INSERT OR IGNORE INTO notifications (event_id, rule, url, message_id, body, created_at)
+               VALUES (?, ?, ?, ?, ?, ?)""",
+            [(event_id, n.rule, n.url, f"msg_{uuid.uuid4().hex}", n.body, self._clock()) for n in notifications],
+        )
+        await db.executemany(
+            "INSERT INTO job_notes (job_id, rule, message, created_at) VALUES (?, ?, ?, ?)",
+            [(note.job_id, note.rule, note.message, self._clock()) for note in notes],
+        )
+        await db.execute("UPDATE events SET processed_at = ? WHERE id = ?", (self._clock(), event_id))
         return created
 
     # -- notifications -------------------------------------------------------------------------------------------

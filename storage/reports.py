@@ -128,7 +128,7 @@ class Reports(Database):
                GROUP BY day, provider, unit ORDER BY day DESC, provider, unit""",
             (since,),
         )
-        return [Spend(r[1], r[2], float(r[3]), int(r[4]), _utc_day(r[0])) for r in rows]
+        return [Spend(r[1], r[2], float(r[3]), int(r[4]), utc_day(r[0])) for r in rows]
 
     async def spend_totals(self) -> list[Spend]:
         """Every cost ever recorded, summed per provider and unit: a total that only grows (`/metrics`' counter)."""
@@ -190,5 +190,5 @@ class Reports(Database):
         return [NotificationRecord(*row) for row in rows]
 
 
-def _utc_day(day_number: int) -> str:
+def utc_day(day_number: int) -> str:
     return datetime.fromtimestamp(day_number * 86400, UTC).date().isoformat()

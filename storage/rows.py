@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from storage.records import Cost, Job, JobStatus, Note, Notification, Video, VideoStatus
 
@@ -42,7 +43,7 @@ def job_from_row(
     )
 
 
-def costs_by_job(rows: Iterable[sqlite3.Row]) -> dict[str, list[Cost]]:
+def costs_by_job(rows: Iterable[sqlite3.Row | tuple[Any, ...]]) -> dict[str, list[Cost]]:
     """Rows of (job_id, unit, amount) as each job's costs, in the order read."""
     costs: dict[str, list[Cost]] = {}
     for row in rows:

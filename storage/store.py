@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from storage.claims import Claims
 from storage.database import float_or_none, printable
 from storage.deadlines import Deadlines
 from storage.guards import Guards
@@ -19,7 +20,7 @@ from storage.reports import Reports
 from storage.rows import costs_by_job, job_from_row, video_from_row
 
 
-class Store(Inbox, Deadlines, Queues, Guards, Reports):
+class Store(Claims, Inbox, Deadlines, Queues, Guards, Reports):
     # -- jobs ---------------------------------------------------------------------------------------------------
 
     async def create_job(self, new: NewJob) -> tuple[Job, bool]:

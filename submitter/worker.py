@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 import anyio
 import httpx
 
-from storage import InvalidTransition, Job, Store
+from storage import InvalidTransition, Job, StoreProtocol
 from submitter.backoff import next_attempt_at
 from submitter.providers import InvalidParams, Provider, ProviderError, ProviderRequest, Rejection
 from submitter.tokens import HookSigner
@@ -74,7 +74,7 @@ class Endpoint:
 class Submitter:
     def __init__(
         self,
-        store: Store,
+        store: StoreProtocol,
         http: httpx.AsyncClient,
         endpoints: Mapping[str, Endpoint],
         *,

@@ -16,6 +16,7 @@ from storage import (
     NewJob,
     Note,
     Store,
+    StoreProtocol,
     VideoStatus,
 )
 from storage.schema import MIGRATIONS
@@ -33,7 +34,7 @@ def success(provider_job_id: str = "p-1", urls: tuple[str, ...] = URLS) -> Callb
     return CallbackResult(provider_job_id, JobStatus.SUCCEEDED, 100, urls, result={"quota": "30"})
 
 
-async def submitted(store: Store, provider_job_id: str = "p-1") -> str:
+async def submitted(store: StoreProtocol, provider_job_id: str = "p-1") -> str:
     job, _ = await store.create_job(generate())
     await store.claim_submission(job.id)
     await store.record_submitted(job.id, provider_job_id)
@@ -59,7 +60,7 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         await Store.open(path)
 
 
-async def test_follow_up_inherits_root_and_depth(store: Store) -> None:
+async def test_follow_up_inherits_root_and_depth(store: StoreProtocol) -> None:
     root_id = await submitted(store)
     child, _ = await store.create_job(NewJob("ttapi", "extend", {"index": 0}, parent_id=root_id, rule="r"))
     grandchild, _ = await store.create_job(NewJob("ttapi", "extend", {"index": 1}, parent_id=child.id))
@@ -67,7 +68,7 @@ async def test_follow_up_inherits_root_and_depth(store: Store) -> None:
     assert (grandchild.root_id, grandchild.depth) == (root_id, 2)
 
 
-async def test_origin_makes_a_follow_up_unique(store: Store) -> None:
+async def test_origin_makes_a_follow_up_unique(store: StoreProtocol) -> None:
     root_id = await submitted(store)
     new = NewJob("ttapi", "extend", {"index": 0}, parent_id=root_id, rule="r", origin=f"r:{root_id}:0")
     first, created = await store.create_job(new)
@@ -75,7 +76,7 @@ async def test_origin_makes_a_follow_up_unique(store: Store) -> None:
     assert created and not created_again and again.id == first.id
 
 
-async def test_success_callback_records_videos_and_one_event(store: Store) -> None:
+async def test_success_callback_records_videos_and_one_event(store: StoreProtocol) -> None:
     job_id = await submitted(store)
     outcome = await store.record_callback(job_id, "ttapi", body=b"raw", headers=[("x", "1")], result=success())
     job = await store.get_job(job_id)
@@ -86,7 +87,7 @@ async def test_success_callback_records_videos_and_one_event(store: Store) -> No
     assert types == [EventType.JOB_SUBMITTED, EventType.JOB_SUCCEEDED]
 
 
-async def test_duplicate_callback_is_stored_but_changes_nothing(store: Store) -> None:
+async def test_duplicate_callback_is_stored_but_changes_nothing(store: StoreProtocol) -> None:
     job_id = await submitted(store)
     await store.record_callback(job_id, "ttapi", body=b"1", headers=[], result=success())
     before = await store.get_job(job_id)
@@ -98,7 +99,7 @@ async def test_duplicate_callback_is_stored_but_changes_nothing(store: Store) ->
     assert [e.type for e in await store.pending_events()].count(EventType.JOB_SUCCEEDED) == 1
 
 
-async def test_callback_for_another_provider_job_writes_nothing(store: Store) -> None:
+async def test_callback_for_another_provider_job_writes_nothing(store: StoreProtocol) -> None:
     job_id = await submitted(store, "p-1")
     with pytest.raises(JobMismatch):
         await store.record_callback(job_id, "ttapi", body=b"x", headers=[], result=success("p-2"))
@@ -109,7 +110,7 @@ async def test_callback_for_another_provider_job_writes_nothing(store: Store) ->
     assert await store.callback_count(job_id) == 0
 
 
-async def test_callback_binds_the_provider_id_of_a_job_whose_submit_answer_was_lost(store: Store) -> None:
+async def test_callback_binds_the_provider_id_of_a_job_whose_submit_answer_was_lost(store: StoreProtocol) -> None:
     job, _ = await store.create_job(generate())
     await store.claim_submission(job.id)  # the answer never came back
     await store.record_callback(job.id, "ttapi", body=b"x", headers=[], result=success("late-id"))
@@ -117,7 +118,7 @@ async def test_callback_binds_the_provider_id_of_a_job_whose_submit_answer_was_l
     assert settled is not None and settled.provider_job_id == "late-id" and settled.status is JobStatus.SUCCEEDED
 
 
-async def test_progress_then_failure(store: Store) -> None:
+async def test_progress_then_failure(store: StoreProtocol) -> None:
     job_id = await submitted(store)
     running = CallbackResult("p-1", JobStatus.RUNNING, 40)
     outcome = await store.record_callback(job_id, "ttapi", body=b"running", headers=[], result=running)
@@ -128,7 +129,7 @@ async def test_progress_then_failure(store: Store) -> None:
     assert job is not None and (job.status, job.progress, job.error) == (JobStatus.FAILED, 40, "prompt violation")
 
 
-async def test_in_flight_counts_submitted_and_running_only(store: Store) -> None:
+async def test_in_flight_counts_submitted_and_running_only(store: StoreProtocol) -> None:
     first = await submitted(store, "a")
     await submitted(store, "b")
     await store.create_job(generate())
@@ -137,7 +138,7 @@ async def test_in_flight_counts_submitted_and_running_only(store: Store) -> None
     assert await store.in_flight("ttapi") == 1
 
 
-async def test_release_puts_an_unsent_job_back_with_a_retry_time(store: Store) -> None:
+async def test_release_puts_an_unsent_job_back_with_a_retry_time(store: StoreProtocol) -> None:
     job, _ = await store.create_job(generate())
     await store.claim_submission(job.id)
     await store.release_submission(job.id, error="429", retry_at=1e12)
@@ -147,14 +148,14 @@ async def test_release_puts_an_unsent_job_back_with_a_retry_time(store: Store) -
     assert await store.next_submission_at() == 1e12
 
 
-async def test_a_finished_job_cannot_be_claimed(store: Store) -> None:
+async def test_a_finished_job_cannot_be_claimed(store: StoreProtocol) -> None:
     job_id = await submitted(store)
     await store.record_callback(job_id, "ttapi", body=b"", headers=[], result=success())
     with pytest.raises(InvalidTransition):
         await store.claim_submission(job_id)
 
 
-async def test_download_is_recorded_once(store: Store) -> None:
+async def test_download_is_recorded_once(store: StoreProtocol) -> None:
     job_id = await submitted(store)
     await store.record_callback(job_id, "ttapi", body=b"", headers=[], result=success())
     assert await store.record_download(job_id, 0, path="/m/0.mp4", sha256="ab", size=3)
@@ -163,7 +164,7 @@ async def test_download_is_recorded_once(store: Store) -> None:
     assert types.count(EventType.VIDEO_DOWNLOADED) == 1
 
 
-async def test_complete_event_is_atomic_and_idempotent(store: Store) -> None:
+async def test_complete_event_is_atomic_and_idempotent(store: StoreProtocol) -> None:
     job_id = await submitted(store)
     event = (await store.pending_events())[0]
     followup = NewJob("ttapi", "extend", {"index": 0}, parent_id=job_id, rule="r", origin=f"r:{job_id}:0")
@@ -172,7 +173,7 @@ async def test_complete_event_is_atomic_and_idempotent(store: Store) -> None:
     assert await store.complete_event(event.id, [followup]) == []
 
 
-async def test_a_job_without_its_own_prompt_reports_the_providers(store: Store) -> None:
+async def test_a_job_without_its_own_prompt_reports_the_providers(store: StoreProtocol) -> None:
     parent_id = await submitted(store)
     child, _ = await store.create_job(NewJob("ttapi", "upsample1", {}, parent_id=parent_id))
     await store.claim_submission(child.id)
@@ -184,7 +185,7 @@ async def test_a_job_without_its_own_prompt_reports_the_providers(store: Store) 
     assert own is not None and own.prompt == "a cat"
 
 
-async def test_chain_counts_each_jobs_unprocessed_events(store: Store) -> None:
+async def test_chain_counts_each_jobs_unprocessed_events(store: StoreProtocol) -> None:
     # `reelhook watch` must not call a chain settled while an event that may fire a follow-up waits.
     job_id = await submitted(store)  # job.submitted waits
     [node] = await store.chain(job_id)
@@ -195,7 +196,7 @@ async def test_chain_counts_each_jobs_unprocessed_events(store: Store) -> None:
     assert [(n.id, n.pending_events) for n in await store.chain(job_id)] == [(job_id, 0), (child_id, 0)]
 
 
-async def test_the_job_list_carries_each_jobs_notes(store: Store) -> None:
+async def test_the_job_list_carries_each_jobs_notes(store: StoreProtocol) -> None:
     # A note says why a rule's follow-up did not happen; `reelhook watch` reads the list and must see it.
     job_id = await submitted(store)
     [event] = await store.pending_events()

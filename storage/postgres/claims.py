@@ -1,0 +1,151 @@
+"""Claims on PostgreSQL: each queue's due items handed to one caller only, with any number of instances asking.
+
+Read-then-write is not a claim when several connections write: two of them read the same due row and both act
+on it. So each claim is one statement that picks and marks in the same breath, the way river, Oban and
+procrastinate do:
+
+    WITH due AS (SELECT … ORDER BY … LIMIT n FOR UPDATE SKIP LOCKED)
+    UPDATE … FROM due WHERE … RETURNING …
+
+`FOR UPDATE` locks the rows picked, `SKIP LOCKED` makes a concurrent claimer pass over them to the next due rows
+instead of queueing behind them (and then getting rows that are no longer due), and the CTE keeps the planner from
+locking more than the LIMIT. What the UPDATE marks is the item's lease: a download's or a notification's due time,
+a lookup's deadline, an event's `claimed_until`, each pushed `lease` seconds ahead, so a claimer that dies releases
+its items when the lease ends. Its outcome (`record_download`, `record_notification`, `schedule_lookup`,
+`complete_event`) writes the real next time.
+
+Submissions carry money, and a cap: at most `slots` of a provider's jobs in flight. Counting and then claiming is
+a race even with SKIP LOCKED (twenty claimers all count 0 and each claims the whole limit: tests/storage saw
+all 30 queued jobs go in flight against a limit of 10). So the claim first takes a transaction-scoped advisory
+lock named after the provider: claims for one provider take turns, each counts what the previous one committed,
+and other providers are not held up. A claimed submission is SUBMITTED for good; it is never handed out again.
+
+The money guards that count jobs (`max_jobs_per_root`, `max_jobs_per_day`) take one advisory lock for every guarded
+follow-up: the count and the follow-ups it allows commit together, and the next event's count sees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from psycopg.rows import DictRow
+
+from storage.lifecycle import IN_FLIGHT, check_transition, sql_list
+from storage.postgres.queues import Queues
+from storage.postgres.rows import event_from_row, job_from_row, notification_from_row, video_from_row
+from storage.protocol import FollowupGuard
+from storage.records import Event, Job, JobStatus, NewJob, NewNotification, Note, Notification, Video
+
+_IN_FLIGHT = sql_list(IN_FLIGHT)
+
+
+class Claims(Queues):
+    async def claim_submissions(
+        self, provider: str, *, slots: int, followups: bool = True, look_up_after: float = 900.0
+    ) -> list[Job]:
+        """Claim the provider's due queued jobs, oldest first, as many as its `slots` leave free now."""
+        check_transition("*", JobStatus.QUEUED, JobStatus.SUBMITTED)
+        async with self._transaction() as db:
+            await db.execute("SELECT pg_advisory_xact_lock(hashtextextended('reelhook:cap:' || %s, 0))", (provider,))
+            cursor = await db.execute(
+                f"SELECT count(*) AS n FROM jobs WHERE provider = %s AND status IN ({_IN_FLIGHT})", (provider,)
+            )
+            row = await cursor.fetchone()
+            free = slots - (int(row["n"]) if row else 0)
+            if free <= 0:
+                return []
+            now = self._clock()
+            cursor = await db.execute(
+                """WITH due AS (
+                       SELECT id FROM jobs WHERE status = 'queued' AND provider = %s
+                         AND (next_attempt_at IS NULL OR next_attempt_at <= %s) AND (%s OR rule IS NULL)
+                       ORDER BY created_at, id LIMIT %s FOR UPDATE SKIP LOCKED)
+                   UPDATE jobs SET status = 'submitted', updated_at = %s, attempts = attempts + 1,
+                          next_attempt_at = NULL, sent_at = %s, lookup_at = %s, lookups = 0
+                   FROM due WHERE jobs.id = due.id AND jobs.status = 'queued'
+                   RETURNING jobs.*""",
+                (provider, now, followups, free, now, now, now + look_up_after),
+            )
+            rows = await cursor.fetchall()
+            if rows:
+                await self._hint(db, "lookups")  # their deadlines start now
+        return sorted((job_from_row(row, ()) for row in rows), key=lambda job: (job.created_at, job.id))
+
+    async def claim_downloads(self, *, limit: int, lease: float) -> list[Video]:
+        now = self._clock()
+        rows = await self._claim(
+            """WITH due AS (
+                   SELECT job_id, idx FROM videos
+                   WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= %s)
+                   ORDER BY updated_at, job_id, idx LIMIT %s FOR UPDATE SKIP LOCKED)
+               UPDATE videos SET next_attempt_at = %s FROM due
+               WHERE videos.job_id = due.job_id AND videos.idx = due.idx
+               RETURNING videos.*""",
+            (now, limit, now + lease),
+        )
+        return sorted((video_from_row(row) for row in rows), key=lambda v: (v.updated_at, v.job_id, v.index))
+
+    async def claim_notifications(self, *, limit: int, lease: float) -> list[Notification]:
+        now = self._clock()
+        rows = await self._claim(
+            """WITH due AS (
+                   SELECT id FROM notifications
+                   WHERE delivered_at IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= %s)
+                   ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
+               UPDATE notifications SET next_attempt_at = %s FROM due WHERE notifications.id = due.id
+               RETURNING notifications.*""",
+            (now, limit, now + lease),
+        )
+        return sorted((notification_from_row(row) for row in rows), key=lambda n: n.id)
+
+    async def claim_lookups(self, *, limit: int, lease: float) -> list[Job]:
+        now = self._clock()
+        rows = await self._claim(
+            f"""WITH due AS (
+                    SELECT id FROM jobs WHERE status IN ({_IN_FLIGHT}) AND lookup_at <= %s
+                    ORDER BY lookup_at LIMIT %s FOR UPDATE SKIP LOCKED)
+                UPDATE jobs SET lookup_at = %s FROM due WHERE jobs.id = due.id
+                RETURNING jobs.*""",
+            (now, limit, now + lease),
+        )
+        return sorted((job_from_row(row, ()) for row in rows), key=lambda job: (job.sent_at or 0.0, job.id))
+
+    async def claim_events(self, *, limit: int, lease: float) -> list[Event]:
+        now = self._clock()
+        rows = await self._claim(
+            """WITH due AS (
+                   SELECT id FROM events
+                   WHERE processed_at IS NULL AND (claimed_until IS NULL OR claimed_until <= %s)
+                   ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
+               UPDATE events SET claimed_until = %s FROM due WHERE events.id = due.id
+               RETURNING events.*""",
+            (now, limit, now + lease),
+        )
+        return sorted((event_from_row(row) for row in rows), key=lambda event: event.id)
+
+    async def _claim(self, sql: str, params: tuple[object, ...]) -> list[DictRow]:
+        async with self._transaction() as db:
+            cursor = await db.execute(sql, params)
+            return await cursor.fetchall()
+
+    async def complete_event_guarded(
+        self,
+        event_id: int,
+        guard: FollowupGuard,
+        followups: Sequence[NewJob],
+        notifications: Sequence[NewNotification] = (),
+        notes: Sequence[Note] = (),
+    ) -> list[str]:
+        """`complete_event`, with the follow-ups cut by `guard` on counts taken in the same transaction, while
+        every other guarded follow-up waits."""
+        async with self._transaction() as db:
+            await db.execute("SELECT pg_advisory_xact_lock(hashtextextended('reelhook:followups', 0))")
+            cursor = await db.execute(
+                """SELECT (SELECT count(*) FROM jobs WHERE root_id = %s) AS in_chain,
+                          (SELECT count(*) FROM jobs WHERE rule IS NOT NULL AND created_at >= %s) AS in_day""",
+                (guard.root_id, guard.since),
+            )
+            row = await cursor.fetchone()
+            in_chain, in_day = (int(row["in_chain"]), int(row["in_day"])) if row else (0, 0)
+            kept, stopped = guard.decide(in_chain, in_day) if followups else ((), ())
+            return await self._record_event(db, event_id, kept, notifications, [*notes, *stopped])
