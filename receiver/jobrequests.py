@@ -131,7 +131,10 @@ def _text(body: dict[str, Any], name: str) -> str:
 
 def _url(body: dict[str, Any], name: str) -> None:
     value = body.get(name)
-    parts = urlsplit(value) if isinstance(value, str) else None
+    try:
+        parts = urlsplit(value) if isinstance(value, str) else None
+    except ValueError:  # an unclosed or unknown bracketed host ("http://[", "http://[zz]/"): a 400, not a 500
+        parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadRequest(f"{name} must be an http(s) URL, got {value!r}")
 

@@ -34,7 +34,8 @@ from receiver.app import create_app
 from receiver.rules import RuleSet
 from receiver.web.reads import JobQuery
 from tests.e2e.conftest import API_TOKEN, Deployment, deployment, wait_until
-from tests.receiver.conftest import make_settings
+from tests.receiver.conftest import AUTH as HARNESS_AUTH
+from tests.receiver.conftest import Harness, make_settings
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
@@ -58,6 +59,17 @@ def test_every_api_route_is_in_the_document() -> None:
     assert ("GET", "/api/openapi.json") in routes and len(routes) >= 14
     assert routes - documented() == set(), "routes missing from receiver/openapi.py"
     assert documented() - routes == set(), "receiver/openapi.py describes routes the app does not have"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("url", ["http://[", "https://[::1/a.png", "http://[zz]/a.png"])
+async def test_a_frame_url_with_a_broken_bracketed_host_is_a_400(harness: Harness, url: str) -> None:
+    # urlsplit raises ValueError for these, which reached the client as a 500.
+    body = {"provider": "ttapi", "prompt": "a cat", "image_url": url}
+    response = await harness.client.post("/api/jobs", json=body, headers=HARNESS_AUTH)
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid_request", "detail": f"image_url must be an http(s) URL, got {url!r}"}
+    assert harness.provider.requests == [] and await harness.store.list_jobs() == []
 
 
 def test_a_query_parameter_the_api_reads_cannot_be_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
