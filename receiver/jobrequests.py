@@ -44,6 +44,14 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "loop": bool, "task_id": str, "index": int, "options": dict, "images_base64": list, "dimensions": str,
     "image_base64": str, "mask_base64": str,
 }  # fmt: skip
+# How a field's type is named to the sender: in JSON's words ("index must be an integer", not Python's "a int").
+KINDS: dict[type, str] = {
+    str: "a string",
+    int: "an integer",
+    bool: "true or false",
+    dict: "a JSON object",
+    list: "a list",
+}
 MIB = 1024 * 1024
 
 
@@ -118,8 +126,8 @@ def _check_types(params: dict[str, Any]) -> None:
     for name, value in params.items():
         expected = TYPES[name]
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            kind = expected.__name__ if isinstance(expected, type) else "value"
-            raise BadRequest(f"{name} must be a {kind.replace('dict', 'JSON object').replace('list', 'list')}")
+            kind = KINDS.get(expected, "a value of another type") if isinstance(expected, type) else "of another type"
+            raise BadRequest(f"{name} must be {kind}")
 
 
 def _text(body: dict[str, Any], name: str) -> str:

@@ -62,6 +62,24 @@ def test_every_api_route_is_in_the_document() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("field", "value", "detail"),
+    [
+        ("index", "2", "index must be an integer"),
+        ("loop", 1, "loop must be true or false"),
+        ("prompt", ["a cat"], "prompt must be a string"),
+    ],
+)
+async def test_a_field_of_the_wrong_type_is_named_in_json_terms(
+    harness: Harness, field: str, value: object, detail: str
+) -> None:
+    # The document says "integer", "boolean", "string"; the 400 said "must be a int", "must be a bool", "a str".
+    body = {"provider": "ttapi", "prompt": "a cat", "image_url": "https://img.example/a.png", field: value}
+    response = await harness.client.post("/api/jobs", json=body, headers=HARNESS_AUTH)
+    assert (response.status_code, response.json()) == (400, {"error": "invalid_request", "detail": detail})
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("url", ["http://[", "https://[::1/a.png", "http://[zz]/a.png"])
 async def test_a_frame_url_with_a_broken_bracketed_host_is_a_400(harness: Harness, url: str) -> None:
     # urlsplit raises ValueError for these, which reached the client as a 500.
