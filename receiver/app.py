@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from receiver import api, frameroutes, hooks, media
+from receiver import api, frameroutes, hooks, media, openapi
 from receiver.deadlines import BodyDeadline
 from receiver.metrics import metrics_response
 from receiver.overload import HookSlots
@@ -91,6 +91,7 @@ def create_app(
         Route("/api/pause", api.pause, methods=["POST"]),
         Route("/api/resume", api.resume, methods=["POST"]),
         Route("/api/status", api.status, methods=["GET"]),
+        Route("/api/openapi.json", openapi.openapi_json, methods=["GET"]),
         # With REELHOOK_METRICS_ADDR, /metrics is served there instead (receiver.metrics.metrics_app), without a token.
         *([] if settings.metrics_addr else [Route("/metrics", metrics, methods=["GET"])]),
         *dashboard.routes(),

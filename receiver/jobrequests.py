@@ -49,6 +49,14 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "loop": bool, "task_id": str, "index": int, "options": dict, "images_base64": list, "dimensions": str,
     "image_base64": str, "mask_base64": str,
 }  # fmt: skip
+# How a field's type is named to the sender: in JSON's words ("index must be an integer", not Python's "a int").
+KINDS: dict[type, str] = {
+    str: "a string",
+    int: "an integer",
+    bool: "true or false",
+    dict: "a JSON object",
+    list: "a list",
+}
 MIB = 1024 * 1024
 
 
@@ -123,8 +131,8 @@ def _check_types(params: dict[str, Any]) -> None:
     for name, value in params.items():
         expected = TYPES[name]
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            kind = expected.__name__ if isinstance(expected, type) else "value"
-            raise BadRequest(f"{name} must be a {kind.replace('dict', 'JSON object').replace('list', 'list')}")
+            kind = KINDS.get(expected, "a value of another type") if isinstance(expected, type) else "of another type"
+            raise BadRequest(f"{name} must be {kind}")
 
 
 def _text(body: dict[str, Any], name: str) -> str:
@@ -148,7 +156,10 @@ def _frame(service: Service, provider: Provider, body: dict[str, Any], name: str
         if not provider.takes_data_urls:
             raise BadRequest(f"{name}: {provider.name} takes frames by http(s) URL, not data: URLs; {UPLOAD}")
         return  # capped by the request's size (api.MAX_REQUEST), then sized by the provider's validate_params
-    parts = urlsplit(value) if isinstance(value, str) else None
+    try:
+        parts = urlsplit(value) if isinstance(value, str) else None
+    except ValueError:  # an unclosed or unknown bracketed host ("http://[", "http://[zz]/"): a 400, not a 500
+        raise BadRequest(f"{name} must be an http(s) URL, got {value!r}, whose host cannot be read") from None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         if isinstance(value, str) and (parts is None or parts.scheme in ("", "file") or len(parts.scheme) == 1):
             local = f"{value!r} is a local file, which the server cannot read nor {provider.name} fetch"

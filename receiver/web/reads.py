@@ -42,6 +42,8 @@ class JobQuery:
     q: str | None = None
 
     PARAMETERS: ClassVar[tuple[str, ...]] = ("status", "limit", "cursor", "provider", "action", "rule", "root", "q")
+    MAX_LIMIT: ClassVar[int] = 500
+    MAX_TEXT: ClassVar[int] = 200  # characters of a text filter
 
     @classmethod
     def parse(cls, query: QueryParams) -> JobQuery:
@@ -54,15 +56,16 @@ class JobQuery:
             detail = f"status must be one of {', '.join(JobStatus)}, got {_shorten(values['status'])!r}"
             raise BadRequest(detail, error="invalid_query") from None
         limit = values.get("limit", "50")
-        if not (limit.isascii() and limit.isdigit() and len(limit) <= 3 and 1 <= int(limit) <= 500):
-            detail = f"limit must be a whole number from 1 to 500, got {_shorten(limit)!r}"
+        if not (limit.isascii() and limit.isdigit() and len(limit) <= 3 and 1 <= int(limit) <= cls.MAX_LIMIT):
+            detail = f"limit must be a whole number from 1 to {cls.MAX_LIMIT}, got {_shorten(limit)!r}"
             raise BadRequest(detail, error="invalid_query")
         before = decode_cursor(values["cursor"]) if "cursor" in values else None
         texts = {}
         for name in ("provider", "action", "rule", "root", "q"):
             value = values.get(name)
-            if value is not None and (len(value) > 200 or not value.isprintable()):
-                raise BadRequest(f"{name} must be printable text of at most 200 characters", error="invalid_query")
+            if value is not None and (len(value) > cls.MAX_TEXT or not value.isprintable()):
+                detail = f"{name} must be printable text of at most {cls.MAX_TEXT} characters"
+                raise BadRequest(detail, error="invalid_query")
             texts[name] = value.strip() if name == "q" and value is not None else value
         return cls(status, int(limit), before, **texts)
 
