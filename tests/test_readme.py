@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from receiver.cli import _parser
 
@@ -51,3 +55,20 @@ def test_every_command_and_option_in_the_readme_table_exists() -> None:
             assert command is not None, f"README names `{cell}`, which is not a command"
             for option in re.findall(r"--[a-z][a-z-]*", cell.removeprefix(command)):
                 assert option in known[command] | SHARED, f"README's `{cell}` names {option}, which it does not take"
+
+
+@pytest.mark.anyio
+async def test_the_backup_command_copies_a_database_in_use(tmp_path: Path) -> None:
+    # "Running it for weeks" gives a one-line online backup; it must copy a database the service has open (WAL).
+    from storage import NewJob, Store
+
+    text = README.read_text(encoding="utf-8")
+    command = re.search(r'`\.venv/bin/python -c "(import sqlite3;.*?)"`', text, re.S)
+    assert command is not None, "README's backup command is gone"
+    (tmp_path / "data").mkdir()
+    async with await Store.open(tmp_path / "data" / "reelhook.sqlite3") as store:
+        job, _ = await store.create_job(NewJob("ttapi", "generate", {"prompt": "a cat"}))
+        code = " ".join(command.group(1).split())
+        subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
+        async with await Store.open(tmp_path / "backup.sqlite3") as copy:
+            assert await copy.get_job(job.id) == await store.get_job(job.id)
