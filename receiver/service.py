@@ -23,6 +23,8 @@ from receiver.rules import RuleSet
 from receiver.settings import Settings
 from receiver.workers import Changes, Worker
 from storage import Store
+from storage.media import MediaStore
+from storage.media.local import LocalMediaStore
 from submitter.providers import PROVIDERS
 from submitter.tokens import HookSigner
 from submitter.worker import Endpoint, Submitter
@@ -38,6 +40,7 @@ class Service:
         http: httpx.AsyncClient,
         rules: RuleSet,
         *,
+        media: MediaStore | None = None,
         trusted_origins: Collection[str] = (),
     ) -> None:
         self.settings = settings
@@ -84,7 +87,7 @@ class Service:
         self.downloader = downloader = Downloader(
             store,
             self._download_http,
-            settings.media_dir,
+            media if media is not None else LocalMediaStore(settings.media_dir),
             max_bytes=settings.max_download_bytes,
             min_rate=settings.download_min_rate,
             deadline=settings.download_deadline,

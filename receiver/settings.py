@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import difflib
 import functools
+import re
 import secrets as _secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -70,6 +71,18 @@ class ProviderSettings:
 
 
 @dataclass(frozen=True)
+class S3Media:
+    """REELHOOK_MEDIA_URL=s3://bucket/prefix, and how to reach the bucket (the variables every S3 tool reads)."""
+
+    url: str
+    endpoint: str | None = None  # AWS_ENDPOINT_URL: R2, MinIO, SeaweedFS; None for AWS itself
+    region: str | None = None  # AWS_REGION (or AWS_DEFAULT_REGION)
+    access_key_id: str | None = None  # AWS_ACCESS_KEY_ID; None: obstore's own chain (instance role, ...)
+    secret_access_key: Secret | None = None  # AWS_SECRET_ACCESS_KEY
+    copy_if_not_exists: str = "multipart"  # AWS_COPY_IF_NOT_EXISTS (storage/media/s3.py says why)
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     public_url: str = DEFAULT_PUBLIC_URL
@@ -98,6 +111,7 @@ class Settings:
     keep_alive_timeout: float = 5.0  # seconds an idle kept-alive connection stays open
     max_connections: int = 512  # open connections; past it the one idle longest is closed for a new one
     metrics_addr: tuple[str, int] | None = None  # serve /metrics there without a token, and not on the main port
+    media_s3: S3Media | None = None  # REELHOOK_MEDIA_URL=s3://…; None: the media folder in the data dir
 
     @property
     def database_path(self) -> Path:
@@ -174,6 +188,7 @@ class Settings:
             keep_alive_timeout=_positive(environ, "REELHOOK_KEEP_ALIVE_TIMEOUT", 5.0),
             max_connections=_whole(environ, "REELHOOK_MAX_CONNECTIONS", 512),
             metrics_addr=_address(environ, "REELHOOK_METRICS_ADDR"),
+            media_s3=_media(environ),
         )
 
     def with_local_secrets(self) -> Settings:
@@ -258,6 +273,44 @@ def _address(environ: Mapping[str, str], name: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def _media(environ: Mapping[str, str]) -> S3Media | None:
+    raw = (environ.get("REELHOOK_MEDIA_URL") or "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    prefix = parts.path.strip("/")
+    segments = prefix.split("/") if prefix else []
+    if (
+        parts.scheme != "s3"
+        or not _BUCKET.fullmatch(parts.netloc)
+        or parts.query
+        or parts.fragment
+        or any(segment in ("", ".", "..") for segment in segments)
+    ):
+        raise SettingsError(
+            "REELHOOK_MEDIA_URL must be s3://bucket/prefix (a bucket name of 3-63 lowercase letters, digits, dots"
+            f" and hyphens, then an optional prefix), or unset for the media folder in the data dir; got {raw!r}"
+        )
+    endpoint = environ.get("AWS_ENDPOINT_URL") or None
+    if endpoint is not None:
+        endpoint = _url(environ, "AWS_ENDPOINT_URL", endpoint)
+    key_id = environ.get("AWS_ACCESS_KEY_ID") or None
+    secret = environ.get("AWS_SECRET_ACCESS_KEY") or None
+    if (key_id is None) != (secret is None):
+        raise SettingsError("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together (for REELHOOK_MEDIA_URL)")
+    return S3Media(
+        url=f"s3://{parts.netloc}/{prefix}" if prefix else f"s3://{parts.netloc}",
+        endpoint=endpoint,
+        region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None,
+        access_key_id=key_id,
+        secret_access_key=Secret(secret) if secret else None,
+        copy_if_not_exists=environ.get("AWS_COPY_IF_NOT_EXISTS") or "multipart",
+    )
+
+
 def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
     value = _number(environ, name, default)
     if value <= 0:
@@ -329,6 +382,11 @@ def startup_lines(
     else:
         path, count = rules
         lines.append(f"rules: {path}, {count} rule{'' if count == 1 else 's'}")
+    if settings.media_s3 is None:
+        lines.append(f"media: {settings.media_dir} (REELHOOK_MEDIA_URL is not set)")
+    else:
+        where = settings.media_s3.endpoint or "AWS"
+        lines.append(f"media: {settings.media_s3.url} at {where} (from REELHOOK_MEDIA_URL)")
     if paused is None:
         lines.append("not paused: rules' follow-ups go out")
     else:

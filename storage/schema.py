@@ -139,6 +139,14 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX callbacks_job_digest ON callbacks (job_id, body_sha256);
     CREATE INDEX callbacks_received ON callbacks (received_at) WHERE pruned_at IS NULL;
     """,
+    # 6: a downloaded video's `path` holds its media key (`root/job/0.mp4`, the same in a folder or a bucket), not
+    # an absolute local path: the key is the last three segments of the old path (the dirname is cut off with the
+    # rtrim idiom: rtrim by every character but '/' leaves the dirname and its trailing slash).
+    """
+    UPDATE videos SET path = (SELECT root_id FROM jobs WHERE jobs.id = videos.job_id) || '/' || job_id || '/'
+                             || replace(path, rtrim(path, replace(path, '/', '')), '')
+     WHERE path LIKE '/%';
+    """,
 )
 
 
