@@ -36,16 +36,12 @@ origin rather than wait on them, and a run whose other slots sit idle beside a s
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
@@ -55,9 +51,10 @@ from receiver.mediafiles import Permanent, Transient, media_extension, over_cap,
 from receiver.metrics import Metrics
 from receiver.netguard import UnsafeURL, check_url, origin
 from receiver.posters import make_poster
+from receiver.sidecars import sidecar_json
 from receiver.wirebody import ASK_FOR_IDENTITY, Pace, plain_response
-from storage import Job, Store, Video
-from storage.media import AlreadyExists, MediaError, MediaStore, Written, put_sidecar
+from storage import Store, Video
+from storage.media import AlreadyExists, MediaError, MediaStore, Written, digest, put_sidecar
 from storage.media.local import LocalMediaStore
 from submitter.backoff import next_attempt_at
 
@@ -202,7 +199,7 @@ class Downloader:
         started = time.monotonic()
         try:
             written = await self._store_object(video.url, key)
-            await put_sidecar(self._media, key, _sidecar(job, video, written, self._clock()))
+            await put_sidecar(self._media, key, sidecar_json(job, video, written, self._clock()))
         except (UnsafeURL, Permanent, httpx.InvalidURL) as exc:
             await self._fail(video, str(exc))
             return True
@@ -257,7 +254,7 @@ class Downloader:
             except AlreadyExists:
                 pass  # another writer won the race; its object stays as it is
         logger.info("%s is already stored: adopting it", self._media.describe(key))
-        return await _digest(self._media, key)
+        return await digest(self._media, key)
 
     async def _fetch(self, url: str, key: str) -> Written:
         """Stream `url` into the store at `key` within the attempt's deadline; return its size and sha256."""
@@ -309,37 +306,3 @@ def _origin_of(url: str) -> str:
         ValueError,
     ):  # a URL that cannot be parsed fails when fetched; until then it is an origin of its own
         return url
-
-
-async def _digest(media: MediaStore, key: str) -> Written:
-    """The size and sha256 of what is stored at `key`, read a piece at a time."""
-    digest = hashlib.sha256()
-    size = 0
-    async for piece in media.read(key):
-        digest.update(piece)
-        size += len(piece)
-    return Written(size=size, sha256=digest.hexdigest())
-
-
-def _sidecar(job: Job, video: Video, written: Written, now: float) -> bytes:
-    fields: dict[str, Any] = {
-        "provider": job.provider,
-        "job_id": job.id,
-        "provider_job_id": job.provider_job_id,
-        "root_id": job.root_id,
-        "parent_id": job.parent_id,
-        "rule": job.rule,
-        "action": job.action,
-        "prompt": job.prompt,
-        "index": video.index,
-        "source_url": video.url,
-        "sha256": written.sha256,
-        "bytes": written.size,
-        "downloaded_at": _iso(now),
-        "created_at": _iso(job.created_at),
-    }
-    return (json.dumps(fields, indent=2, ensure_ascii=False) + "\n").encode()
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -17,6 +17,7 @@ multipart upload to a staging key and a create-only server-side copy (see its mo
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -88,6 +89,16 @@ def sidecar_key(key: str) -> str:
     return str(PurePosixPath(key).with_suffix(SIDECAR_SUFFIX))
 
 
+async def digest(media: MediaStore, key: str) -> Written:
+    """The size and sha256 of what is stored at `key`, read a piece at a time."""
+    hashed = hashlib.sha256()
+    size = 0
+    async for piece in media.read(key):
+        hashed.update(piece)
+        size += len(piece)
+    return Written(size=size, sha256=hashed.hexdigest())
+
+
 async def put_sidecar(media: MediaStore, key: str, data: bytes) -> None:
     await media.put_bytes(sidecar_key(key), data)
 
@@ -103,6 +114,7 @@ __all__ = [
     "ObjectInfo",
     "Written",
     "check_key",
+    "digest",
     "get_sidecar",
     "put_sidecar",
     "sidecar_key",
