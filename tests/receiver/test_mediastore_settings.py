@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from receiver.media import open_media
-from receiver.settings import S3Media, Secret, Settings, SettingsError
+from receiver.settings import S3Media, Secret, Settings, SettingsError, startup_lines
 from storage.media.local import LocalMediaStore
 from storage.media.s3 import S3MediaStore
 
@@ -66,3 +66,12 @@ def test_a_key_id_without_its_secret_is_refused(tmp_path: Path) -> None:
 def test_an_endpoint_that_is_not_a_url_is_refused_naming_it(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="^AWS_ENDPOINT_URL must be an http"):
         settings(tmp_path, REELHOOK_MEDIA_URL="s3://bucket/x", AWS_ENDPOINT_URL="localhost:8333")
+
+
+def test_start_up_says_where_media_go(tmp_path: Path) -> None:
+    local = settings(tmp_path)
+    bucket = settings(tmp_path, REELHOOK_MEDIA_URL="s3://studio-media/prod", AWS_ENDPOINT_URL="http://127.0.0.1:8333")
+    lines = {name: startup_lines(s, public_url_from="default", rules=None, paused=None) for name, s in
+             (("local", local), ("bucket", bucket))}  # fmt: skip
+    assert f"media: {tmp_path.resolve() / 'media'} (REELHOOK_MEDIA_URL is not set)" in lines["local"]
+    assert "media: s3://studio-media/prod at http://127.0.0.1:8333 (from REELHOOK_MEDIA_URL)" in lines["bucket"]
