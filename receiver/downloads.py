@@ -254,6 +254,7 @@ class Downloader:
             except AlreadyExists:
                 pass  # another writer won the race; its object stays as it is
         logger.info("%s is already stored: adopting it", self._media.describe(key))
+        await self._media.discard_partial(key)  # what a crash between its commit and its tidying left
         return await digest(self._media, key)
 
     async def _fetch(self, url: str, key: str) -> Written:

@@ -61,6 +61,10 @@ class MediaStore(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
+    async def discard_partial(self, key: str) -> None:
+        """Remove what an interrupted write of `key` left behind and nobody is still writing (a local `.part`)."""
+        ...
+
     async def put_bytes(self, key: str, data: bytes) -> None:
         """Write a small object atomically, replacing any object at `key`."""
         ...

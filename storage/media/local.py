@@ -70,14 +70,16 @@ class LocalMediaStore:
             os.close(fd)
             raise MediaError(f"{part} is being written by another download") from None
         try:
-            with open(fd, "wb", closefd=True) as file:
+            with open(fd, "wb", closefd=False) as file:
                 file.truncate(0)
                 written = await _stream_to(file, chunks)
                 await anyio.to_thread.run_sync(_flush_and_sync, file, self._disk)
                 await anyio.to_thread.run_sync(self._publish, part, path)
         finally:
-            # Synchronous on purpose: an await here would not run once the task is cancelled. Unlinking is quick.
+            # Synchronous on purpose (an await here would not run once the task is cancelled), and before the lock
+            # goes with the descriptor, so the .part removed is this writer's.
             part.unlink(missing_ok=True)
+            os.close(fd)
         return written
 
     def _publish(self, part: Path, path: Path) -> None:
@@ -85,7 +87,23 @@ class LocalMediaStore:
             self._disk.link(part, path)
         except FileExistsError:
             raise AlreadyExists(f"{path} already exists") from None
+        part.unlink()  # at once: a crash between the link and this leaves a .part beside a whole file
         _sync_folder(path, self._disk)  # makes the new name durable, not only the data behind it
+
+    async def discard_partial(self, key: str) -> None:
+        """Remove a `.part` of `key` that no writer holds: left by a crash mid-write, or between link and unlink."""
+        part = self.path(key).with_name(self.path(key).name + ".part")
+        try:
+            fd = os.open(part, os.O_WRONLY)
+        except FileNotFoundError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            part.unlink(missing_ok=True)
+        except BlockingIOError:
+            pass  # a writer is at work on it
+        finally:
+            os.close(fd)
 
     def resolved(self, key: str) -> Path | None:
         """The regular file `key` names, symlinks resolved, if it lies inside the folder and has the suffix the key

@@ -121,6 +121,9 @@ class S3MediaStore:
         except BaseError:  # never created (the upload failed), or a cleanup the lifecycle rule will do
             pass
 
+    async def discard_partial(self, key: str) -> None:
+        """Nothing to do: an unfinished multipart upload never becomes an object (a lifecycle rule aborts it)."""
+
     async def stat(self, key: str) -> ObjectInfo | None:
         try:
             meta = await obstore.head_async(self._store, check_key(key))

@@ -109,3 +109,21 @@ async def test_a_refused_body_leaves_nothing_in_the_store(
     row = await video(store, job)
     assert row.status is VideoStatus.FAILED and "refusing" in (row.error or "")
     assert not await media.exists(f"{job.root_id}/{job.id}/0.mp4")
+
+
+async def test_a_part_left_beside_a_whole_file_is_removed_when_the_file_is_adopted(
+    store: Store, http: httpx.AsyncClient, cdn: CDN, cdn_url: str, tmp_path: Path
+) -> None:
+    """A crash between the link that commits a local file and the unlink of its `.part` leaves both; the next
+    attempt adopts the file and removes the leftover (tests/faults/test_crashes.py caught this once)."""
+    cdn.files["/v.mp4"] = SAMPLE
+    job = await finished_job(store, [f"{cdn_url}/v.mp4"])
+    media = LocalMediaStore(tmp_path / "media")
+    target = media.path(f"{job.root_id}/{job.id}/0.mp4")
+    target.parent.mkdir(parents=True)
+    target.write_bytes(SAMPLE)
+    target.with_name("0.mp4.part").write_bytes(SAMPLE)
+
+    assert await Downloader(store, http, media, allowed_origins={cdn_url}).run_once() == 1
+    assert (await video(store, job)).sha256 == sha(SAMPLE)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["0.json", "0.mp4", "0.poster.jpg"]
