@@ -304,7 +304,7 @@ async def download(spec: dict[str, Any]) -> dict[str, Any]:
             for video in job.videos:
                 if video.status is not VideoStatus.DOWNLOADED or video.path is None:
                     raise RuntimeError(f"{video.url}: {video.status} ({video.error})")
-                if not (video.sha256 == expected[video.url] == file_sha256(Path(video.path))):
+                if not (video.sha256 == expected[video.url] == file_sha256(Path(spec["media"]) / video.path)):
                     raise RuntimeError(f"{video.url}: the file at {video.path} does not match the source")
                 files += 1
                 total += video.bytes or 0

@@ -56,6 +56,7 @@ def create_app(
         raise SettingsError("REELHOOK_SECRET and REELHOOK_API_TOKEN must be set (or use Settings.with_local_secrets)")
     if rules is None:
         rules = RuleSet.load(settings.rules_path) if settings.rules_path else RuleSet.empty()
+    media_store = media.open_media(settings)  # one store for the downloads and the /media route
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -69,7 +70,7 @@ def create_app(
                 own_http = await stack.enter_async_context(
                     httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0), follow_redirects=False)
                 )
-            service = Service(settings, own_store, own_http, rules, trusted_origins=trusted_origins)
+            service = Service(settings, own_store, own_http, rules, media=media_store, trusted_origins=trusted_origins)
             app.state.service = await stack.enter_async_context(service.running())
             yield
 
@@ -97,7 +98,7 @@ def create_app(
         *dashboard.routes(),
         Route(
             "/media/{path:path}",
-            media.media_endpoint(settings, session_ok=session_ok or auth.session_ok),
+            media.media_endpoint(settings, media_store, session_ok=session_ok or auth.session_ok),
             methods=["GET", "HEAD"],
         ),
     ]

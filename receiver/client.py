@@ -173,7 +173,7 @@ def _token(environ: Mapping[str, str]) -> tuple[str, str]:
 
 def _call(environ: Mapping[str, str], method: str, path: str, **kwargs: Any) -> Any:
     token, where = _token(environ)
-    base = (environ.get("REELHOOK_SERVER_URL") or SERVER).rstrip("/")
+    base = _server(environ)
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30.0) as client:
         try:
             response = client.request(method, path, **kwargs)
@@ -193,7 +193,7 @@ def _call(environ: Mapping[str, str], method: str, path: str, **kwargs: Any) -> 
 def _create(environ: Mapping[str, str], body: dict[str, Any], args: argparse.Namespace) -> int:
     job = _call(environ, "POST", "/api/jobs", json={key: value for key, value in body.items() if value is not None})
     if not (args.wait and args.json):  # waiting, --json prints the job once, when it has settled
-        _print_job(job, args.json)
+        _print_job(job, args.json, _server(environ))
     return _watch(argparse.Namespace(**{**vars(args), "job_id": job["id"]}), environ) if args.wait else 0
 
 
@@ -276,7 +276,7 @@ def _jobs(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
 
 
 def _show(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    _print_job(_call(environ, "GET", f"/api/jobs/{args.job_id}"), args.json)
+    _print_job(_call(environ, "GET", f"/api/jobs/{args.job_id}"), args.json, _server(environ))
 
 
 def _reconcile(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
@@ -351,7 +351,11 @@ def _open(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     print(json.dumps(link, indent=2) if args.json else link["url"])
 
 
-def _print_job(job: dict[str, Any], as_json: bool) -> None:
+def _server(environ: Mapping[str, str]) -> str:
+    return (environ.get("REELHOOK_SERVER_URL") or SERVER).rstrip("/")
+
+
+def _print_job(job: dict[str, Any], as_json: bool, server: str = "") -> None:
     if as_json:
         print(json.dumps(job, indent=2))
         return
@@ -362,7 +366,9 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
     if job.get("cost"):
         print(f"  cost: {_amounts(job['cost'])}")
     for video in job["videos"]:
-        print(f"  file {video['index']}: {video['status']}  {video['path'] or video['url']}")
+        # The signed link opens the file from anywhere the server is reachable (an hour); the key is not a path here.
+        where = server + video["media_url"] if video.get("media_url") else video["url"]
+        print(f"  file {video['index']}: {video['status']}  {where}")
     result = job.get("result") or {}
     if result.get("seed"):
         print(f"  seed: {result['seed']}")

@@ -1,15 +1,17 @@
-"""The download worker: fetches each finished job's videos into the media directory.
+"""The download worker: fetches each finished job's videos into the media store (a folder or a bucket).
 
-The order is download → fsync → rename → sidecar → record, and the videos table, not the disk, is the truth:
-a video is downloaded when its row says so, and the row says so only once both files are durably in place.
-What a crash at each point leaves behind, and why the next attempt (the row is still pending) is safe:
+Each video has a key, `{root}/{job}/{index}.{ext}`, which is what the videos table records. The order is stream
+into the store (create-only) → sidecar → record, and the videos table, not the store, is the truth: a video is
+downloaded when its row says so, and the row says so only once the object and its sidecar are in place. What a
+crash at each point leaves behind, and why the next attempt (the row is still pending) is safe:
 
-- while streaming, or before the fsync: `{index}.mp4.part`, which the next attempt truncates and rewrites.
-- after the fsync, before the rename: the same, complete, `.part`; it is written again, never trusted.
-- after the rename, before the sidecar: a whole `{index}.mp4` (the fsync before the rename means power loss cannot
-  leave the new name pointing at unwritten blocks; the directory fsync after it makes the name itself durable).
-  The next attempt replaces it atomically, so a reader sees the old file or the new one, never half of each.
-- after the sidecar, before the record: both files; the next attempt writes both again and records.
+- while streaming: nothing at the key (a local `{index}.mp4.part`, which the next attempt truncates and rewrites;
+  an unfinished multipart upload on S3, which never becomes an object).
+- after the object is in place, before the sidecar: a whole object. A write is create-only (a re-delivered
+  callback, or a second instance, cannot overwrite what is there), and the store only ever commits a whole,
+  checked body, so the next attempt adopts it: it hashes what is there instead of fetching it again.
+- after the sidecar, before the record: both; the next attempt adopts the object, writes the sidecar again and
+  records.
 - after the record: done. The row and its `video.downloaded` event commit together, so the rules never see a
   video without its file, and never miss one that has its file.
 
@@ -34,26 +36,26 @@ origin rather than wait on them, and a run whose other slots sit idle beside a s
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
 
 from receiver.filekinds import why_not_media_type
-from receiver.mediafiles import Permanent, Transient, media_extension, over_cap, save_body, write_atomically
+from receiver.mediafiles import Permanent, Transient, media_extension, over_cap, save_body
 from receiver.metrics import Metrics
 from receiver.netguard import UnsafeURL, check_url, origin
 from receiver.posters import make_poster
+from receiver.sidecars import sidecar_json
 from receiver.wirebody import ASK_FOR_IDENTITY, Pace, plain_response
-from storage import Job, StoreProtocol, Video
+from storage import StoreProtocol, Video
+from storage.media import AlreadyExists, MediaError, MediaStore, Written, digest, put_sidecar
+from storage.media.local import LocalMediaStore
 from submitter.backoff import next_attempt_at
 
 logger = logging.getLogger("reelhook.downloads")
@@ -71,7 +73,7 @@ class Downloader:
         self,
         store: StoreProtocol,
         http: httpx.AsyncClient,
-        media_dir: Path,
+        media: MediaStore | Path,
         *,
         allow_private: bool = False,
         allowed_origins: Collection[str] = (),
@@ -94,7 +96,7 @@ class Downloader:
             )
         self._store = store
         self._http = http
-        self._media_dir = media_dir
+        self._media = LocalMediaStore(media) if isinstance(media, Path) else media
         self._allow_private = allow_private
         self._allowed_origins = tuple(allowed_origins)
         self._concurrency = concurrency
@@ -193,11 +195,11 @@ class Downloader:
         if job is None:  # the foreign key makes this impossible; fail loudly rather than loop
             await self._fail(video, f"job {video.job_id} does not exist")
             return True
-        path = self._media_dir / job.root_id / job.id / f"{video.index}.{media_extension(video.url)}"
+        key = f"{job.root_id}/{job.id}/{video.index}.{media_extension(video.url)}"
         started = time.monotonic()
         try:
-            size, sha256 = await self._fetch(video.url, path)
-            await write_atomically(path.with_suffix(".json"), _sidecar(job, video, size, sha256, self._clock()))
+            written = await self._store_object(video.url, key)
+            await put_sidecar(self._media, key, sidecar_json(job, video, written, self._clock()))
         except (UnsafeURL, Permanent, httpx.InvalidURL) as exc:
             await self._fail(video, str(exc))
             return True
@@ -206,7 +208,9 @@ class Downloader:
         except httpx.RequestError as exc:  # connection refused or reset, timeouts, a body cut short
             return await self._retry(video, f"{type(exc).__name__} fetching {exc.request.url}: {exc}")
         except OSError as exc:
-            return await self._retry(video, f"cannot write {path}: {exc} (is the disk full?)")
+            return await self._retry(video, f"cannot write {self._media.describe(key)}: {exc} (is the disk full?)")
+        except MediaError as exc:  # the bucket refused or failed (AlreadyExists is handled in _store_object)
+            return await self._retry(video, f"cannot write {self._media.describe(key)}: {exc}")
         except Exception as exc:  # a bug, or an httpx error we did not foresee: back off rather than hammer the CDN
             logger.exception(
                 "job %s video %d: unexpected error",
@@ -215,9 +219,8 @@ class Downloader:
                 extra={"event": "download.error", "job": job, "video": video.index},
             )
             return await self._retry(video, f"unexpected {type(exc).__name__} fetching {video.url}: {exc}")
-        recorded = await self._store.record_download(
-            video.job_id, video.index, path=str(path.absolute()), sha256=sha256, size=size
-        )
+        size, sha256 = written.size, written.sha256
+        recorded = await self._store.record_download(video.job_id, video.index, path=key, sha256=sha256, size=size)
         logger.info(
             "job %s video %d: %d bytes, sha256 %s…",
             video.job_id,
@@ -231,7 +234,7 @@ class Downloader:
         self._metrics.download_seconds.observe(time.monotonic() - started)
         if recorded:
             self._on_recorded()
-            await make_poster(path)  # after the record: a poster, or its failure (logged), never holds up the download
+            await make_poster(self._media, key)  # after the record: a poster, or its failure, never holds it up
             self._on_poster()  # whoever shows the file (the dashboard's live pages) can show its poster now
         return True
 
@@ -264,15 +267,30 @@ class Downloader:
         await self._store.fail_download(video.job_id, video.index, error=error)
         self._metrics.downloads.labels("failed").inc()
 
-    async def _fetch(self, url: str, path: Path) -> tuple[int, str]:
-        """Stream `url` to `path` within the attempt's deadline; return its size and sha256."""
+    async def _store_object(self, url: str, key: str) -> Written:
+        """The object at `key`: fetched from `url` into the store, or, when one is there already, adopted.
+
+        An object at the key was committed whole by an earlier attempt that crashed before recording it, or by
+        another instance that fetched the same video at the same time; either way its body passed every check.
+        """
+        if not await self._media.exists(key):
+            try:
+                return await self._fetch(url, key)
+            except AlreadyExists:
+                pass  # another writer won the race; its object stays as it is
+        logger.info("%s is already stored: adopting it", self._media.describe(key))
+        await self._media.discard_partial(key)  # what a crash between its commit and its tidying left
+        return await digest(self._media, key)
+
+    async def _fetch(self, url: str, key: str) -> Written:
+        """Stream `url` into the store at `key` within the attempt's deadline; return its size and sha256."""
         with anyio.CancelScope() as scope:
             pace = Pace(scope, min_rate=self._min_rate, ceiling=self._deadline, head_start=self._head_start)
-            return await self._follow(url, path, pace)
+            return await self._follow(url, key, pace)
         raise Transient(pace.overdue(url))
 
-    async def _follow(self, url: str, path: Path, pace: Pace) -> tuple[int, str]:
-        """Stream `url` to `path`, following redirects by hand; return its size and sha256."""
+    async def _follow(self, url: str, key: str, pace: Pace) -> Written:
+        """Stream `url` into the store at `key`, following redirects by hand; return its size and sha256."""
         for _ in range(MAX_REDIRECTS + 1):
             await check_url(url, allow_private=self._allow_private, allowed_origins=self._allowed_origins)
             async with self._http.stream("GET", url, headers=ASK_FOR_IDENTITY, follow_redirects=False) as response:
@@ -283,7 +301,7 @@ class Downloader:
                 if status == 200:
                     self._check_head(response)
                     body = plain_response(response, max_bytes=self._max_bytes, on_wire=pace.received)
-                    return await save_body(body, path, self._fault, self._max_bytes)
+                    return await save_body(body, self._media, key, self._fault, self._max_bytes)
                 if status in (408, 429) or status >= 500:
                     raise Transient(f"HTTP {status} from {url}")
                 raise Permanent(f"HTTP {status} from {url}")
@@ -314,27 +332,3 @@ def _origin_of(url: str) -> str:
         ValueError,
     ):  # a URL that cannot be parsed fails when fetched; until then it is an origin of its own
         return url
-
-
-def _sidecar(job: Job, video: Video, size: int, sha256: str, now: float) -> bytes:
-    fields: dict[str, Any] = {
-        "provider": job.provider,
-        "job_id": job.id,
-        "provider_job_id": job.provider_job_id,
-        "root_id": job.root_id,
-        "parent_id": job.parent_id,
-        "rule": job.rule,
-        "action": job.action,
-        "prompt": job.prompt,
-        "index": video.index,
-        "source_url": video.url,
-        "sha256": sha256,
-        "bytes": size,
-        "downloaded_at": _iso(now),
-        "created_at": _iso(job.created_at),
-    }
-    return (json.dumps(fields, indent=2, ensure_ascii=False) + "\n").encode()
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

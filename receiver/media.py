@@ -1,35 +1,40 @@
-"""`GET /media/{path}`: the downloaded files, for the dashboard's `<video>` and `<img>` and for remote clients.
+"""`GET /media/{key}`: the downloaded files, for the dashboard's `<video>` and `<img>` and for remote clients.
 
-The route is reachable through the tunnel, so a request needs one of three passes (`media_allowed`):
+Media are served through reelhook whichever store holds them (a folder here, or a bucket: `open_media`), so a
+client never needs a local path it cannot open, nor credentials for the bucket. The route is reachable through the
+tunnel, so a request needs one of three passes (`media_allowed`):
 - the API's `Authorization: Bearer <token>`;
-- `?sig=…`, a short-lived signed URL: an itsdangerous timed signature over the file's path relative to the media
-  directory (salt "reelhook.media"), made by `MediaLinks` for the job JSON's `media_url` and `poster_url`. A
+- `?sig=…`, a short-lived signed URL: an itsdangerous timed signature over the file's key (its path relative to
+  the media store, salt "reelhook.media"), made by `MediaLinks` for the job JSON's `media_url` and `poster_url`. A
   `<video src>` cannot send a header, so this is what lets a browser or a remote player open a file;
 - a dashboard session, through the `session_ok` function the app passes in (the dashboard owns its cookie).
-Without one the answer is 401, before the path is looked at, so a stranger learns nothing about which files exist.
+Without one the answer is 401, before the key is looked at, so a stranger learns nothing about which files exist.
 
-Only what the downloader renamed into place is served: a path is refused (404) unless its name ends in one of the
-media extensions below, which leaves out `.part` files, `.tmp` files and the `.json` sidecars; it is refused if any
+Only what the downloader stored is served: a key is refused (404) unless its name ends in one of the media
+extensions below, which leaves out `.part` files, `.tmp` files and the `.json` sidecars; it is refused if any
 segment is empty, `.` or `..`, or holds a NUL or a backslash (Starlette has already percent-decoded the path, so
-`%2e%2e` and `%2f` arrive here as `..` and `/`); and after resolving symlinks it must still lie inside the media
-directory. Starlette's FileResponse answers Range requests (206, and 416 with `Content-Range: bytes */size`).
-Files never change once renamed into place, so they may be cached, privately, for a day.
+`%2e%2e` and `%2f` arrive here as `..` and `/`); in a local folder, after resolving symlinks it must still lie
+inside the folder and keep its kind (`LocalMediaStore.resolved`). A single `Range` is answered 206 (and 416 with
+`Content-Range: bytes */size` when it starts past the end); several ranges, or a malformed one, get the whole file,
+as RFC 9110 allows. The body streams a piece at a time. Files never change once stored (writes are create-only),
+so they may be cached, privately, for a day.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from urllib.parse import quote
 
 from itsdangerous import BadData, URLSafeTimedSerializer
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response, StreamingResponse
 
 from receiver.requests import error
 from receiver.settings import Settings
+from storage.media import MediaError, MediaStore, check_key
+from storage.media.local import LocalMediaStore
 
 SALT = "reelhook.media"
 MAX_AGE = 3600  # seconds a signed media URL stays valid
@@ -48,6 +53,23 @@ CONTENT_TYPES = {
 SessionCheck = Callable[[Request], bool]
 
 
+def open_media(settings: Settings) -> MediaStore:
+    """The media store REELHOOK_MEDIA_URL names: a bucket, or the media folder in the data dir."""
+    s3 = settings.media_s3
+    if s3 is None:
+        return LocalMediaStore(settings.media_dir)
+    from storage.media.s3 import S3MediaStore  # obstore's Rust core loads only for a bucket
+
+    return S3MediaStore.from_url(
+        s3.url,
+        endpoint=s3.endpoint,
+        region=s3.region,
+        access_key_id=s3.access_key_id,
+        secret_access_key=str(s3.secret_access_key) if s3.secret_access_key else None,
+        copy_if_not_exists=s3.copy_if_not_exists,
+    )
+
+
 class MediaLinks:
     """Signs and checks the `?sig=` of media URLs. New signatures use the first secret; any of them verifies."""
 
@@ -62,34 +84,36 @@ class MediaLinks:
     def from_settings(cls, settings: Settings) -> MediaLinks:
         return cls([str(secret) for secret in settings.secrets])
 
-    def sign(self, relative: str) -> str:
-        return self._serializer.dumps(relative)
+    def sign(self, key: str) -> str:
+        return self._serializer.dumps(key)
 
-    def verify(self, relative: str, sig: str) -> bool:
+    def verify(self, key: str, sig: str) -> bool:
         if not sig.isascii():
             return False
         try:
-            return bool(self._serializer.loads(sig, max_age=self._max_age) == relative)
+            return bool(self._serializer.loads(sig, max_age=self._max_age) == key)
         except BadData:
             return False
 
-    def url(self, media_dir: Path, file: str | Path) -> str | None:
-        """`/media/<root>/<job>/<name>?sig=…` for a file under `media_dir`, or None for one elsewhere."""
-        try:
-            relative = Path(file).relative_to(media_dir).as_posix()
-        except ValueError:
-            return None
-        return f"/media/{quote(relative)}?sig={self.sign(relative)}"  # Starlette unquotes it before verify
+    def url(self, key: str) -> str:
+        """`/media/<root>/<job>/<name>?sig=…` for a media key."""
+        return f"/media/{quote(key)}?sig={self.sign(key)}"  # Starlette unquotes it before verify
 
 
 def media_urls(settings: Settings) -> Callable[[str], str | None]:
-    """For the job JSON: a downloaded file's local path → its signed `/media/…` URL (None outside the media dir)."""
-    links, media_dir = MediaLinks.from_settings(settings), settings.media_dir.absolute()
-    return lambda path: links.url(media_dir, path)
+    """For the job JSON: a media key → its signed `/media/…` URL; None for a key the local folder does not hold.
+
+    A bucket is not asked (a listing would cost a request per file): its keys always get a URL, and a poster that
+    could not be made answers 404, which a `<video poster>` shows as no poster."""
+    links = MediaLinks.from_settings(settings)
+    if settings.media_s3 is not None:
+        return links.url
+    local = LocalMediaStore(settings.media_dir)
+    return lambda key: links.url(key) if local.resolved(key) is not None else None
 
 
 def media_allowed(request: Request, settings: Settings, *, session_ok: SessionCheck | None = None) -> bool:
-    """The API token, a valid signature over this very path, or (when the app passes one) a dashboard session."""
+    """The API token, a valid signature over this very key, or (when the app passes one) a dashboard session."""
     expected = f"Bearer {settings.api_token}".encode()
     if secrets.compare_digest(request.headers.get("authorization", "").encode(), expected):
         return True
@@ -99,46 +123,75 @@ def media_allowed(request: Request, settings: Settings, *, session_ok: SessionCh
     return session_ok is not None and session_ok(request)
 
 
-def media_file(media_dir: Path, relative: str) -> Path | None:
-    """The file `relative` names inside `media_dir`, resolved; None for anything not to be served."""
-    parts = relative.split("/")
-    if any(part in ("", ".", "..") or "\x00" in part or "\\" in part for part in parts):
+class Unsatisfiable(Exception):
+    pass
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The one range `header` asks for as (start, end exclusive), clamped to `size`; None to send the whole file
+    (no header, several ranges, or one that does not parse); Unsatisfiable when it starts past the end."""
+    if header is None or not header.startswith("bytes="):
         return None
-    if PurePosixPath(parts[-1]).suffix.lower() not in CONTENT_TYPES:
+    spec = header.removeprefix("bytes=").strip()
+    first, dash, last = spec.partition("-")
+    if "," in spec or not dash or not (first.isdigit() or last.isdigit()) or (first and not first.isdigit()):
         return None
-    try:
-        root = media_dir.resolve(strict=True)
-        path = root.joinpath(*parts).resolve(strict=True)
-    except (OSError, RuntimeError):  # missing, a symlink loop, a name too long
+    if last and not last.isdigit():
         return None
-    # Checked again after resolving: a symlink inside the folder must not lead out of it, or to a sidecar.
-    if not path.is_relative_to(root) or path.suffix.lower() not in CONTENT_TYPES or not path.is_file():
+    if not first:  # bytes=-N: the last N bytes
+        if int(last) == 0 or size == 0:
+            raise Unsatisfiable
+        return max(0, size - int(last)), size
+    start = int(first)
+    end = size if not last else min(size, int(last) + 1)
+    if last and int(last) < start:
         return None
-    return path
+    if start >= size:
+        raise Unsatisfiable
+    return start, end
 
 
 def media_endpoint(
-    settings: Settings, *, session_ok: SessionCheck | None = None
+    settings: Settings, media: MediaStore, *, session_ok: SessionCheck | None = None
 ) -> Callable[[Request], Awaitable[Response]]:
-    """The handler of `GET /media/{path:path}` for this app's settings and session check."""
+    """The handler of `GET /media/{path:path}` for this app's settings, media store and session check."""
 
     async def serve_media(request: Request) -> Response:
         if not media_allowed(request, settings, session_ok=session_ok):
             return error(
                 401, "unauthorized", "send Authorization: Bearer <REELHOOK_API_TOKEN> or use a signed media_url"
             )
-        path = media_file(settings.media_dir, request.path_params["path"])
-        if path is None:
+        key = request.path_params["path"]
+        try:
+            check_key(key)
+        except ValueError:
+            return error(404, "not_found", "no such media file")
+        content_type = CONTENT_TYPES.get(PurePosixPath(key).suffix.lower())
+        if content_type is None:
             return error(404, "not_found", "no such media file")
         try:
-            stat = os.stat(path)
-        except OSError:
+            info = await media.stat(key)
+        except MediaError as exc:
+            return error(503, "media_unavailable", f"the media store did not answer: {exc}")
+        if info is None:
             return error(404, "not_found", "no such media file")
-        return FileResponse(
-            path,
-            media_type=CONTENT_TYPES[path.suffix.lower()],
-            stat_result=stat,
-            headers={"Cache-Control": CACHE_CONTROL, "X-Content-Type-Options": "nosniff"},
-        )
+        headers = {
+            "Accept-Ranges": "bytes",
+            "Cache-Control": CACHE_CONTROL,
+            "Content-Type": content_type,
+            "X-Content-Type-Options": "nosniff",
+        }
+        try:
+            wanted = byte_range(request.headers.get("range"), info.size)
+        except Unsatisfiable:
+            return Response(status_code=416, headers=headers | {"Content-Range": f"bytes */{info.size}"})
+        start, end = wanted or (0, info.size)
+        status = 200 if wanted is None else 206
+        if wanted is not None:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
+        headers["Content-Length"] = str(end - start)
+        if request.method == "HEAD":
+            return Response(status_code=status, headers=headers)
+        return StreamingResponse(media.read(key, start, end), status_code=status, headers=headers)
 
     return serve_media

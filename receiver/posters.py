@@ -1,5 +1,9 @@
 """Poster frames: a small JPEG beside each downloaded file, `{index}.poster.jpg`, for the dashboard's `<video poster>`.
 
+FFmpeg wants a file it can seek in. With local media that is the file itself; with media in a bucket the object
+is first copied, a piece at a time, to a temporary file that is removed once the poster is made (one read of each
+object after its download; the upload path stays a plain stream). The poster goes into the same media store.
+
 PyAV (FFmpeg inside the wheel) decodes the first keyframe, scales it to at most `MAX_WIDTH` pixels wide and encodes
 it as one MJPEG frame, so no Pillow is needed. Image results (PNG tiles) go through the same code: FFmpeg reads a
 still image as a one-frame video, so they get a thumbnail rather than serving the full tile as their own poster.
@@ -14,12 +18,12 @@ from __future__ import annotations
 import logging
 import threading
 from fractions import Fraction
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import anyio
 
-from receiver.mediafiles import write_atomically
+from storage.media import MediaStore
 
 if TYPE_CHECKING:
     import av.video.frame
@@ -36,9 +40,10 @@ CONCURRENCY = 2
 _decoding = threading.BoundedSemaphore(CONCURRENCY)
 
 
-def poster_path(media: Path) -> Path:
-    """`…/0.mp4` → `…/0.poster.jpg`."""
-    return media.with_name(media.name.partition(".")[0] + SUFFIX)
+def poster_key(key: str) -> str:
+    """`root/job/0.mp4` → `root/job/0.poster.jpg`."""
+    path = PurePosixPath(key)
+    return str(path.with_name(path.name.partition(".")[0] + SUFFIX))
 
 
 def make_poster_bytes(media: Path, *, max_width: int = MAX_WIDTH) -> bytes:
@@ -82,19 +87,20 @@ def _encode_jpeg(frame: av.video.frame.VideoFrame, max_width: int) -> bytes:
     return data
 
 
-async def make_poster(media: Path) -> Path | None:
-    """Write `media`'s poster beside it and return its path, or None (logged) when it cannot be made."""
-    target = poster_path(media)
+async def make_poster(media: MediaStore, key: str) -> str | None:
+    """Store the poster of the object at `key` beside it and return its key, or None (logged) if it cannot be made."""
+    target = poster_key(key)
     try:
-        data = await anyio.to_thread.run_sync(make_poster_bytes, media)
-        await write_atomically(target, data)
-    except Exception as exc:  # FFmpeg's errors, a full disk, a bug: never the download's problem
+        async with media.local_file(key) as path:
+            data = await anyio.to_thread.run_sync(make_poster_bytes, path)
+        await media.put_bytes(target, data)
+    except Exception as exc:  # FFmpeg's errors, a full disk, a bucket that fails, a bug: never the download's problem
         logger.warning(
             "no poster for %s: %s: %s",
-            media,
+            media.describe(key),
             type(exc).__name__,
             exc,
-            extra={"event": "poster.failed", "job_id": media.parent.name},
+            extra={"event": "poster.failed", "job_id": key.split("/")[1] if key.count("/") >= 2 else None},
         )
         return None
     return target

@@ -26,6 +26,8 @@ from receiver.settings import Settings
 from receiver.tunnel import CallbackBase, public_url_source
 from receiver.workers import Changes, Worker
 from storage import StoreProtocol
+from storage.media import MediaStore
+from storage.media.local import LocalMediaStore
 from submitter.providers import PROVIDERS
 from submitter.tokens import HookSigner
 from submitter.worker import Endpoint, Submitter
@@ -41,6 +43,7 @@ class Service:
         http: httpx.AsyncClient,
         rules: RuleSet,
         *,
+        media: MediaStore | None = None,
         trusted_origins: Collection[str] = (),
     ) -> None:
         self.settings = settings
@@ -96,7 +99,7 @@ class Service:
         self.downloader = downloader = Downloader(
             store,
             self._download_http,
-            settings.media_dir,
+            media if media is not None else LocalMediaStore(settings.media_dir),
             max_bytes=settings.max_download_bytes,
             min_rate=settings.download_min_rate,
             deadline=settings.download_deadline,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import difflib
 import functools
+import re
 import secrets as _secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -72,6 +73,18 @@ class ProviderSettings:
 
 
 @dataclass(frozen=True)
+class S3Media:
+    """REELHOOK_MEDIA_URL=s3://bucket/prefix, and how to reach the bucket (the variables every S3 tool reads)."""
+
+    url: str
+    endpoint: str | None = None  # AWS_ENDPOINT_URL: R2, MinIO, SeaweedFS; None for AWS itself
+    region: str | None = None  # AWS_REGION (or AWS_DEFAULT_REGION)
+    access_key_id: str | None = None  # AWS_ACCESS_KEY_ID; None: obstore's own chain (instance role, ...)
+    secret_access_key: Secret | None = None  # AWS_SECRET_ACCESS_KEY
+    copy_if_not_exists: str = "multipart"  # AWS_COPY_IF_NOT_EXISTS (storage/media/s3.py says why)
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     public_url: str = DEFAULT_PUBLIC_URL  # where people reach us; callbacks too, unless discover_public_url
@@ -108,6 +121,7 @@ class Settings:
     log_format: str = "text"  # or "json": one object per line (receiver/logs.py)
     log_level: str = "INFO"  # DEBUG adds a line per HTTP request in and out
     database_url: Secret | None = None  # postgresql://…: a database shared by instances (it may hold a password)
+    media_s3: S3Media | None = None  # REELHOOK_MEDIA_URL=s3://…; None: the media folder in the data dir
 
     @property
     def database_path(self) -> Path:
@@ -204,6 +218,7 @@ class Settings:
             log_format=_choice(environ, "REELHOOK_LOG_FORMAT", LOG_FORMATS, "text"),
             log_level=_choice(environ, "REELHOOK_LOG_LEVEL", LOG_LEVELS, "INFO"),
             database_url=_database_url(environ, "REELHOOK_DATABASE_URL"),
+            media_s3=_media(environ),
         )
 
     def with_local_secrets(self) -> Settings:
@@ -349,6 +364,44 @@ def _addresses(environ: Mapping[str, str], name: str, default: tuple[str, ...]) 
     return tuple(addresses)
 
 
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def _media(environ: Mapping[str, str]) -> S3Media | None:
+    raw = (environ.get("REELHOOK_MEDIA_URL") or "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    prefix = parts.path.strip("/")
+    segments = prefix.split("/") if prefix else []
+    if (
+        parts.scheme != "s3"
+        or not _BUCKET.fullmatch(parts.netloc)
+        or parts.query
+        or parts.fragment
+        or any(segment in ("", ".", "..") for segment in segments)
+    ):
+        raise SettingsError(
+            "REELHOOK_MEDIA_URL must be s3://bucket/prefix (a bucket name of 3-63 lowercase letters, digits, dots"
+            f" and hyphens, then an optional prefix), or unset for the media folder in the data dir; got {raw!r}"
+        )
+    endpoint = environ.get("AWS_ENDPOINT_URL") or None
+    if endpoint is not None:
+        endpoint = _url(environ, "AWS_ENDPOINT_URL", endpoint)
+    key_id = environ.get("AWS_ACCESS_KEY_ID") or None
+    secret = environ.get("AWS_SECRET_ACCESS_KEY") or None
+    if (key_id is None) != (secret is None):
+        raise SettingsError("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together (for REELHOOK_MEDIA_URL)")
+    return S3Media(
+        url=f"s3://{parts.netloc}/{prefix}" if prefix else f"s3://{parts.netloc}",
+        endpoint=endpoint,
+        region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None,
+        access_key_id=key_id,
+        secret_access_key=Secret(secret) if secret else None,
+        copy_if_not_exists=environ.get("AWS_COPY_IF_NOT_EXISTS") or "multipart",
+    )
+
+
 def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
     value = _number(environ, name, default)
     if value <= 0:
@@ -441,6 +494,11 @@ def startup_lines(
     else:
         path, count = rules
         lines.append(f"rules: {path}, {count} rule{'' if count == 1 else 's'}")
+    if settings.media_s3 is None:
+        lines.append(f"media: {settings.media_dir} (REELHOOK_MEDIA_URL is not set)")
+    else:
+        endpoint = settings.media_s3.endpoint or "AWS"
+        lines.append(f"media: {settings.media_s3.url} at {endpoint} (from REELHOOK_MEDIA_URL)")
     if paused is None:
         lines.append("not paused: rules' follow-ups go out")
     else:

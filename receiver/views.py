@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from receiver.posters import poster_path
+from receiver.posters import poster_key
 from storage import Event, Job
 from storage.reports import CallbackRecord, ChainNode, EventRecord, NotificationRecord, ProviderCounts, Spend
 
@@ -18,7 +17,9 @@ MediaURL = Callable[[str], "str | None"]
 
 def job_json(job: Job, *, media_url: MediaURL | None = None) -> dict[str, Any]:
     """The job as the API shows it. With `media_url` (see `media.media_urls`), each downloaded file also gets a
-    signed, expiring `media_url`, and a `poster_url` once its poster exists; without it (notifications) both are null.
+    signed, expiring `media_url`, and a `poster_url` once its poster exists (`media_url` answers None for a key the
+    store does not hold); without it (notifications) both are null. `key` is the file's place in the media store,
+    never a local path: a client opens the file through `media_url`.
     """
     return {
         "id": job.id,
@@ -42,7 +43,7 @@ def job_json(job: Job, *, media_url: MediaURL | None = None) -> dict[str, Any]:
                 "index": video.index,
                 "url": video.url,
                 "status": video.status.value,
-                "path": video.path,
+                "key": video.path,  # where it is in the media store (the videos table's path column holds the key)
                 "media_url": media_url(video.path) if media_url and video.path else None,
                 "poster_url": _poster_url(video.path, media_url),
                 "sha256": video.sha256,
@@ -77,11 +78,8 @@ def result_json(result: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _poster_url(path: str | None, media_url: MediaURL | None) -> str | None:
-    if media_url is None or path is None:
-        return None
-    poster = poster_path(Path(path))
-    return media_url(str(poster)) if poster.is_file() else None
+def _poster_url(key: str | None, media_url: MediaURL | None) -> str | None:
+    return None if media_url is None or key is None else media_url(poster_key(key))
 
 
 def _iso(timestamp: float) -> str:

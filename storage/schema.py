@@ -155,6 +155,14 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX job_costs_day ON job_costs (recorded_at, provider, unit, amount);
     CREATE INDEX job_costs_total ON job_costs (provider, unit, amount);
     """,
+    # 7: a downloaded video's `path` holds its media key (`root/job/0.mp4`, the same in a folder or a bucket), not
+    # an absolute local path: the key is the last three segments of the old path (the dirname is cut off with the
+    # rtrim idiom: rtrim by every character but '/' leaves the dirname and its trailing slash).
+    """
+    UPDATE videos SET path = (SELECT root_id FROM jobs WHERE jobs.id = videos.job_id) || '/' || job_id || '/'
+                             || replace(path, rtrim(path, replace(path, '/', '')), '')
+     WHERE path LIKE '/%';
+    """,
 )
 
 

@@ -125,10 +125,10 @@ def assert_videos_on_disk(job: dict[str, Any], data_dir: Path) -> None:
     """Every file downloaded, at its place under media/, with exactly the bytes the simulator's CDN served."""
     assert job["videos"], job
     for video in job["videos"]:
-        path = Path(video["path"])
+        path = data_dir.resolve() / "media" / video["key"]
         ext = path.suffix.lstrip(".")
         assert video["status"] == "downloaded", video
-        assert path == data_dir.resolve() / "media" / job["root_id"] / job["id"] / f"{video['index']}.{ext}"
+        assert video["key"] == f"{job['root_id']}/{job['id']}/{video['index']}.{ext}"
         content = path.read_bytes()
         # The simulators write the id of the job into each file, so the bytes prove whose file it is.
         cdn_id = video["url"].split("/cdn/", 1)[1].split("/", 1)[0]

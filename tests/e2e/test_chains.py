@@ -50,7 +50,7 @@ async def test_imagine_upsample_then_video_on_two_other_providers(tmp_path: Path
         wavespeed, apimart = jobs[("wavespeed", "generate")], jobs[("apimart", "generate")]
 
         assert imagine["id"] == imagine_id and len(imagine["videos"]) == 4  # the four tiles
-        assert all(v["path"].endswith(".png") for v in imagine["videos"] + upscale["videos"])
+        assert all(v["key"].endswith(".png") for v in imagine["videos"] + upscale["videos"])
         assert (upscale["parent_id"], upscale["rule"], upscale["depth"]) == (imagine_id, "upscale", 1)
         for video, rule in ((wavespeed, "animate-wavespeed"), (apimart, "animate-apimart")):
             assert (video["parent_id"], video["root_id"], video["rule"], video["depth"]) == (

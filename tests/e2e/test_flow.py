@@ -66,7 +66,8 @@ async def test_a_chain_runs_to_max_depth_and_stops(tmp_path: Path) -> None:
             assert body["hookUrl"].startswith(f"{deployed.url}/hooks/ttapi/")
         # One CDN request per video: nothing was fetched twice.
         assert sum(deployed.sim.cdn_hits.values()) == 12 and set(deployed.sim.cdn_hits.values()) == {1}
-        sidecar = json.loads(Path(jobs[1]["videos"][0]["path"]).with_suffix(".json").read_text())
+        sidecar_path = deployed.data_dir / "media" / Path(jobs[1]["videos"][0]["key"]).with_suffix(".json")
+        sidecar = json.loads(sidecar_path.read_text())
         assert sidecar["parent_id"] == jobs[0]["id"] and sidecar["rule"] == "extend-first"
         assert sidecar["sha256"] == jobs[1]["videos"][0]["sha256"]
 

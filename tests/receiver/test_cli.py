@@ -8,6 +8,7 @@ from importlib import metadata
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
 from receiver.cli import main
@@ -89,6 +90,11 @@ async def test_client_commands_talk_to_a_running_server(tmp_path: Path, capsys: 
         code, out, _ = await cli("show", job_id)
         assert code == 0 and out.startswith(f"job {job_id}: succeeded") and out.count("file ") == 4
         assert "  cost: 30 quota" in out.splitlines()  # the simulator's `"quota": "30"`, as TTAPI reports it
+        # Each file as a signed link to the server, which opens it from anywhere (never a path on its disk).
+        links = [line.split()[-1] for line in out.splitlines() if line.strip().startswith("file ")]
+        assert all(link.startswith(f"{deployed.url}/media/") and "?sig=" in link for link in links), links
+        async with httpx.AsyncClient() as anyone:
+            assert (await anyone.get(links[0])).content[4:8] == b"ftyp"
 
         code, _, err = await cli("extend", job_id, "--index", "9")
         assert code == 1 and "index must be 0-3" in err

@@ -1,6 +1,7 @@
-"""Durable file writing, seen through its `Disk`: each file's bytes are fsynced whole before the rename that gives
-it its name, and the folder is fsynced after it. A crash test cannot see this order (a killed process loses nothing
-the page cache holds; only power loss does), so the test records the system calls instead."""
+"""Durable file writing, seen through its `Disk`: each file's bytes are fsynced whole before the link (media,
+create-only) or rename (sidecars) that gives it its name, and the folder is fsynced after it. A crash test cannot
+see this order (a killed process loses nothing the page cache holds; only power loss does), so the test records
+the system calls instead."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from receiver.mediafiles import Disk, save_body, write_atomically
+from receiver.mediafiles import save_body
+from storage.media.local import Disk, LocalMediaStore, write_atomically
 
 pytestmark = pytest.mark.anyio
 
@@ -46,9 +48,13 @@ class Ledger:
         self.calls.append(("replace", Path(source).name, Path(target).name))
         os.replace(source, target)
 
+    def link(self, source: Path, target: Path) -> None:
+        self.calls.append(("link", Path(source).name, Path(target).name))
+        os.link(source, target)
+
     @property
     def disk(self) -> Disk:
-        return Disk(fsync=self.fsync, replace=self.replace)
+        return Disk(fsync=self.fsync, replace=self.replace, link=self.link)
 
     def named(self, path: Path) -> list[tuple[str, int | str, int | str | None]]:
         """The calls, with the inodes of `path` and its folder given their names."""
@@ -56,19 +62,21 @@ class Ledger:
         return [(op, names.get(what, what) if op == "fsync" else what, extra) for op, what, extra in self.calls]
 
 
-async def test_a_media_file_is_fsynced_whole_then_renamed_then_its_folder_fsynced(tmp_path: Path) -> None:
+async def test_a_media_file_is_fsynced_whole_then_linked_then_its_folder_fsynced(tmp_path: Path) -> None:
     ledger = Ledger()
-    path = tmp_path / "media" / "0.mp4"
+    media = LocalMediaStore(tmp_path / "media", disk=ledger.disk)
+    path = tmp_path / "media" / "r" / "0.mp4"
     cdn = httpx.MockTransport(lambda request: httpx.Response(200, headers=HEADERS, content=streamed(BODY)))
     async with httpx.AsyncClient(transport=cdn) as http, http.stream("GET", "https://cdn.test/0.mp4") as response:
-        size, _ = await save_body(response, path, lambda point: None, max_bytes=len(BODY), disk=ledger.disk)
+        written = await save_body(response, media, "r/0.mp4", lambda point: None, max_bytes=len(BODY))
 
-    assert size == len(BODY) and path.read_bytes() == BODY
+    assert written.size == len(BODY) and path.read_bytes() == BODY
     assert ledger.named(path) == [
         ("fsync", "0.mp4", len(BODY)),  # every byte, while it is still 0.mp4.part
-        ("replace", "0.mp4.part", "0.mp4"),
+        ("link", "0.mp4.part", "0.mp4"),  # a link, not a rename: it fails when the name is taken
         ("fsync", FOLDER, None),  # the new name itself
     ]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["0.mp4"]  # the .part unlinked
 
 
 async def test_a_sidecar_is_fsynced_whole_then_renamed_then_its_folder_fsynced(tmp_path: Path) -> None:

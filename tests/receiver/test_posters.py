@@ -14,9 +14,10 @@ import httpx
 import pytest
 
 from receiver.downloads import Downloader
-from receiver.posters import make_poster, poster_path
+from receiver.posters import make_poster, poster_key
 from receiver.serving import running
 from storage import CallbackResult, JobStatus, NewJob, Store, VideoStatus
+from storage.media.local import LocalMediaStore
 
 pytestmark = pytest.mark.anyio
 
@@ -51,9 +52,9 @@ def wide_video(path: Path, width: int = 960, height: int = 540) -> Path:
 async def test_the_sample_video_gets_a_jpeg_poster_beside_it(tmp_path: Path) -> None:
     video = tmp_path / "0.mp4"
     video.write_bytes(SAMPLE)
-    made = await make_poster(video)
-    assert made == tmp_path / "0.poster.jpg" == poster_path(video)
-    jpeg = made.read_bytes()
+    made = await make_poster(LocalMediaStore(tmp_path), "0.mp4")
+    assert made == "0.poster.jpg" == poster_key("0.mp4")
+    jpeg = (tmp_path / made).read_bytes()
     assert jpeg[:2] == b"\xff\xd8" and jpeg[-2:] == b"\xff\xd9"
     assert decoded_size(jpeg) == (64, 64)  # the sample is smaller than a poster: kept at its size
     assert video.read_bytes() == SAMPLE
@@ -61,19 +62,19 @@ async def test_the_sample_video_gets_a_jpeg_poster_beside_it(tmp_path: Path) -> 
 
 
 async def test_a_wide_video_is_scaled_to_480_pixels_keeping_its_shape(tmp_path: Path) -> None:
-    video = wide_video(tmp_path / "1.mp4")
-    made = await make_poster(video)
+    wide_video(tmp_path / "1.mp4")
+    made = await make_poster(LocalMediaStore(tmp_path), "1.mp4")
     assert made is not None
-    assert decoded_size(made.read_bytes()) == (480, 270)
+    assert decoded_size((tmp_path / made).read_bytes()) == (480, 270)
 
 
 async def test_an_image_tile_gets_a_jpeg_thumbnail(tmp_path: Path) -> None:
     tile = tmp_path / "2.png"
     tile.write_bytes(PNG)
-    made = await make_poster(tile)
-    assert made == tmp_path / "2.poster.jpg"
-    assert made.read_bytes()[:2] == b"\xff\xd8"
-    assert decoded_size(made.read_bytes()) == (64, 64)
+    made = await make_poster(LocalMediaStore(tmp_path), "2.png")
+    assert made == "2.poster.jpg"
+    assert (tmp_path / made).read_bytes()[:2] == b"\xff\xd8"
+    assert decoded_size((tmp_path / made).read_bytes()) == (64, 64)
 
 
 @pytest.mark.parametrize("body", [BROKEN, b"", SAMPLE[: len(SAMPLE) // 3]], ids=["garbage", "empty", "truncated"])
@@ -83,7 +84,7 @@ async def test_a_broken_file_gets_no_poster_and_says_why(
     video = tmp_path / "0.mp4"
     video.write_bytes(body)
     with caplog.at_level(logging.WARNING, logger="reelhook.posters"):
-        assert await make_poster(video) is None
+        assert await make_poster(LocalMediaStore(tmp_path), "0.mp4") is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0.mp4"]
     assert [r.getMessage().split(":")[0] for r in caplog.records] == [f"no poster for {video}"]
 
