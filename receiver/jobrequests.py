@@ -102,6 +102,8 @@ async def read_job_request(service: Service, body: dict[str, Any]) -> NewJob:
     params = {key: value for key, value in body.items() if key in allowed - {"parent_id"} and value is not None}
     _check_types(params)
     if action == "generate":
+        if "task_id" in params and not provider.takes_task_id:
+            raise BadRequest(f"task_id: {provider.name} animates a first frame (image_url), not an earlier task")
         if "task_id" not in params:
             _text(params, "prompt")
             _frame(service, provider, params, "image_url")

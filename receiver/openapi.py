@@ -125,7 +125,7 @@ def job_request() -> Schema:
 def components() -> Schema:
     video = obj({
         "index": INTEGER, "url": STRING, "status": {"enum": [status.value for status in VideoStatus]},
-        "path": nullable(STRING), "media_url": nullable(STRING), "poster_url": nullable(STRING),
+        "key": nullable(STRING), "media_url": nullable(STRING), "poster_url": nullable(STRING),
         "sha256": nullable(STRING), "bytes": nullable(INTEGER), "error": nullable(STRING),
     })  # fmt: skip
     result = obj({

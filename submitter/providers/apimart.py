@@ -281,4 +281,5 @@ PROVIDER = Provider(
     parse_fetch_response=parse_fetch_response,
     max_frame_bytes=MAX_FRAME_BYTES,
     takes_data_urls=True,
+    takes_task_id=True,
 )

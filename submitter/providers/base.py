@@ -85,6 +85,8 @@ class Provider:
     max_frame_bytes: int | None = None
     # Takes a frame as a `data:` URL as well as an http(s) one (APIMart); the others only fetch URLs.
     takes_data_urls: bool = False
+    # `generate` from a finished image job's `task_id` (+ `index`) instead of a first frame: APIMart's alone.
+    takes_task_id: bool = False
     # Besides `actions`, any action a parent result lists in result["components"] (TTAPI's U1-U4, V1-V4, ...).
     component_actions: bool = False
 

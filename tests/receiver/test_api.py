@@ -163,6 +163,19 @@ async def test_a_ttapi_extend_with_a_prompt_is_refused_before_anything_is_record
     assert harness.snapshot() == before and harness.provider.requests == []
 
 
+async def test_a_task_id_is_refused_by_a_provider_that_animates_frames_only(harness: Harness) -> None:
+    # Found by schemathesis: TTAPI took {"task_id"} (APIMart's way to animate an earlier imagine), recorded the job
+    # and failed it when the request could not be built.
+    before = harness.snapshot()
+    response = await harness.client.post("/api/jobs", headers=AUTH, json={"provider": "ttapi", "task_id": "t-1"})
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid_request",
+        "detail": "task_id: ttapi animates a first frame (image_url), not an earlier task",
+    }
+    assert harness.snapshot() == before and harness.provider.requests == []
+
+
 class FakeAceData:
     """AceData's submit endpoint: records the bodies, answers with a task id (seed 002's async answer)."""
 
