@@ -12,6 +12,8 @@ import aiosqlite
 import pytest
 
 from storage import Store
+from tests.postgres import postgres_server  # noqa: F401  (a fixture: one PostgreSQL per session)
+from tests.seaweed import s3_server  # noqa: F401  (a fixture: one SeaweedFS per session)
 
 pytest_plugins = ["pytester"]  # tests/test_conftest.py runs the leak guard on a leaking test
 

@@ -16,7 +16,6 @@ from receiver.app import create_app
 from receiver.rules import RuleSet
 from receiver.settings import ProviderSettings, Secret, Settings
 from storage import NewJob, Store
-from tests.seaweed import s3_server  # noqa: F401  (one SeaweedFS per session, for the media-store tests)
 
 SECRET = "test-secret-0123456789abcdef"
 NOTIFY_SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="  # base64 of 32 bytes

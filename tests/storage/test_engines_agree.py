@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from storage import CallbackResult, Cost, JobStatus, NewJob, NewNotification, Note, StoreProtocol, open_store
-from tests.storage.conftest import PostgresServer
+from tests.postgres import PostgresServer
 
 pytestmark = pytest.mark.anyio
 

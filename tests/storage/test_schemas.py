@@ -14,7 +14,7 @@ import pytest
 from storage import Store
 from storage.postgres import PostgresStore
 from storage.postgres.schema import MIGRATIONS
-from tests.storage.conftest import PostgresServer
+from tests.postgres import PostgresServer
 
 pytestmark = pytest.mark.anyio
 

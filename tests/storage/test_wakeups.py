@@ -14,7 +14,7 @@ import pytest
 from storage import CallbackResult, JobMismatch, JobStatus, NewJob, NewNotification
 from storage.postgres import PostgresStore
 from storage.postgres.wakeups import QUEUES, Wakeups
-from tests.storage.conftest import PostgresServer
+from tests.postgres import PostgresServer
 
 pytestmark = pytest.mark.anyio
 
