@@ -1,9 +1,10 @@
 """The bare comparison app for the ingest benchmark: reelhook's callback route with nothing behind it.
 
 `POST /hooks/{provider}/{token}` reads the body and answers 200, storing nothing, checking nothing. It is served the
-way `reelhook serve` serves reelhook (`receiver.serving.make_server` on an inherited socket, same uvicorn settings
-and log level), so the difference between the two is what reelhook does per callback: the token check, the parse,
-and the durable SQLite transaction, plus whatever the background work it starts costs meanwhile.
+way `reelhook serve` serves reelhook (`receiver.serving.make_server` on an inherited socket, same uvicorn settings,
+log level, event loop and HTTP parser), so the difference between the two is what reelhook does per callback: the
+token check, the parse, and the durable SQLite transaction, plus whatever the background work it starts costs
+meanwhile.
 
 `python -m bench.bare --fd N` serves on an already-bound socket; `bare_server()` starts that in its own process.
 """
@@ -17,14 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bench.common import module_server
-from receiver.serving import make_server
+from receiver.serving import make_server, run
 
 
 async def healthz(request: Request) -> Response:
@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sock = socket.socket(fileno=args.fd)
     sock.setblocking(False)
     try:
-        anyio.run(serve, sock)
+        run(serve, sock)  # the loop and parser `reelhook serve` runs on
     finally:
         sock.close()
 

@@ -20,8 +20,7 @@ from typing import Any
 
 import anyio
 
-from bench.common import Result, listening_socket, percentile, reelhook_server, url_of
-from bench.ingest import (
+from bench.callbacks import (
     API_TOKEN,
     NOWHERE,
     SECRET,
@@ -34,6 +33,7 @@ from bench.ingest import (
     wait_ready,
     write_requests,
 )
+from bench.common import Result, listening_socket, percentile, reelhook_server, url_of
 from receiver.settings import SEVEN_DAYS, Settings
 from submitter.tokens import HookSigner
 

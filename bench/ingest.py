@@ -1,24 +1,21 @@
-"""Callback ingest: how many provider callbacks reelhook stores durably and answers per second, and how long each
-waits for its 200, at 1, 16 and 128 concurrent senders, beside a bare route that answers without storing anything.
+"""Callback ingest: how many provider callbacks reelhook stores durably and answers per second, at 1, 16 and 128
+connections, as a ratio to a bare Starlette route served the same way (same uvicorn, loop and parser), with the
+CPU that each request costs the server and the generator side by side.
 
-Every callback is for a different job, so each is a real first delivery: the token verifies, the body parses, and
-the job goes SUBMITTED -> SUCCEEDED with its four videos and an event, in one fsynced transaction, before the 200.
-The videos point at `http://127.0.0.1:9/…` and private addresses are refused, so each video fails at once without
-traffic; that background work (four video failures and five events per callback) still runs and competes with
-ingest for the one database connection, as it would in production. After each level the table says how long that
-backlog took to drain once the senders stopped.
+The load generator is wrk (bench/wrk.py): it costs a small fraction of what the server spends per request, so the
+ratio is the server's. Each callback is a distinct signed hook request for its own SUBMITTED job
+(bench/callbacks.py), sent once. Where wrk is missing (`make bench` installs it with apt-get as root), the httpx
+generator stands in and every row says "httpx (generator-limited)": it costs more per request than the bare route
+does, so the bare rate, and with it the ratio, is then the generator's limit.
+
+After each level the table says how long reelhook's background work (video failures, events) took to drain once
+the senders stopped, and the rate it can keep up including that work ("sustained").
 """
 
 from __future__ import annotations
 
 import json
-import os
-import resource
-import sqlite3
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -26,38 +23,55 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 
+from bench import wrk
 from bench.bare import bare_server
-from bench.common import REPO, Result, listening_socket, pending_work, percentile, reelhook_server, url_of
-from receiver.settings import SEVEN_DAYS, Settings
-from storage import NewJob, Store
-from submitter.simulators.base import SUCCEEDED, SimJob
-from submitter.simulators.ttapi import TTAPISimulator
-from submitter.tokens import HookSigner
+from bench.callbacks import (
+    BACKLOG_LIMIT,
+    Level,
+    answered_200,
+    callback_requests,
+    count_callbacks,
+    cpu_seconds,
+    load,
+    prepare_jobs,
+    server_env,
+    wait_quiet,
+    wait_ready,
+)
+from bench.common import Result, listening_socket, percentile, reelhook_server, url_of
+from receiver.connections import ConnectionLimits, parser_of
+from receiver.serving import loop_factory
+from receiver.settings import Settings
 
-SECRET = "bench-secret-0123456789abcdef"
-API_TOKEN = "bench-api-token"
-TT_KEY = "bench-ttapi-key"
-NOWHERE = "http://127.0.0.1:9"  # the discard port: nothing answers, and nothing needs to
-BACKLOG_LIMIT = 120.0  # seconds to wait for the background work to drain before giving up on "backlog s"
+HTTPX = "httpx (generator-limited)"
 
 
 @dataclass(frozen=True)
-class Level:
-    senders: int
-    warmup: int
-    measured: int
+class Pair:
+    """reelhook and the bare route, each in its own process."""
+
+    url: str
+    bare_url: str
+    pid: int
+    bare_pid: int
+    database: Path
 
 
 def levels(quick: bool) -> list[Level]:
+    """Per level: connections, warm-up callbacks, measured callbacks (each sent once)."""
     if quick:
-        return [Level(1, 20, 100), Level(16, 32, 250), Level(128, 128, 400)]
-    return [Level(1, 100, 800), Level(16, 200, 2000), Level(128, 256, 2500)]
+        return [Level(1, 30, 200), Level(16, 60, 400), Level(128, 200, 600)]
+    return [Level(1, 200, 1500), Level(16, 300, 3000), Level(128, 500, 3000)]
+
+
+def bare_seconds(quick: bool) -> tuple[int, int]:
+    """(warm-up, measured) seconds of wrk against the bare route at each level."""
+    return (1, 3) if quick else (2, 10)
 
 
 def run(workdir: Path, quick: bool) -> Result:
-    plan = levels(quick)
+    plan, generator = levels(quick), "wrk" if wrk.available() else HTTPX
     data = workdir / "data"
     database = Settings(data_dir=data).database_path
     with closing(listening_socket()) as sock, closing(listening_socket()) as bare_sock:
@@ -65,200 +79,176 @@ def run(workdir: Path, quick: bool) -> Result:
         started = time.monotonic()
         jobs = anyio.run(prepare_jobs, database, sum(level.warmup + level.measured for level in plan))
         prepare_s = time.monotonic() - started
-        files = write_requests(workdir, url, jobs, plan)
-        env = {
-            "REELHOOK_DATA_DIR": str(data),
-            "REELHOOK_SECRET": SECRET,
-            "REELHOOK_API_TOKEN": API_TOKEN,
-            "REELHOOK_TTAPI_API_KEY": TT_KEY,
-            "REELHOOK_TTAPI_BASE_URL": NOWHERE,
-            "REELHOOK_PUBLIC_URL": url,
-            "REELHOOK_ALLOW_PRIVATE_URLS": "0",
-            "REELHOOK_MAX_HOOK_REQUESTS": str(2 * max(level.senders for level in plan)),
-        }
+        if generator == HTTPX:
+            print("   wrk is missing: the httpx generator stands in, and the ratios are its limit", flush=True)
         rows: list[dict[str, Any]] = []
-        headline: dict[str, Any] = {}
-        acked = 0
         with (
-            reelhook_server(env, sock, workdir / "reelhook.log") as server,
+            reelhook_server(server_env(data, url, max(level.senders for level in plan)), sock, workdir / "r.log") as s,
             bare_server(bare_sock, workdir / "bare.log") as bare,
         ):
-            wait_ready(url, server, workdir / "reelhook.log")
+            wait_ready(url, s, workdir / "r.log")
             wait_ready(bare_url, bare, workdir / "bare.log")
-            for level, file in zip(plan, files, strict=True):
+            remaining = iter(callback_requests(url, jobs))
+            pair = Pair(url, bare_url, s.pid, bare.pid, database)
+            for level in plan:
+                lines = [next(remaining) for _ in range(level.warmup + level.measured)]
+                measure = _measure_wrk if generator == "wrk" else _measure_httpx
                 wait_quiet(database)
-                cpu = cpu_seconds(server.pid)
-                ingest = load(url, file, level, workdir / f"ingest-{level.senders}.json")
-                backlog_s = wait_quiet(database)
-                ingest["server_cpu_s"] = cpu_seconds(server.pid) - cpu
-                cpu = cpu_seconds(bare.pid)
-                baseline = load(bare_url, file, level, workdir / f"bare-{level.senders}.json")
-                baseline["server_cpu_s"] = cpu_seconds(bare.pid) - cpu
-                rows.append(row(level, ingest, baseline, backlog_s))
-                acked += answered_200(ingest)
-                print(
-                    f"   {level.senders:>3} senders: " + ", ".join(f"{k} {v}" for k, v in rows[-1].items()), flush=True
-                )
+                ingest, bare_report, backlog_s = measure(workdir, pair, level, lines, quick)
+                rows.append(row(level, generator, ingest, bare_report, backlog_s))
+                print(f"   {level.senders:>3} connections: " + ", ".join(f"{k} {v}" for k, v in rows[-1].items()))
             stored = count_callbacks(database)
+    sent = sum(level.warmup + level.measured for level in plan)
+    headline: dict[str, Any] = {"generator": generator, "engine": engine()}
     for r in rows:
-        n = r["senders"]
+        n = r["conns"]
         headline |= {f"ratio_at_{n}": r["ingest/bare"], f"ingest_rps_at_{n}": r["ingest req/s"]}
         headline |= {f"ingest_p99_ms_at_{n}": r["ingest p99 ms"], f"sustained_rps_at_{n}": r["sustained req/s"]}
-    headline |= {"callbacks_acked": acked, "callbacks_stored": stored, "prepare_s": round(prepare_s, 1)}
+        headline |= {f"ingest_cpu_ms_at_{n}": r["ingest CPU ms"], f"all_cpu_ms_at_{n}": r["all CPU ms"]}
+    headline |= {"callbacks_sent": sent, "callbacks_stored": stored, "prepare_s": round(prepare_s, 1)}
     return Result(
         name="ingest",
-        title="Callback ingest: durably stored callbacks per second vs a bare Starlette route (same uvicorn)",
+        title="Callback ingest: durably stored callbacks per second vs a bare Starlette route (same server settings)"
+        + (", MEASURED WITH THE HTTPX GENERATOR: ratios are its limit (install wrk)" if generator == HTTPX else ""),
         rows=rows,
         headline=headline,
-        method=method(plan, prepare_s, len(jobs), acked, stored),
+        method=method(plan, generator, quick, prepare_s, sent, stored),
     )
 
 
-async def prepare_jobs(database: Path, count: int) -> list[tuple[str, str]]:
-    """`count` TTAPI jobs, each SUBMITTED with a provider job id; (job id, provider job id) pairs."""
-    database.parent.mkdir(parents=True, exist_ok=True)
-    jobs = []
-    async with await Store.open(database) as store:
-        for i in range(count):
-            params = {"prompt": f"bench {i}", "image_url": "https://img.example/frame.png"}
-            job, _ = await store.create_job(NewJob("ttapi", "generate", params))
-            await store.claim_submission(job.id)
-            provider_job_id = str(uuid.uuid4())
-            await store.record_submitted(job.id, provider_job_id)
-            jobs.append((job.id, provider_job_id))
-    return jobs
+def engine() -> str:
+    """The event loop and parser both servers run on: the same `reelhook serve` picks (receiver/serving.py)."""
+    factory = loop_factory()
+    loop = factory.__module__.partition(".")[0] if factory else "asyncio"
+    return f"{loop} + {parser_of(ConnectionLimits().protocol())}"
 
 
-def write_requests(workdir: Path, url: str, jobs: Sequence[tuple[str, str]], plan: Sequence[Level]) -> list[Path]:
-    """One JSON-lines file per level: a TTAPI success callback (the seed's shape) per job, each job used once."""
-    signer = HookSigner([SECRET], max_age=SEVEN_DAYS)
-    simulator = TTAPISimulator(api_key=TT_KEY, auto_deliver=False)
-    files, remaining = [], iter(jobs)
-    for level in plan:
-        lines = []
-        for _ in range(level.warmup + level.measured):
-            job_id, provider_job_id = next(remaining)
-            path = f"/hooks/ttapi/{signer.sign_hook_token(job_id, 'ttapi')}"
-            # a finished job's media are its files on the CDN at its base URL: NOWHERE/cdn/<id>/<i>.mp4
-            sim_job = SimJob(
-                provider_job_id, "generate", {}, url + path, "a lighthouse at dusk", NOWHERE, 4, status=SUCCEEDED
-            )
-            lines.append(json.dumps({"path": path, "body": json.dumps(simulator.payload(sim_job))}))
-        files.append(workdir / f"requests-{level.senders}.jsonl")
-        files[-1].write_text("\n".join(lines) + "\n")
-    return files
+def _measure_wrk(
+    workdir: Path, pair: Pair, level: Level, lines: Sequence[tuple[str, str]], quick: bool
+) -> tuple[dict[str, Any], dict[str, Any], float | None]:
+    warm = wrk.write_lines(workdir / f"warm-{level.senders}.txt", list(lines[: level.warmup]))
+    measured = wrk.write_lines(workdir / f"callbacks-{level.senders}.txt", list(lines[level.warmup :]))
+    conns, cap = level.senders, 600  # wrk's -d is only an upper bound in "once" mode
+    url, pid = pair.url, pair.pid
+    all_cpu = cpu_seconds(pid)
+    warm_report = wrk.load(url, warm, connections=conns, seconds=cap, mode="once", workdir=workdir)
+    cpu = cpu_seconds(pid)
+    ingest = wrk.load(url, measured, connections=conns, seconds=cap, mode="once", workdir=workdir)
+    ingest["server_cpu_s"] = cpu_seconds(pid) - cpu
+    backlog_s = wait_quiet(pair.database)
+    ingest["all_cpu_s"] = cpu_seconds(pid) - all_cpu
+    ingest["sent"] = warm_report["requests"] + ingest["requests"]
+    ingest["busy_s"] = warm_report["elapsed_s"] + ingest["elapsed_s"]
+    ingest["failed"] = wrk.failed(warm_report) + wrk.failed(ingest)
+    warm_s, bare_s = bare_seconds(quick)
+    wrk.load(pair.bare_url, measured, connections=conns, seconds=warm_s, mode="cycle", workdir=workdir)
+    cpu = cpu_seconds(pair.bare_pid)
+    bare = wrk.load(pair.bare_url, measured, connections=conns, seconds=bare_s, mode="cycle", workdir=workdir)
+    bare["server_cpu_s"] = cpu_seconds(pair.bare_pid) - cpu
+    bare["failed"] = wrk.failed(bare)
+    return ingest, bare, backlog_s
 
 
-def load(url: str, requests: Path, level: Level, out: Path) -> dict[str, Any]:
-    """Run the load generator in its own process against `url`; its report, with the CPU time it used."""
-    command = [sys.executable, "-m", "bench.loadgen", url, str(requests), "--concurrency", str(level.senders)]
-    command += ["--warmup", str(level.warmup), "--out", str(out)]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(command, check=True, cwd=REPO, timeout=300)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    report: dict[str, Any] = json.loads(out.read_text())
-    report["generator_cpu_s"] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return report
+def _measure_httpx(
+    workdir: Path, pair: Pair, level: Level, lines: Sequence[tuple[str, str]], quick: bool
+) -> tuple[dict[str, Any], dict[str, Any], float | None]:
+    file = workdir / f"requests-{level.senders}.jsonl"
+    file.write_text("".join(json.dumps({"path": path, "body": body}) + "\n" for path, body in lines))
+    cpu = cpu_seconds(pair.pid)
+    ingest = _flatten(load(pair.url, file, level, workdir / f"ingest-{level.senders}.json"))
+    ingest["server_cpu_s"] = None  # with httpx, warm-up and measured are one run: only the total is known
+    backlog_s = wait_quiet(pair.database)
+    ingest["all_cpu_s"] = cpu_seconds(pair.pid) - cpu
+    cpu = cpu_seconds(pair.bare_pid)
+    bare = _flatten(load(pair.bare_url, file, level, workdir / f"bare-{level.senders}.json"))
+    bare["server_cpu_s"] = cpu_seconds(pair.bare_pid) - cpu
+    return ingest, bare, backlog_s
 
 
-def cpu_seconds(pid: int) -> float:
-    """A live process's user + system CPU time so far, all its threads together."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def row(level: Level, ingest: dict[str, Any], bare: dict[str, Any], backlog_s: float | None) -> dict[str, Any]:
-    def sent(report: dict[str, Any]) -> int:
-        return int(report["requests"] + report["warmup"]["requests"])
-
-    def rate(report: dict[str, Any]) -> float:
-        return report["requests"] / report["elapsed_s"] if report["elapsed_s"] else 0.0
-
-    def errors(report: dict[str, Any]) -> int:
-        return sent(report) - answered_200(report)
-
-    def ms(value: float, count: int) -> float:
-        return round(value * 1000 / count, 2) if count else 0.0
-
-    ingest_rate, bare_rate = rate(ingest), rate(bare)
-    # Everything the callbacks caused, acknowledged and done in the background, from first request to quiet.
-    busy_s = ingest["warmup"]["elapsed_s"] + ingest["elapsed_s"] + (backlog_s or 0.0)
+def _flatten(report: dict[str, Any]) -> dict[str, Any]:
+    """A bench/loadgen.py report in bench/wrk.py's shape (sent, failed and busy_s including the warm-up)."""
+    sent = int(report["requests"] + report["warmup"]["requests"])
     return {
-        "senders": level.senders,
-        "requests": ingest["requests"],
-        "ingest req/s": round(ingest_rate, 1),
-        "bare req/s": round(bare_rate, 1),
-        "ingest/bare": round(ingest_rate / bare_rate, 3) if bare_rate else None,
-        "ingest p50 ms": round(percentile(ingest["latencies_ms"], 50), 2),
-        "ingest p99 ms": round(percentile(ingest["latencies_ms"], 99), 2),
-        "bare p50 ms": round(percentile(bare["latencies_ms"], 50), 2),
-        "bare p99 ms": round(percentile(bare["latencies_ms"], 99), 2),
-        "errors": errors(ingest),
-        "bare errors": errors(bare),
-        "backlog s": None if backlog_s is None else round(backlog_s, 1),
-        "sustained req/s": round(sent(ingest) / busy_s, 1) if backlog_s is not None else None,
-        "ingest CPU ms/req": ms(ingest["server_cpu_s"], sent(ingest)),
-        "bare CPU ms/req": ms(bare["server_cpu_s"], sent(bare)),
-        "gen CPU ms/req": ms(bare["cpu_s"], bare["requests"]),
+        "requests": report["requests"],
+        "elapsed_s": report["elapsed_s"],
+        "p50_ms": percentile(report["latencies_ms"], 50),
+        "p99_ms": percentile(report["latencies_ms"], 99),
+        "generator_cpu_s": report["cpu_s"],  # the measured phase's, as wrk's covers its own run
+        "sent": sent,
+        "busy_s": report["warmup"]["elapsed_s"] + report["elapsed_s"],
+        "failed": sent - answered_200(report),
     }
 
 
-def answered_200(report: dict[str, Any]) -> int:
-    return int(report["statuses"].get("200", 0) + report["warmup"]["statuses"].get("200", 0))
+def row(
+    level: Level, generator: str, ingest: dict[str, Any], bare: dict[str, Any], backlog_s: float | None
+) -> dict[str, Any]:
+    def rate(report: dict[str, Any]) -> float:
+        return report["requests"] / report["elapsed_s"] if report["elapsed_s"] else 0.0
+
+    def ms(seconds: float | None, count: int) -> float | None:
+        return None if seconds is None or not count else round(seconds * 1000 / count, 3)
+
+    ingest_rate, bare_rate = rate(ingest), rate(bare)
+    bare_cpu, gen_cpu = ms(bare["server_cpu_s"], bare["requests"]), ms(bare["generator_cpu_s"], bare["requests"])
+    # Everything the callbacks caused, acknowledged and done in the background, from first request to quiet.
+    busy_s = ingest["busy_s"] + (backlog_s or 0.0)
+    return {
+        "conns": level.senders,
+        "callbacks": ingest["requests"],
+        "ingest req/s": round(ingest_rate, 1),
+        "bare req/s": round(bare_rate, 1),
+        "ingest/bare": round(ingest_rate / bare_rate, 3) if bare_rate else None,
+        "ingest p50 ms": round(ingest["p50_ms"], 2),
+        "ingest p99 ms": round(ingest["p99_ms"], 2),
+        "bare p50 ms": round(bare["p50_ms"], 2),
+        "bare p99 ms": round(bare["p99_ms"], 2),
+        "errors": ingest["failed"],
+        "bare errors": bare["failed"],
+        "backlog s": None if backlog_s is None else round(backlog_s, 1),
+        "sustained req/s": round(ingest["sent"] / busy_s, 1) if backlog_s is not None else None,
+        "ingest CPU ms": ms(ingest["server_cpu_s"], ingest["requests"]),
+        "all CPU ms": ms(ingest["all_cpu_s"], ingest["sent"]),
+        "bare CPU ms": bare_cpu,
+        "gen CPU ms (ingest)": ms(ingest["generator_cpu_s"], ingest["requests"]),
+        "gen CPU ms (bare)": gen_cpu,
+        "gen/bare CPU": round(gen_cpu / bare_cpu, 2) if gen_cpu and bare_cpu else None,
+        "generator": generator,
+    }
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> None:
-    """Until `GET /healthz` answers 200; raises with the log's tail if the process dies or never answers."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        try:
-            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"server at {url} did not come up; the end of {log}:\n{log.read_text()[-3000:]}")
-
-
-def wait_quiet(database: Path, timeout: float = BACKLOG_LIMIT) -> float | None:
-    """Seconds until reelhook has no background work left; None if it still had some after `timeout`."""
-    started = time.monotonic()
-    while pending_work(database):
-        if time.monotonic() - started > timeout:
-            return None
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
-def count_callbacks(database: Path) -> int:
-    with closing(sqlite3.connect(database, timeout=10)) as db:
-        return int(db.execute("SELECT count(*) FROM callbacks").fetchone()[0])
-
-
-def method(plan: Sequence[Level], prepare_s: float, jobs: int, acked: int, stored: int) -> str:
+def method(plan: Sequence[Level], generator: str, quick: bool, prepare_s: float, sent: int, stored: int) -> str:
     counts = "; ".join(f"{level.senders}: {level.warmup} warm-up + {level.measured} measured" for level in plan)
+    warm_s, bare_s = bare_seconds(quick)
+    if generator == "wrk":
+        load_text = (
+            "Load: wrk (Debian's package; bench/wrk.py), one thread, N keep-alive connections, each sending its next"
+            " request as soon as the last is answered. A Lua script hands out requests written beforehand, each"
+            " line once: when they run out a connection gets GET /healthz until the last callback is answered, and"
+            " the rate is the answers over the script's window, first request to last answer. The bare route gets"
+            f" the same requests round and round, {warm_s} s warm-up then {bare_s} s measured."
+        )
+    else:
+        load_text = (
+            "Load: wrk was not installed, so the httpx generator (bench/loadgen.py) sent them, N workers each with its"
+            " keep-alive connection, closed loop. It costs more CPU per request than the bare route does ('gen/bare"
+            " CPU' > 1), so the bare rate and the ratio are the GENERATOR's limit, not the server's."
+        )
     return (
         "reelhook (`reelhook serve --fd`; SQLite in WAL, synchronous=FULL, on the local disk) and a bare Starlette"
-        " route (`bench/bare.py`: reads the body, answers 200, stores nothing) each run in their own process, served"
-        " by `receiver.serving.make_server` with the same uvicorn settings (asyncio loop, h11). Before reelhook"
-        f" starts, {jobs} TTAPI jobs are created through `Store` and marked SUBMITTED with a provider job id"
-        f" ({prepare_s:.0f} s). Load: an httpx generator in a separate process (`python -m bench.loadgen`), N workers,"
-        " each with its own keep-alive connection over loopback, sending its next request as soon as the last is"
-        " answered (closed loop). Every request is a TTAPI SUCCESS callback in the seed's shape, with 4 video URLs"
-        " on 127.0.0.1:9 (refused at once: REELHOOK_ALLOW_PRIVATE_URLS=0), to `/hooks/ttapi/{token}` of a"
-        f" different job, with a valid token. Requests per level (senders: count): {counts}; the bare route gets the"
-        " same requests. Latency is send to full response, timed in the generator; req/s is measured requests over"
-        " the measured phase's wall time. Each level starts with reelhook's background work (video failures,"
-        " events) drained; 'backlog s' is how long that work took to drain after the senders stopped (blank: not"
-        f" within {BACKLOG_LIMIT:.0f} s) and 'sustained req/s' is the callbacks sent over the time from the first"
-        " request to quiet, i.e. the rate reelhook can keep up including what each callback sets off. CPU ms/req is"
-        " the server process's CPU time (all threads, /proc) over the run, backlog included, per request; 'gen'"
-        " is the generator's own CPU per request against the bare route. REELHOOK_MAX_HOOK_REQUESTS is twice the"
-        " highest concurrency, so nothing is shed; 'errors' counts non-200 answers and failed requests, warm-up"
-        f" included. {acked} callbacks answered 200 and the callbacks table then held {stored} rows. The 2 cores"
-        " are shared by the server under test and the generator (the idle server of the pair uses none); the bare"
-        " route needs less CPU per request than the generator, so its rate is the generator's limit and the req/s"
-        " ratio understates the gap that the CPU columns show."
+        " route (`bench/bare.py`: reads the body, answers 200, stores nothing) each run in their own process,"
+        f" served by `receiver.serving` the same way: {engine()}. Before reelhook starts, {sent} TTAPI jobs are"
+        f" created through `Store` and marked SUBMITTED ({prepare_s:.0f} s). Every callback is a TTAPI SUCCESS"
+        " callback in the seed's shape, with 4 video URLs on 127.0.0.1:9 (refused at once:"
+        " REELHOOK_ALLOW_PRIVATE_URLS=0), to `/hooks/ttapi/{token}` of its own job with a valid token, sent once."
+        f" Callbacks per level (connections: count): {counts}. {load_text} Latency is send to full response, timed"
+        " by the generator. CPU columns are ms per request: 'ingest CPU' is reelhook's process (all threads, /proc)"
+        " over the measured run only (the background work running meanwhile included); 'all CPU' is over warm-up,"
+        " measured run and the backlog's drain, per callback, i.e. everything a callback sets off; 'bare CPU' is"
+        " the bare route's; 'gen CPU' is the generator's own (rusage of its process). 'gen/bare CPU' near or above"
+        " 1 would mean the bare rate is the generator's limit. 'backlog s' is how long the background work took to"
+        f" drain after the senders stopped (blank: not within {BACKLOG_LIMIT:.0f} s); 'sustained req/s' is the"
+        " callbacks sent over the time from the first request to quiet. 'errors' counts answers of 400 and above"
+        f" and failed requests. {stored} callbacks were stored of {sent} sent. The 2 cores are shared by the server"
+        " under test and the generator (the idle server of the pair uses none)."
     )

@@ -23,7 +23,7 @@ from receiver.client import ApiError, add_client_commands
 from receiver.completion import SHELLS, completion_script
 from receiver.process import StartError, describe_bind_error, handle_signals, lock_data_dir
 from receiver.rules import RuleError, RuleSet, check_rules_file
-from receiver.serving import bind_socket, make_server, running, socket_url
+from receiver.serving import bind_socket, engine, make_server, run, running, socket_url
 from receiver.settings import Secret, Settings, SettingsError, startup_lines, unknown_variable_warnings
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             settings = replace(settings, public_url=socket_url(sock))
             public_url_from = "the bound socket; set REELHOOK_PUBLIC_URL to the tunnel's URL for real providers"
         with sock:
-            anyio.run(_serve_async, settings, rules, sock, public_url_from)
+            run(_serve_async, settings, rules, sock, public_url_from)  # on uvloop when it is installed
         log.info("stopped", extra={"event": "service.stopped"})
     return 0
 
@@ -210,6 +210,7 @@ async def _serve_async(settings: Settings, rules: RuleSet, sock: socket.socket, 
                  settings.data_dir, extra={"event": "service.listening"})  # fmt: skip
         # Signals are ours, not uvicorn's: it re-raises SIGINT after a clean stop (a traceback, exit 130).
         server = make_server(app, limits=ConnectionLimits.of(settings), log_level="info")
+        log.info("event loop and HTTP parser: %s", engine(server), extra={"event": "service.engine"})
         logs.route_uvicorn(access=settings.log_level == "DEBUG")  # after the process's last uvicorn.Config
         async with anyio.create_task_group() as tg:
             tg.start_soon(handle_signals, server, settings.rules_path, lambda new: app.state.service.replace_rules(new))

@@ -4,6 +4,9 @@ legitimate callback for another job gets its 200 at once the whole time.
 
 Deadlines are shortened through settings (fractions of a second); a legitimate callback must be answered well
 within the shortest of them, so a 200 that only came because a hostile client was dropped would fail the test.
+
+Every test runs on both of uvicorn's HTTP parsers, h11 and httptools (what `reelhook serve` uses when installed):
+the guards hook into each differently (receiver/connections.py).
 """
 
 from __future__ import annotations
@@ -22,13 +25,19 @@ import pytest
 from anyio.abc import SocketStream
 
 from receiver.app import create_app
-from receiver.connections import ConnectionLimits
+from receiver.connections import ConnectionLimits, Parser
 from receiver.rules import RuleSet
 from receiver.serving import running
 from storage import NewJob, Store
 from tests.receiver.conftest import FakeTTAPI, make_settings, ttapi_callback
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["h11", "httptools"])
+def parser(request: pytest.FixtureRequest) -> Parser:
+    return request.param  # type: ignore[no-any-return]
+
 
 AT_ONCE = 1.0  # seconds a legitimate callback may take while all this goes on
 
@@ -70,7 +79,7 @@ class Served:
 
 
 @asynccontextmanager
-async def serving(tmp_path: Path, jobs: str = "AB", **overrides: Any) -> AsyncIterator[Served]:
+async def serving(tmp_path: Path, parser: Parser, jobs: str = "AB", **overrides: Any) -> AsyncIterator[Served]:
     settings = make_settings(tmp_path, **overrides)
     db_path = tmp_path / "reelhook.sqlite3"
     async with (
@@ -86,7 +95,7 @@ async def serving(tmp_path: Path, jobs: str = "AB", **overrides: Any) -> AsyncIt
             await store.record_submitted(job.id, f"tt-{name}")
             ids[name] = job.id
         app = create_app(settings, store=store, http=http, rules=RuleSet.empty())
-        async with running(app, limits=ConnectionLimits.of(settings)) as url:
+        async with running(app, limits=ConnectionLimits.of(settings), http=parser) as url:
             served = Served(url, app, db_path, ids, [])
             try:
                 yield served
@@ -120,8 +129,8 @@ async def closed(stream: SocketStream, timeout: float) -> bool:
     return False
 
 
-async def test_heads_that_never_finish_are_closed_while_a_callback_gets_200(tmp_path: Path) -> None:
-    async with serving(tmp_path, header_timeout=1.5) as served:
+async def test_heads_that_never_finish_are_closed_while_a_callback_gets_200(tmp_path: Path, parser: Parser) -> None:
+    async with serving(tmp_path, parser, header_timeout=1.5) as served:
         silent = [await served.connect() for _ in range(10)]
         partial = [await served.connect() for _ in range(10)]
         for stream in partial:
@@ -134,8 +143,8 @@ async def test_heads_that_never_finish_are_closed_while_a_callback_gets_200(tmp_
         assert served.callbacks("A") == [] and len(served.callbacks("B")) == 1
 
 
-async def test_a_body_dribbled_past_its_deadline_gets_408_and_frees_the_slot(tmp_path: Path) -> None:
-    async with serving(tmp_path, body_timeout=1.5, max_hook_requests_per_job=1) as served:
+async def test_a_body_dribbled_past_its_deadline_gets_408_and_frees_the_slot(tmp_path: Path, parser: Parser) -> None:
+    async with serving(tmp_path, parser, body_timeout=1.5, max_hook_requests_per_job=1) as served:
         body = ttapi_callback("tt-A")
         stream = await served.connect()
         await stream.send(served.head("A", len(body)))
@@ -159,8 +168,8 @@ async def test_a_body_dribbled_past_its_deadline_gets_408_and_frees_the_slot(tmp
         assert len(served.callbacks("A")) == 1
 
 
-async def test_one_token_holds_at_most_its_share_of_the_slots(tmp_path: Path) -> None:
-    async with serving(tmp_path, max_hook_requests=4, max_hook_requests_per_job=2, body_timeout=2.0) as served:
+async def test_one_token_holds_at_most_its_share_of_the_slots(tmp_path: Path, parser: Parser) -> None:
+    async with serving(tmp_path, parser, max_hook_requests=4, max_hook_requests_per_job=2, body_timeout=2.0) as served:
         streams = [await served.connect() for _ in range(10)]
         for stream in streams:
             await stream.send(served.head("A", 200) + b"{")  # a leaked token: bodies that never finish
@@ -187,8 +196,10 @@ async def test_one_token_holds_at_most_its_share_of_the_slots(tmp_path: Path) ->
         assert len(served.callbacks("A")) == 1 and len(served.callbacks("B")) == 1
 
 
-async def test_a_bad_token_is_refused_at_once_without_a_slot_or_its_body(tmp_path: Path) -> None:
-    async with serving(tmp_path, jobs="AC", max_hook_requests=2, max_hook_requests_per_job=1, body_timeout=3.0) as s:
+async def test_a_bad_token_is_refused_at_once_without_a_slot_or_its_body(tmp_path: Path, parser: Parser) -> None:
+    async with serving(
+        tmp_path, parser, jobs="AC", max_hook_requests=2, max_hook_requests_per_job=1, body_timeout=3.0
+    ) as s:
         holders = [await s.connect() for _ in "AC"]
         for stream, name in zip(holders, "AC", strict=True):
             await stream.send(s.head(name, 200) + b"{")  # A and C hold every slot there is
@@ -209,8 +220,8 @@ async def test_a_bad_token_is_refused_at_once_without_a_slot_or_its_body(tmp_pat
         assert s.callbacks("A") == [] and s.callbacks("C") == []
 
 
-async def test_idle_kept_alive_connections_are_closed(tmp_path: Path) -> None:
-    async with serving(tmp_path, keep_alive_timeout=0.5, header_timeout=10) as served:
+async def test_idle_kept_alive_connections_are_closed(tmp_path: Path, parser: Parser) -> None:
+    async with serving(tmp_path, parser, keep_alive_timeout=0.5, header_timeout=10) as served:
         stream = await served.connect()
         await stream.send(f"GET /healthz HTTP/1.1\r\nHost: {urlsplit(served.url).netloc}\r\n\r\n".encode())
         answer = await response_of(stream, 2)
@@ -220,8 +231,8 @@ async def test_idle_kept_alive_connections_are_closed(tmp_path: Path) -> None:
         assert anyio.current_time() - started < 2
 
 
-async def test_past_the_connection_cap_the_longest_idle_is_closed_for_a_new_one(tmp_path: Path) -> None:
-    async with serving(tmp_path, max_connections=10, header_timeout=10) as served:
+async def test_past_the_connection_cap_the_longest_idle_is_closed_for_a_new_one(tmp_path: Path, parser: Parser) -> None:
+    async with serving(tmp_path, parser, max_connections=10, header_timeout=10) as served:
         idle = []
         for _ in range(30):
             idle.append(await served.connect())
@@ -238,3 +249,38 @@ async def test_past_the_connection_cap_the_longest_idle_is_closed_for_a_new_one(
                 if sum(gone) >= 21:  # 20 past the cap, and one more for the callback's connection
                     break
         assert gone[:21] == [True] * 21 and not any(gone[-5:]), gone  # the oldest went first
+
+
+async def test_a_head_past_16_kib_is_refused_400_while_a_callback_gets_200(tmp_path: Path, parser: Parser) -> None:
+    async with serving(tmp_path, parser, header_timeout=10) as served:
+        stream = await served.connect()
+        await stream.send(served.head("A", 100).split(b"\r\n", 1)[0] + b"\r\n")  # the request line, then headers
+        for i in range(3):  # 12 KiB, under the limit
+            await stream.send(f"X-Pad-{i}: ".encode() + b"a" * 4096 + b"\r\n")
+        # and 5 KiB more, past 16 KiB, in the last write: the server reads it all before it answers and closes, so
+        # the close sends a FIN after the 400, not a reset that would discard it
+        await stream.send(b"X-Pad-3: " + b"a" * 5120 + b"\r\n")
+        answer = await response_of(stream, AT_ONCE)  # not at the 10 s head deadline
+        assert answer is not None and answer[0] == 400, answer
+        assert await closed(stream, 1)
+        assert (await served.callback("B")).status_code == 200
+        assert served.callbacks("A") == []
+
+
+async def test_a_pipelined_request_is_not_cut_by_the_head_deadline_while_its_body_arrives(
+    tmp_path: Path, parser: Parser
+) -> None:
+    async with serving(tmp_path, parser, header_timeout=0.5, body_timeout=10) as served:
+        first, second = ttapi_callback("tt-A"), ttapi_callback("tt-B")
+        stream = await served.connect()
+        # Two callbacks in one write, the second's body held back: its head is in, so no head deadline applies.
+        await stream.send(served.head("A", len(first)) + first + served.head("B", len(second)))
+        for i in range(0, len(second), len(second) // 8 + 1):  # the body over ~1 s, twice the head deadline
+            await anyio.sleep(0.125)
+            await stream.send(second[i : i + len(second) // 8 + 1])
+        received = b""
+        with anyio.move_on_after(5):
+            while received.count(b"HTTP/1.1 200") < 2:
+                received += await stream.receive()
+        assert received.count(b"HTTP/1.1 200") == 2, received
+        assert len(served.callbacks("A")) == 1 and len(served.callbacks("B")) == 1
