@@ -24,7 +24,8 @@ from receiver.completion import SHELLS, completion_script
 from receiver.process import StartError, describe_bind_error, handle_signals, lock_data_dir
 from receiver.rules import RuleError, RuleSet, check_rules_file
 from receiver.serving import bind_socket, engine, make_server, run, running, socket_url
-from receiver.settings import Secret, Settings, SettingsError, startup_lines, unknown_variable_warnings
+from receiver.settings import Secret, Settings, SettingsError
+from receiver.startup import startup_lines, unknown_variable_warnings
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette

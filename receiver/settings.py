@@ -7,15 +7,25 @@ Secrets print as '**********' so that a logged Settings never leaks a key.
 from __future__ import annotations
 
 import base64
-import difflib
-import functools
 import re
 import secrets as _secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from receiver.envvalues import Secret as Secret  # the types of Settings' fields, where its users look for them
+from receiver.envvalues import SettingsError as SettingsError
+from receiver.envvalues import (
+    address,
+    addresses,
+    choice,
+    flag,
+    number,
+    positive,
+    url,
+    whole,
+)
 from submitter.providers import PROVIDERS
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
@@ -34,27 +44,6 @@ CALLBACK_GRACE: dict[str, float] = {
     "wavespeed": FIFTEEN_MINUTES,  # "30-60 s processing" (providers.md §4.2); retries undocumented
     "apimart": FIFTEEN_MINUTES,  # ~30 s (actual_time 29 in its example) + retries at 10/30/60 s (providers.md §5.4)
 }
-
-
-class SettingsError(Exception):
-    """A setting is missing or wrong; the message names it."""
-
-
-class Secret:
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def __str__(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and _secrets.compare_digest(self._value, other._value)
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True)
@@ -155,19 +144,19 @@ class Settings:
                 raise SettingsError(f"{prefix}_MAX_IN_FLIGHT must be a whole number above 0, got {max_in_flight!r}")
             providers[name] = ProviderSettings(
                 api_key=Secret(key) if key else None,
-                base_url=_url(environ, f"{prefix}_BASE_URL", provider.default_base_url),
+                base_url=url(environ, f"{prefix}_BASE_URL", provider.default_base_url),
                 webhook_secret=Secret(webhook_secret) if webhook_secret else None,
                 max_in_flight=int(max_in_flight) if max_in_flight else None,
-                callback_grace=_number(environ, f"{prefix}_CALLBACK_GRACE", CALLBACK_GRACE.get(name, FIFTEEN_MINUTES)),
-                give_up_after=_number(environ, f"{prefix}_GIVE_UP_AFTER", ONE_DAY),
+                callback_grace=number(environ, f"{prefix}_CALLBACK_GRACE", CALLBACK_GRACE.get(name, FIFTEEN_MINUTES)),
+                give_up_after=number(environ, f"{prefix}_GIVE_UP_AFTER", ONE_DAY),
             )
         remote = [p for p in providers.values() if not p.simulated and urlsplit(p.base_url).hostname not in LOCAL_HOSTS]
         # With no URL given and a real provider to call us back, the tunnel beside us is asked (receiver/tunnel.py);
         # a key whose base URL is on this machine (a simulator with a key, in tests) keeps the local default.
         discover = given.lower() == "auto" or (not given and bool(remote))
-        public_url = DEFAULT_PUBLIC_URL if discover else _url(environ, "REELHOOK_PUBLIC_URL", DEFAULT_PUBLIC_URL)
-        ngrok_api = _url(environ, "REELHOOK_NGROK_API", DEFAULT_NGROK_API)
-        cloudflared_metrics = _addresses(environ, "REELHOOK_CLOUDFLARED_METRICS", DEFAULT_CLOUDFLARED_METRICS)
+        public_url = DEFAULT_PUBLIC_URL if discover else url(environ, "REELHOOK_PUBLIC_URL", DEFAULT_PUBLIC_URL)
+        ngrok_api = url(environ, "REELHOOK_NGROK_API", DEFAULT_NGROK_API)
+        cloudflared_metrics = addresses(environ, "REELHOOK_CLOUDFLARED_METRICS", DEFAULT_CLOUDFLARED_METRICS)
         # A discovered URL is checked when it is found (receiver/tunnel.py: APIMart's ports among it).
         if not discover and remote and urlsplit(public_url).hostname in LOCAL_HOSTS:
             raise SettingsError(
@@ -198,25 +187,25 @@ class Settings:
             secrets=tuple(Secret(secret) for secret in secret_list),
             api_token=Secret(token) if token else None,
             rules_path=Path(rules).resolve() if rules else None,
-            allow_private_urls=_flag(environ, "REELHOOK_ALLOW_PRIVATE_URLS"),
+            allow_private_urls=flag(environ, "REELHOOK_ALLOW_PRIVATE_URLS"),
             providers=providers,
-            token_max_age=_number(environ, "REELHOOK_TOKEN_MAX_AGE", SEVEN_DAYS),
-            simulator_delay=_number(environ, "REELHOOK_SIMULATOR_DELAY", 2.0),
+            token_max_age=number(environ, "REELHOOK_TOKEN_MAX_AGE", SEVEN_DAYS),
+            simulator_delay=number(environ, "REELHOOK_SIMULATOR_DELAY", 2.0),
             faults=frozenset(filter(None, environ.get("REELHOOK_FAULTS", "").split(","))),
             notify_secret=Secret(notify_secret) if notify_secret else None,
-            max_download_bytes=_whole(environ, "REELHOOK_MAX_DOWNLOAD_BYTES", 2 * 1024**3),
-            download_min_rate=_whole(environ, "REELHOOK_DOWNLOAD_MIN_RATE", 32 * 1024),
-            download_deadline=_positive(environ, "REELHOOK_DOWNLOAD_DEADLINE", 600.0),
-            download_per_origin=_whole(environ, "REELHOOK_DOWNLOAD_PER_ORIGIN", 2),
-            max_hook_requests=_whole(environ, "REELHOOK_MAX_HOOK_REQUESTS", 256),
-            max_hook_requests_per_job=_whole(environ, "REELHOOK_MAX_HOOK_REQUESTS_PER_JOB", 8),
-            header_timeout=_positive(environ, "REELHOOK_HEADER_TIMEOUT", 10.0),
-            body_timeout=_positive(environ, "REELHOOK_BODY_TIMEOUT", 30.0),
-            keep_alive_timeout=_positive(environ, "REELHOOK_KEEP_ALIVE_TIMEOUT", 5.0),
-            max_connections=_whole(environ, "REELHOOK_MAX_CONNECTIONS", 512),
-            metrics_addr=_address(environ, "REELHOOK_METRICS_ADDR"),
-            log_format=_choice(environ, "REELHOOK_LOG_FORMAT", LOG_FORMATS, "text"),
-            log_level=_choice(environ, "REELHOOK_LOG_LEVEL", LOG_LEVELS, "INFO"),
+            max_download_bytes=whole(environ, "REELHOOK_MAX_DOWNLOAD_BYTES", 2 * 1024**3),
+            download_min_rate=whole(environ, "REELHOOK_DOWNLOAD_MIN_RATE", 32 * 1024),
+            download_deadline=positive(environ, "REELHOOK_DOWNLOAD_DEADLINE", 600.0),
+            download_per_origin=whole(environ, "REELHOOK_DOWNLOAD_PER_ORIGIN", 2),
+            max_hook_requests=whole(environ, "REELHOOK_MAX_HOOK_REQUESTS", 256),
+            max_hook_requests_per_job=whole(environ, "REELHOOK_MAX_HOOK_REQUESTS_PER_JOB", 8),
+            header_timeout=positive(environ, "REELHOOK_HEADER_TIMEOUT", 10.0),
+            body_timeout=positive(environ, "REELHOOK_BODY_TIMEOUT", 30.0),
+            keep_alive_timeout=positive(environ, "REELHOOK_KEEP_ALIVE_TIMEOUT", 5.0),
+            max_connections=whole(environ, "REELHOOK_MAX_CONNECTIONS", 512),
+            metrics_addr=address(environ, "REELHOOK_METRICS_ADDR"),
+            log_format=choice(environ, "REELHOOK_LOG_FORMAT", LOG_FORMATS, "text"),
+            log_level=choice(environ, "REELHOOK_LOG_LEVEL", LOG_LEVELS, "INFO"),
             database_url=_database_url(environ, "REELHOOK_DATABASE_URL"),
             media_s3=_media(environ),
         )
@@ -286,82 +275,8 @@ def _database_url(environ: Mapping[str, str], name: str) -> Secret | None:
     return Secret(value)
 
 
-def _url(environ: Mapping[str, str], name: str, default: str) -> str:
-    value = (environ.get(name) or default).rstrip("/")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SettingsError(f"{name} must be an http(s) URL, got {value!r}")
-    return value
-
-
-def _whole(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name)
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise SettingsError(f"{name} must be a whole number above 0, got {raw!r}")
-    return int(raw)
-
-
-def _flag(environ: Mapping[str, str], name: str) -> bool:
-    value = environ.get(name, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
-        return False
-    if value in ("1", "true", "yes", "on"):
-        return True
-    raise SettingsError(f"{name} must be 1 or 0, got {value!r}")
-
-
-def _number(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value < 0:
-        raise SettingsError(f"{name} must not be negative, got {raw!r}")
-    return value
-
-
-def _address(environ: Mapping[str, str], name: str) -> tuple[str, int] | None:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return None
-    host, _, port = raw.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise SettingsError(f"{name} must be host:port, such as 127.0.0.1:9464, got {raw!r}")
-    return host, int(port)
-
-
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
-
-def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
-    """One of `choices`, in any case (returned as spelt there)."""
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    for choice in choices:
-        if raw.lower() == choice.lower():
-            return choice
-    raise SettingsError(f"{name} must be {', '.join(choices[:-1])} or {choices[-1]}, got {raw!r}")
-
-
-def _addresses(environ: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    addresses = []
-    for part in filter(None, (part.strip() for part in raw.split(","))):
-        host, _, port = part.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise SettingsError(f"{name} must be host:port[,host:port...], such as 127.0.0.1:20241, got {part!r}")
-        addresses.append(part)
-    return tuple(addresses)
 
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -387,7 +302,7 @@ def _media(environ: Mapping[str, str]) -> S3Media | None:
         )
     endpoint = environ.get("AWS_ENDPOINT_URL") or None
     if endpoint is not None:
-        endpoint = _url(environ, "AWS_ENDPOINT_URL", endpoint)
+        endpoint = url(environ, "AWS_ENDPOINT_URL", endpoint)
     key_id = environ.get("AWS_ACCESS_KEY_ID") or None
     secret = environ.get("AWS_SECRET_ACCESS_KEY") or None
     if (key_id is None) != (secret is None):
@@ -400,107 +315,3 @@ def _media(environ: Mapping[str, str]) -> S3Media | None:
         secret_access_key=Secret(secret) if secret else None,
         copy_if_not_exists=environ.get("AWS_COPY_IF_NOT_EXISTS") or "multipart",
     )
-
-
-def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
-    value = _number(environ, name, default)
-    if value <= 0:
-        raise SettingsError(f"{name} must be a number of seconds above 0, got {environ.get(name)!r}")
-    return value
-
-
-# -- what start-up says about the settings -------------------------------------------------------------------------
-# A typo'd variable (`_APIKEY` for `_API_KEY`) is not an error from_env can see: it reads the names it knows, and the
-# misspelt one silently leaves a default in place (the simulator instead of the real provider). So start-up names
-# every REELHOOK_* variable that nothing reads. The known names are not a second list to keep in step: they are
-# the names from_env asks for, recorded by running it once over an empty environment, plus the client's own.
-
-CLIENT_VARIABLES = frozenset({"REELHOOK_SERVER_URL"})  # receiver/client.py: where the CLI finds the server
-
-
-class _Recording(Mapping[str, str]):
-    """An empty environment that remembers every name asked of it."""
-
-    def __init__(self) -> None:
-        self.asked: set[str] = set()
-
-    def __getitem__(self, name: str) -> str:
-        self.asked.add(name)
-        raise KeyError(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-
-@functools.cache
-def known_variables() -> frozenset[str]:
-    """Every REELHOOK_* variable reelhook reads: Settings.from_env's, and the client's."""
-    environ = _Recording()
-    Settings.from_env(environ)
-    return frozenset(environ.asked) | CLIENT_VARIABLES
-
-
-def unknown_variable_warnings(environ: Mapping[str, str]) -> list[str]:
-    """A warning for each REELHOOK_* variable that nothing reads, naming the closest known one."""
-    known = sorted(known_variables())
-    warnings = []
-    for name in sorted(environ):
-        if not name.startswith("REELHOOK_") or name in known:
-            continue
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)  # every name shares REELHOOK_
-        hint = f"did you mean {close[0]}?" if close else "see the README for the settings"
-        warnings.append(f"{name} is not a reelhook setting and is ignored; {hint}")
-    return warnings
-
-
-def startup_lines(
-    settings: Settings,
-    *,
-    public_url_from: str,
-    rules: tuple[Path, int] | None,
-    paused: str | None,
-    discovered: str | None = None,
-) -> list[str]:
-    """What `reelhook serve` runs with, one line each: the public URL and where it came from, each provider, the
-    rules file, the kill switch. `settings.providers` are the ones in use (a simulator's base URL filled in). With
-    REELHOOK_PUBLIC_URL=auto, `discovered` is what the tunnel agent answered at start-up (None: nothing found, and
-    `public_url_from` says where it looked)."""
-    if not settings.discover_public_url:
-        lines = [f"public URL {settings.public_url} (from {public_url_from})"]
-    elif discovered is not None:
-        auto = "REELHOOK_PUBLIC_URL=auto: asked again as paid jobs leave"
-        lines = [f"public URL {discovered} (from {public_url_from}; {auto})"]
-    else:
-        nothing = f"REELHOOK_PUBLIC_URL=auto: no ngrok/cloudflared tunnel found at {public_url_from}"
-        lines = [
-            f"public URL: none yet ({nothing}): paid jobs wait for one; simulators call back on {settings.public_url}"
-        ]
-    for name, provider in settings.providers.items():
-        variable = f"REELHOOK_{name.upper()}_API_KEY"
-        if provider.simulated:
-            lines.append(f"{name}: no {variable}: the built-in {name} simulator answers at {provider.base_url}")
-        else:
-            lines.append(f"{name}: key from {variable}, sending to {provider.base_url}")
-    if settings.database_url is None:
-        lines.append(f"database: SQLite file {settings.database_path} (set REELHOOK_DATABASE_URL to share one)")
-    else:
-        where = urlsplit(str(settings.database_url))  # host and database name only: the URL may hold a password
-        lines.append(f"database: PostgreSQL {where.hostname or 'local socket'}{where.path}, shared by every instance")
-    if rules is None:
-        lines.append("rules: none (REELHOOK_RULES is not set): no follow-ups")
-    else:
-        path, count = rules
-        lines.append(f"rules: {path}, {count} rule{'' if count == 1 else 's'}")
-    if settings.media_s3 is None:
-        lines.append(f"media: {settings.media_dir} (REELHOOK_MEDIA_URL is not set)")
-    else:
-        endpoint = settings.media_s3.endpoint or "AWS"
-        lines.append(f"media: {settings.media_s3.url} at {endpoint} (from REELHOOK_MEDIA_URL)")
-    if paused is None:
-        lines.append("not paused: rules' follow-ups go out")
-    else:
-        lines.append(f"paused ({paused}): rules' follow-ups wait for `reelhook resume`")
-    return lines

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from receiver.cli import _parser
-from receiver.settings import known_variables
+from receiver.startup import known_variables
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
 INSTALLED = "/opt/reelhook/.venv/bin/reelhook"

@@ -16,7 +16,8 @@ import pytest
 from receiver import logs
 from receiver.cli import main
 from receiver.serving import make_server
-from receiver.settings import Secret, Settings, SettingsError, known_variables, unknown_variable_warnings
+from receiver.settings import Secret, Settings, SettingsError
+from receiver.startup import known_variables, unknown_variable_warnings
 from storage import Video, VideoStatus
 from submitter.tokens import HookClaim, HookSigner
 from tests.faults.test_secrets import encodings, leaks

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from receiver.media import open_media
-from receiver.settings import S3Media, Secret, Settings, SettingsError, startup_lines
+from receiver.settings import S3Media, Secret, Settings, SettingsError
+from receiver.startup import startup_lines
 from storage.media.local import LocalMediaStore
 from storage.media.s3 import S3MediaStore
 

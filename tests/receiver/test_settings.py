@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from receiver.settings import known_variables, unknown_variable_warnings
+from receiver.startup import known_variables, unknown_variable_warnings
 
 REPO = Path(__file__).resolve().parents[2]
 
