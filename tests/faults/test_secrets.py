@@ -35,11 +35,15 @@ def leaks(secrets: dict[str, str], text: str) -> list[tuple[str, str]]:
     return [(name, form) for name, secret in secrets.items() for form in sorted(encodings(secret)) if form in text]
 
 
-async def test_no_secret_reaches_the_log_or_the_api(tmp_path: Path, sock: socket.socket) -> None:
+async def test_no_secret_reaches_the_log_or_the_api(
+    tmp_path: Path, sock: socket.socket, database_url: str | None
+) -> None:
     sims = {name: cls(api_key=TT_KEY, delay=0.05) for name, cls in SIMULATORS.items()}
     async with AsyncExitStack() as stack:
         urls = {name: await stack.enter_async_context(running(sim.app)) for name, sim in sims.items()}
-        rig = await stack.enter_async_context(crash_rig(tmp_path, sock, sims, urls, rules=""))  # type: ignore[arg-type]
+        rig = await stack.enter_async_context(
+            crash_rig(tmp_path, sock, sims, urls, rules="", database_url=database_url)  # type: ignore[arg-type]
+        )
         async with rig.serving():
             answers = []
             for provider in SIMULATORS:
@@ -56,7 +60,7 @@ async def test_no_secret_reaches_the_log_or_the_api(tmp_path: Path, sock: socket
         "REELHOOK_SECRET": SECRET,
         "REELHOOK_API_TOKEN": API_TOKEN,
         "provider API key": TT_KEY,
-        "notify secret": (rig.data / "notify-secret").read_text().strip(),
+        "notify secret": rig.notify_secret,
         "wavespeed webhook secret": sims["wavespeed"].webhook_secret,  # type: ignore[attr-defined]
     }
     for name, [url] in hook_urls.items():
