@@ -144,7 +144,7 @@ async def crash_rig(
     sim_urls: dict[str, str],
     rules: str = EXTEND_ONCE,
     *,
-    database_url: str | None,
+    database_url: str | None = None,  # None: the SQLite file in the data dir
 ) -> AsyncIterator[Crash]:
     rules_file = tmp_path / "rules.toml"
     rules_file.write_text(rules)
