@@ -2,27 +2,46 @@
 
 The simulators run in the test process; the server is a real process on a socket the test bound, so a restart keeps
 the address and providers' retries find it again.
+
+Every test that takes `database_url` runs on both engines: on SQLite the service keeps its default file in its data
+dir; on PostgreSQL it is handed `REELHOOK_DATABASE_URL`, a fresh database of its own per test (tests/postgres.py).
+What is durable after a crash is read through `storage.open_store`, the store the service itself uses, so the same
+assertion holds on either engine. A shared database makes the service refuse secrets it would generate into its data
+dir, so on PostgreSQL all three are given.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, closing
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
+import pytest
 
 from receiver.serving import socket_url
+from storage import Job, open_store
 from submitter.simulators.base import Simulator
-from tests.e2e.conftest import API_TOKEN, SECRET, TT_KEY, assert_videos_on_disk, server, sock, wait_until
+from tests.e2e.conftest import (
+    API_TOKEN,
+    NOTIFY_SECRET,
+    SECRET,
+    TT_KEY,
+    assert_videos_on_disk,
+    server,
+    sock,
+    wait_until,
+)
+from tests.postgres import PostgresServer
 
 __all__ = ["sock"]  # the e2e fixture: a listening socket the test owns
+
+ENGINES = ("sqlite", "postgres")
 
 EXTEND_ONCE = """
 [limits]
@@ -35,9 +54,34 @@ extend.index = 0
 """
 
 
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(engine: str, request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """The service's REELHOOK_DATABASE_URL: none on SQLite (its file in the data dir), else a PostgreSQL database of
+    this test's own, dropped afterwards."""
+    if engine == "sqlite":
+        yield None
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = server.new_database()
+    yield server.url(name)
+    # A service that quietly kept its SQLite file would pass every assertion made through its API: the PostgreSQL
+    # leg counts only if the jobs are in this database.
+    [(jobs,)] = server.admin_in(name, "SELECT count(*) FROM jobs")
+    left = server.drop_database(name)
+    assert jobs, "the service never wrote to its REELHOOK_DATABASE_URL"
+    if left:
+        pytest.fail(f"{left} PostgreSQL connection(s) outlived the test: the service or a store left them open")
+
+
 @dataclass
 class Crash:
     env: dict[str, str]
+    database: str  # what `open_store` opens: the service's SQLite file or its PostgreSQL database
     data: Path
     log: Path
     sock_fd: int
@@ -72,9 +116,16 @@ class Crash:
         await wait_until(done, timeout=30)
         return {job["depth"]: job for job in await self.jobs()}
 
-    def rows(self, sql: str) -> list[tuple[Any, ...]]:
-        with closing(sqlite3.connect(self.data / "reelhook.sqlite3")) as db:
-            return db.execute(sql).fetchall()
+    async def stored_jobs(self) -> list[Job]:
+        """Every job (with its videos) as the database holds it: read through the store, not the service's API,
+        so it can be asked while the service is down."""
+        async with await open_store(self.database) as store:
+            return await store.list_jobs(limit=500)
+
+    @property
+    def notify_secret(self) -> str:
+        """The key that signs notifications: given (PostgreSQL), or generated into the data dir (SQLite)."""
+        return self.env.get("REELHOOK_NOTIFY_SECRET") or (self.data / "notify-secret").read_text().strip()
 
     def assert_whole(self, jobs: dict[int, dict[str, Any]]) -> None:
         """Every job succeeded with every file whole; nothing half-written is left in media/."""
@@ -87,7 +138,13 @@ class Crash:
 
 @asynccontextmanager
 async def crash_rig(
-    tmp_path: Path, sock: Any, sims: dict[str, Simulator], sim_urls: dict[str, str], rules: str = EXTEND_ONCE
+    tmp_path: Path,
+    sock: Any,
+    sims: dict[str, Simulator],
+    sim_urls: dict[str, str],
+    rules: str = EXTEND_ONCE,
+    *,
+    database_url: str | None = None,  # None: the SQLite file in the data dir
 ) -> AsyncIterator[Crash]:
     rules_file = tmp_path / "rules.toml"
     rules_file.write_text(rules)
@@ -100,8 +157,12 @@ async def crash_rig(
         "REELHOOK_ALLOW_PRIVATE_URLS": "1",  # the simulators' CDNs are on loopback
         "REELHOOK_RULES": str(rules_file),
     }
+    if database_url is not None:
+        env |= {"REELHOOK_DATABASE_URL": database_url, "REELHOOK_NOTIFY_SECRET": NOTIFY_SECRET}
     for name, url in sim_urls.items():
         env |= {f"REELHOOK_{name.upper()}_API_KEY": TT_KEY, f"REELHOOK_{name.upper()}_BASE_URL": url}
     headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    data = tmp_path / "data"
+    database = database_url or str(data / "reelhook.sqlite3")
     async with httpx.AsyncClient(base_url=socket_url(sock), headers=headers, timeout=30) as api:
-        yield Crash(env, tmp_path / "data", tmp_path / "server.log", sock.fileno(), api)
+        yield Crash(env, database, data, tmp_path / "server.log", sock.fileno(), api)

@@ -14,6 +14,7 @@ from anyio.abc import SocketStream
 from receiver.app import create_app
 from receiver.rules import RuleSet
 from receiver.serving import bind_socket, running, socket_url
+from receiver.settings import Secret
 from submitter.simulators.ttapi import TTAPISimulator
 from tests.e2e.conftest import API_TOKEN, TT_KEY, assert_videos_on_disk, settings_for, wait_until
 
@@ -51,11 +52,14 @@ async def dropping_proxy(upstream: str) -> AsyncIterator[str]:
         tg.cancel_scope.cancel()
 
 
-async def test_an_answer_lost_after_acceptance_is_not_a_reason_to_send_again(tmp_path: Path) -> None:
+async def test_an_answer_lost_after_acceptance_is_not_a_reason_to_send_again(
+    tmp_path: Path, database_url: str | None
+) -> None:
     sim = TTAPISimulator(api_key=TT_KEY, auto_deliver=False)
     async with running(sim.app) as sim_url, dropping_proxy(sim_url) as proxy_url:
         sock = bind_socket()
-        settings = settings_for(tmp_path / "data", socket_url(sock), {"ttapi": proxy_url})
+        database = {"database_url": Secret(database_url)} if database_url else {}
+        settings = settings_for(tmp_path / "data", socket_url(sock), {"ttapi": proxy_url}, **database)
         app = create_app(settings, rules=RuleSet.empty(), trusted_origins={sim_url})
         headers = {"Authorization": f"Bearer {API_TOKEN}"}
         async with running(app, sock) as url, httpx.AsyncClient(base_url=url, headers=headers) as api:

@@ -9,7 +9,7 @@ import re
 import socket
 from contextlib import AsyncExitStack
 from pathlib import Path
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 import pytest
 
@@ -20,6 +20,15 @@ from tests.e2e.conftest import API_TOKEN, SECRET, TT_KEY
 from tests.faults.conftest import crash_rig
 
 pytestmark = pytest.mark.anyio
+
+
+DATABASE_PASSWORD = "pg-pass/0123+abc"  # a slash and a plus: it has a percent-encoded form in a URL
+
+
+def with_password(url: str, password: str) -> str:
+    parts = urlsplit(url)
+    netloc = f"{parts.username or ''}:{quote(password, safe='')}@{parts.hostname or ''}"
+    return urlunsplit(parts._replace(netloc=netloc + (f":{parts.port}" if parts.port else "")))
 
 
 def encodings(secret: str) -> set[str]:
@@ -35,11 +44,19 @@ def leaks(secrets: dict[str, str], text: str) -> list[tuple[str, str]]:
     return [(name, form) for name, secret in secrets.items() for form in sorted(encodings(secret)) if form in text]
 
 
-async def test_no_secret_reaches_the_log_or_the_api(tmp_path: Path, sock: socket.socket) -> None:
+async def test_no_secret_reaches_the_log_or_the_api(
+    tmp_path: Path, sock: socket.socket, database_url: str | None
+) -> None:
     sims = {name: cls(api_key=TT_KEY, delay=0.05) for name, cls in SIMULATORS.items()}
+    if database_url is not None:
+        # A shared database's address may hold its password. The test server trusts local connections, so any
+        # password is accepted and one that must not be shown can be given.
+        database_url = with_password(database_url, DATABASE_PASSWORD)
     async with AsyncExitStack() as stack:
         urls = {name: await stack.enter_async_context(running(sim.app)) for name, sim in sims.items()}
-        rig = await stack.enter_async_context(crash_rig(tmp_path, sock, sims, urls, rules=""))  # type: ignore[arg-type]
+        rig = await stack.enter_async_context(
+            crash_rig(tmp_path, sock, sims, urls, rules="", database_url=database_url)  # type: ignore[arg-type]
+        )
         async with rig.serving():
             answers = []
             for provider in SIMULATORS:
@@ -56,9 +73,12 @@ async def test_no_secret_reaches_the_log_or_the_api(tmp_path: Path, sock: socket
         "REELHOOK_SECRET": SECRET,
         "REELHOOK_API_TOKEN": API_TOKEN,
         "provider API key": TT_KEY,
-        "notify secret": (rig.data / "notify-secret").read_text().strip(),
+        "notify secret": rig.notify_secret,
         "wavespeed webhook secret": sims["wavespeed"].webhook_secret,  # type: ignore[attr-defined]
     }
+    if database_url is not None:
+        secrets["database password"] = DATABASE_PASSWORD
+        assert "database: PostgreSQL" in rig.log.read_text()  # the service was given, and used, the address
     for name, [url] in hook_urls.items():
         secrets[f"{name} hook URL"] = url
         secrets[f"{name} hook token"] = urlsplit(url).path.split("/")[3]  # /hooks/{provider}/{token}[/callback]

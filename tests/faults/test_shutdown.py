@@ -47,9 +47,14 @@ class StallingCDN(TTAPISimulator):
         return StreamingResponse(stall(), media_type="video/mp4", headers=headers)
 
 
-async def test_sigterm_mid_download_stops_cleanly_and_resumes(tmp_path: Path, sock: socket.socket) -> None:
+async def test_sigterm_mid_download_stops_cleanly_and_resumes(
+    tmp_path: Path, sock: socket.socket, database_url: str | None
+) -> None:
     sim = StallingCDN(api_key=TT_KEY, delay=0.05)
-    async with running(sim.app) as sim_url, crash_rig(tmp_path, sock, {"ttapi": sim}, {"ttapi": sim_url}, "") as rig:
+    async with (
+        running(sim.app) as sim_url,
+        crash_rig(tmp_path, sock, {"ttapi": sim}, {"ttapi": sim_url}, "", database_url=database_url) as rig,
+    ):
         async with rig.serving() as first:
             job = (await rig.api.post("/api/jobs", json={"prompt": "p", "image_url": "https://i.example/a"})).json()
 
@@ -68,7 +73,8 @@ async def test_sigterm_mid_download_stops_cleanly_and_resumes(tmp_path: Path, so
             assert "Application shutdown complete" in rig.log.read_text()
 
         assert not list((rig.data / "media").rglob("*.part"))  # abandoned safely, nothing half-written
-        assert rig.rows("SELECT status FROM videos") == [("pending",)] * 4  # still owed, not failed
+        stored = await rig.stored_jobs()
+        assert [video.status for job in stored for video in job.videos] == ["pending"] * 4  # still owed, not failed
         sim.flowing = True
         async with rig.serving():
             jobs = await rig.settle(1)
