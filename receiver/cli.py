@@ -15,6 +15,7 @@ from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -161,12 +162,16 @@ def _settings_and_logging(environ: Mapping[str, str]) -> Iterator[tuple[Settings
         yield settings, redaction
 
 
-def _secrets(settings: Settings) -> list[Secret | None]:
+def _secrets(settings: Settings) -> list[Secret | str | None]:
     """Every secret the settings hold, for the log's redaction: the hook secrets, the API token, the notify secret,
-    and each provider's key and webhook secret."""
-    found = [*settings.secrets, settings.api_token, settings.notify_secret]
+    each provider's key and webhook secret, the database's password and the bucket's secret key."""
+    found: list[Secret | str | None] = [*settings.secrets, settings.api_token, settings.notify_secret]
     for provider in settings.providers.values():
         found += [provider.api_key, provider.webhook_secret]
+    if settings.database_url is not None:  # the URL, and its password on its own
+        found += [settings.database_url, urlsplit(str(settings.database_url)).password]
+    if settings.media_s3 is not None:
+        found.append(settings.media_s3.secret_access_key)
     return found
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from receiver import logs
-from receiver.cli import main
+from receiver.cli import _secrets, main
 from receiver.serving import make_server
 from receiver.settings import Secret, Settings, SettingsError
 from receiver.startup import known_variables, unknown_variable_warnings
@@ -161,3 +161,13 @@ def test_serve_logs_in_json_from_its_first_line(tmp_path: Path, capsys: pytest.C
     assert line["message"].startswith("REELHOOK_TTAPI_APIKEY is not a reelhook setting")
     assert refusal.startswith("reelhook: ") and 'unknown key "extnd"' in refusal  # the refusal is the CLI's, not a log
     assert not [h for h in logging.getLogger().handlers if isinstance(h, logs.StderrHandler)]  # none left behind
+
+
+def test_the_database_password_and_the_bucket_key_are_among_the_secrets_hidden() -> None:
+    settings = Settings.from_env({
+        "REELHOOK_DATABASE_URL": "postgresql://reelhook:db-pass-0123456789@db.example/reelhook",
+        "REELHOOK_MEDIA_URL": "s3://bucket/prefix",
+        "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "s3-secret-0123456789abcdef",
+    })  # fmt: skip
+    hidden = {str(secret) for secret in _secrets(settings) if secret is not None}
+    assert {"db-pass-0123456789", "s3-secret-0123456789abcdef"} <= hidden
