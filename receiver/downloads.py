@@ -138,13 +138,27 @@ class Downloader:
         coming due) rather than return, so one slow origin cannot hold back videos announced after the run began.
         """
         run = _Run()
-        async with anyio.create_task_group() as renewing:
-            renewing.start_soon(self._renew_leases)
-            async with anyio.create_task_group() as tg:
-                for _ in range(self._concurrency):
-                    tg.start_soon(self._work, run)
-            renewing.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as renewing:
+                renewing.start_soon(self._renew_leases)
+                async with anyio.create_task_group() as tg:
+                    for _ in range(self._concurrency):
+                        tg.start_soon(self._work, run)
+                renewing.cancel_scope.cancel()
+        except anyio.get_cancelled_exc_class():
+            await self._give_back(run)  # a shutdown: what this instance held is due again now, for the others
+            raise
         return len(run.handled)
+
+    async def _give_back(self, run: _Run) -> None:
+        claims = ({claim for claim, _ in self._claims.values()} | run.claims) - {""}
+        self._held.clear()
+        with anyio.CancelScope(shield=True):
+            for claim in claims:
+                try:
+                    await self._store.release_claim(claim)
+                except Exception:
+                    logger.exception("cannot give back claimed downloads; they are due again when their lease ends")
 
     def wake(self) -> None:
         """New videos may be due: idle slots of a run still in progress look again."""
@@ -163,6 +177,7 @@ class Downloader:
             async with self._limiter:
                 video = await self._claim(run.retried)
                 if video is not None:
+                    run.claims.add(video.claim_id or "")
                     await self._attempt(video, run)
                     continue
             if not run.active:
@@ -372,6 +387,7 @@ class _Run:
     handled: list[tuple[str, int]] = field(default_factory=list)
     retried: set[tuple[str, int]] = field(default_factory=set)
     active: int = 0  # downloads of this run in progress
+    claims: set[str] = field(default_factory=set)  # the claims of the videos this run started
 
 
 def _origin_of(url: str) -> str:

@@ -30,6 +30,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import anyio
+
 from receiver.guards import DAY, cut, guarded, paused
 from receiver.metrics import Metrics
 from receiver.rules import RuleSet, Skip
@@ -65,69 +67,90 @@ class FollowUps:
         handled, created, notified = 0, 0, False
         if await paused(self._store) is not None:
             return 0  # nothing claimed: the events wait for resume, free for any instance
-        for event in await self._store.claim_events(limit=BATCH, lease=EVENT_LEASE):
-            if await paused(self._store) is not None:  # asked per event, so a pause also stops a long batch
-                break  # the rest of the batch waits for resume, and for its lease to end
-            handled += 1
-            job = await self._store.get_job(event.job_id)
-            if job is None:  # events reference jobs by foreign key; this cannot happen short of manual edits
-                await self._store.complete_event(event.id, claim=event.claim_id)
-                continue
-            followups, skips = self.rules.followups(event, job)
-            notifications = [
-                NewNotification(rule, url, event_json(event, job)) for rule, url in self.rules.notifications(event, job)
-            ]
-            stopped: list[Note] = []
-            # One line per follow-up not made: a WARNING when a limit stopped it (money it would have spent), INFO
-            # when the provider simply cannot do it (a rule that also fires on a provider that cannot extend).
-            logged = [
-                (Note(job.id, skip.rule or None, skip.reason), logging.WARNING if skip.limit else logging.INFO)
-                for skip in skips
-                if skip.origin is None
-            ]
-            notes = [note for note, _ in logged]
-            amended = {skip.origin: skip for skip in skips if skip.origin is not None}
-            try:
-                new_ids = await self._complete(event, job, followups, notifications, notes, stopped)
-            except LeaseLost:
-                log.warning(
-                    "event %s on job %s: its claim was taken over (the lease ran out); left to whoever holds it",
-                    event.id,
-                    job.id,
-                    extra={"event": "followup.lease_lost", "job": job},
+        batch = await self._store.claim_events(limit=BATCH, lease=EVENT_LEASE)
+        finished = False
+        try:
+            for event in batch:
+                if await paused(self._store) is not None:  # asked per event, so a pause also stops a long batch
+                    break  # the rest of the batch is given back below: due again, for any instance, on resume
+                handled += 1
+                job = await self._store.get_job(event.job_id)
+                if job is None:  # events reference jobs by foreign key; this cannot happen short of manual edits
+                    await self._store.complete_event(event.id, claim=event.claim_id)
+                    continue
+                followups, skips = self.rules.followups(event, job)
+                notifications = [
+                    NewNotification(rule, url, event_json(event, job))
+                    for rule, url in self.rules.notifications(event, job)
+                ]
+                stopped: list[Note] = []
+                # One line per follow-up not made: a WARNING when a limit stopped it (money it would have spent), INFO
+                # when the provider simply cannot do it (a rule that also fires on a provider that cannot extend).
+                logged = [
+                    (Note(job.id, skip.rule or None, skip.reason), logging.WARNING if skip.limit else logging.INFO)
+                    for skip in skips
+                    if skip.origin is None
+                ]
+                notes = [note for note, _ in logged]
+                amended = {skip.origin: skip for skip in skips if skip.origin is not None}
+                try:
+                    new_ids = await self._complete(event, job, followups, notifications, notes, stopped)
+                except LeaseLost:
+                    log.warning(
+                        "event %s on job %s: its claim was taken over (the lease ran out); left to whoever holds it",
+                        event.id,
+                        job.id,
+                        extra={"event": "followup.lease_lost", "job": job},
+                    )
+                    continue
+                logged += [(note, logging.WARNING) for note in stopped]
+                for note, level in logged:
+                    log.log(
+                        level,
+                        'rule "%s" did not follow up job %s: %s',
+                        note.rule,
+                        note.job_id,
+                        note.message,
+                        extra={"event": "followup.skipped", "job": job, "rule": note.rule},
+                    )
+                self._metrics.followups.labels("fired").inc(len(new_ids))
+                self._metrics.followups.labels("stopped_by_limit").inc(
+                    sum(level == logging.WARNING for _, level in logged)
                 )
-                continue
-            logged += [(note, logging.WARNING) for note in stopped]
-            for note, level in logged:
-                log.log(
-                    level,
-                    'rule "%s" did not follow up job %s: %s',
-                    note.rule,
-                    note.job_id,
-                    note.message,
-                    extra={"event": "followup.skipped", "job": job, "rule": note.rule},
-                )
-            self._metrics.followups.labels("fired").inc(len(new_ids))
-            self._metrics.followups.labels("stopped_by_limit").inc(sum(level == logging.WARNING for _, level in logged))
-            if amended:
-                await self._note_followups(event.id, new_ids, amended)
-            notified = notified or bool(notifications)
-            for new in new_ids:
-                log.info(
-                    "event %s on job %s: follow-up job %s recorded",
-                    event.type,
-                    job.id,
-                    new,
-                    extra={"event": "followup.recorded", "job": job, "followup_id": new, "on": event.type},
-                )
-            if new_ids:
-                self._fault("followup.recorded")
-            created += len(new_ids)
+                if amended:
+                    await self._note_followups(event.id, new_ids, amended)
+                notified = notified or bool(notifications)
+                for new in new_ids:
+                    log.info(
+                        "event %s on job %s: follow-up job %s recorded",
+                        event.type,
+                        job.id,
+                        new,
+                        extra={"event": "followup.recorded", "job": job, "followup_id": new, "on": event.type},
+                    )
+                if new_ids:
+                    self._fault("followup.recorded")
+                created += len(new_ids)
+            else:
+                finished = True
+        finally:
+            if not finished and batch and batch[0].claim_id:  # stopped early: a pause, an error, a shutdown
+                await self._give_back(batch[0].claim_id)
+
         if created:
             self._on_recorded()
         if notified:
             self._on_notify()
         return handled
+
+    async def _give_back(self, claim: str) -> None:
+        """Release what is left of a batch claimed under `claim`, so it is due again now rather than at its lease's
+        end (nothing wakes this worker then). Shielded: a shutdown cancelling the run still gives it back."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._store.release_claim(claim)
+            except Exception:
+                log.exception("cannot give back claimed events; they are due again when their lease ends")
 
     async def _complete(
         self,

@@ -106,3 +106,15 @@ async def test_released_claims_are_due_at_once(store: StoreProtocol) -> None:
     assert await store.release_claims() == 5
     assert len(await store.claim_downloads(limit=10, lease=3600)) == 4
     assert len(await store.claim_events(limit=10, lease=3600)) == 1
+
+
+async def test_a_claim_given_back_is_due_at_once_for_another_claimer(make_store: MakeStore, now: list[float]) -> None:
+    # What a worker that stops early does (a pause mid-batch, a shutdown): the rest is due now, not at lease end.
+    a, b = await two_instances(make_store, now)
+    await succeeded_jobs(a, 2)
+    first, second = await a.claim_events(limit=2, lease=LEASE)
+    assert first.claim_id == second.claim_id and first.claim_id is not None
+    await a.complete_event(first.id, claim=first.claim_id)
+    assert await b.claim_events(limit=2, lease=LEASE) == []
+    assert await a.release_claim(first.claim_id) == 1  # the one left; the one completed stays completed
+    assert [event.id for event in await b.claim_events(limit=2, lease=LEASE)] == [second.id]
