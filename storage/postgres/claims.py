@@ -151,6 +151,8 @@ class Claims(Queues):
             for sql in _RELEASE:
                 cursor = await db.execute(sql + " AND claim_id = %s", (claim,))
                 released += max(cursor.rowcount, 0)
+            if released:
+                await self._hint(db, "downloads", "notifications", "events")  # due now: any instance may take them
         return released
 
     async def release_claims(self) -> int:
@@ -162,6 +164,8 @@ class Claims(Queues):
             for sql in _RELEASE:
                 cursor = await db.execute(sql)
                 released += max(cursor.rowcount, 0)
+            if released:
+                await self._hint(db, "downloads", "notifications", "events")  # due now: any instance may take them
         return released
 
     async def complete_event_guarded(
