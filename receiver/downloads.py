@@ -17,6 +17,13 @@ crash at each point leaves behind, and why the next attempt (the row is still pe
 
 Recording first would be the unsafe order: a crash would leave a downloaded row, and an event, for a missing file.
 
+Videos are claimed in the store (`claim_downloads`), so one worker of one instance fetches each: a claim is a
+lease of `lease` seconds under a claim id, renewed every third of it while the video waits for a slot or is
+being fetched, however long the file takes. An instance that dies stops renewing, and its videos go to the others
+when their leases end. The outcome (`record_download`, `retry_download`, `fail_download`) is recorded only under the
+claim id: a worker that stalled past its lease and whose video was claimed again records nothing, and a renewal
+that finds its claim taken over cancels the attempt.
+
 Failures split in two. Permanent ones fail the video at once: an unsafe URL, a 4xx such as an expired CDN link, a
 body over `max_bytes` (counted decoded), one encoded twice or in a coding reelhook does not decode, or one that is not
 media (see `filekinds`; a refused body is never renamed into place). Transient ones (5xx, 408, 429, a dropped
@@ -29,9 +36,9 @@ Anyone with a valid hook token can name the URL, so an origin may be hostile, an
 the rest. The body is decoded by `wirebody`, a bounded piece at a time, so memory stays flat under a decompression
 bomb. Each attempt has a deadline (`wirebody.Pace`: a head start, then one second per `min_rate` bytes received,
 never past `deadline`), so a server that sends a byte now and then loses its slot and is retried later. And at most
-`per_origin` of the `concurrency` slots fetch from one scheme://host:port at once: a claim skips the videos of a full
-origin rather than wait on them, and a run whose other slots sit idle beside a slow download takes the videos that
-`wake()` announces, so other jobs' files keep arriving while one origin drips.
+`per_origin` of the `concurrency` slots fetch from one scheme://host:port at once: the videos of a full origin are
+held (claimed) while slots take others rather than wait on them, and a run whose other slots sit idle beside a slow
+download takes the videos that `wake()` announces, so other jobs' files keep arriving while one origin drips.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ MIN_RATE = 32 * 1024  # bytes/s, averaged over an attempt (REELHOOK_DOWNLOAD_MIN
 DEADLINE = 600.0  # seconds, the most any attempt may take (REELHOOK_DOWNLOAD_DEADLINE)
 HEAD_START = 15.0  # seconds before MIN_RATE counts: resolving, connecting, TLS, redirects, the first byte
 PER_ORIGIN = 2  # downloads at once from one scheme://host:port (REELHOOK_DOWNLOAD_PER_ORIGIN)
+LEASE = 60.0  # seconds a claimed video stays ours without a renewal; renewed every third of it while held
 
 
 class Downloader:
@@ -84,6 +92,7 @@ class Downloader:
         deadline: float = DEADLINE,
         head_start: float = HEAD_START,
         per_origin: int = PER_ORIGIN,
+        lease: float = LEASE,
         on_recorded: Callable[[], None] = lambda: None,
         on_poster: Callable[[], None] = lambda: None,
         fault: Callable[[str], None] = lambda point: None,
@@ -106,6 +115,7 @@ class Downloader:
         self._deadline = deadline
         self._head_start = head_start
         self._per_origin = per_origin
+        self._lease = lease
         self._on_recorded = on_recorded
         self._on_poster = on_poster
         self._fault = fault
@@ -115,6 +125,8 @@ class Downloader:
         self._limiter = anyio.CapacityLimiter(concurrency)
         self._claim_lock = anyio.Lock()
         self._in_progress: dict[tuple[str, int], str] = {}  # video -> the origin it is fetched from
+        self._held: dict[tuple[str, int], Video] = {}  # claimed, waiting for a slot of its origin (or a later run)
+        self._claims: dict[tuple[str, int], tuple[str, anyio.CancelScope | None]] = {}  # claim id, attempt's scope
         self._busy: Counter[str] = Counter()  # origin -> downloads from it in progress
         self._changed: anyio.Event | None = None  # set when a slot frees up or new work is announced
 
@@ -126,10 +138,27 @@ class Downloader:
         coming due) rather than return, so one slow origin cannot hold back videos announced after the run began.
         """
         run = _Run()
-        async with anyio.create_task_group() as tg:
-            for _ in range(self._concurrency):
-                tg.start_soon(self._work, run)
+        try:
+            async with anyio.create_task_group() as renewing:
+                renewing.start_soon(self._renew_leases)
+                async with anyio.create_task_group() as tg:
+                    for _ in range(self._concurrency):
+                        tg.start_soon(self._work, run)
+                renewing.cancel_scope.cancel()
+        except anyio.get_cancelled_exc_class():
+            await self._give_back(run)  # a shutdown: what this instance held is due again now, for the others
+            raise
         return len(run.handled)
+
+    async def _give_back(self, run: _Run) -> None:
+        claims = ({claim for claim, _ in self._claims.values()} | run.claims) - {""}
+        self._held.clear()
+        with anyio.CancelScope(shield=True):
+            for claim in claims:
+                try:
+                    await self._store.release_claim(claim)
+                except Exception:
+                    logger.exception("cannot give back claimed downloads; they are due again when their lease ends")
 
     def wake(self) -> None:
         """New videos may be due: idle slots of a run still in progress look again."""
@@ -148,6 +177,7 @@ class Downloader:
             async with self._limiter:
                 video = await self._claim(run.retried)
                 if video is not None:
+                    run.claims.add(video.claim_id or "")
                     await self._attempt(video, run)
                     continue
             if not run.active:
@@ -157,31 +187,62 @@ class Downloader:
                 await changed.wait()
 
     async def _claim(self, retried: set[tuple[str, int]]) -> Video | None:
-        """The first due video whose origin has a free slot; videos of a full origin are skipped, not awaited."""
-        async with self._claim_lock:  # due_downloads awaits: claim under a lock, or two workers race
-            skip = set(self._in_progress) | retried
-            while True:
-                # The batch grows with what was skipped, so a long queue behind a full origin costs few queries.
-                due = await self._store.due_downloads(limit=max(self._concurrency, len(skip)), exclude=skip)
-                if not due:
-                    return None
-                for video in due:
-                    key = (video.job_id, video.index)
-                    where = _origin_of(video.url)
-                    if self._busy[where] < self._per_origin:
-                        self._in_progress[key] = where
-                        self._busy[where] += 1
-                        return video
-                    skip.add(key)
+        """The first claimed video whose origin has a free slot; videos of a full origin are held, not awaited.
+
+        Videos are claimed in the store (`claim_downloads`, a lease under a claim id), so no other worker of any
+        instance takes them; those whose origin is full wait here, their leases renewed, until a slot frees up.
+        """
+        async with self._claim_lock:  # claims await the store: one at a time, or two slots race for one video
+            video = self._startable(retried)
+            if video is None and len(self._held) < 4 * self._concurrency:
+                for claimed in await self._store.claim_downloads(limit=self._concurrency, lease=self._lease):
+                    key = (claimed.job_id, claimed.index)
+                    self._held[key] = claimed
+                    self._claims[key] = (claimed.claim_id or "", None)
+                video = self._startable(retried)
+            if video is None:
+                return None
+            key = (video.job_id, video.index)
+            where = _origin_of(video.url)
+            del self._held[key]
+            self._in_progress[key] = where
+            self._busy[where] += 1
+            return video
+
+    def _startable(self, retried: set[tuple[str, int]]) -> Video | None:
+        for key, video in self._held.items():
+            if key not in retried and self._busy[_origin_of(video.url)] < self._per_origin:
+                return video
+        return None
+
+    async def _renew_leases(self) -> None:
+        """While a run lasts, keep the leases of what it holds and fetches; stop an attempt whose claim was lost."""
+        while True:
+            await anyio.sleep(self._lease / 3)
+            for key, (claim, scope) in list(self._claims.items()):
+                if await self._store.renew_download(*key, claim=claim, lease=self._lease):
+                    continue
+                logger.warning(
+                    "job %s video %d: its claim was taken over (the lease ran out); left to whoever holds it",
+                    *key,
+                    extra={"event": "download.lease_lost", "job": key[0], "video": key[1]},
+                )
+                self._held.pop(key, None)
+                self._claims.pop(key, None)
+                if scope is not None:
+                    scope.cancel()
 
     async def _attempt(self, video: Video, run: _Run) -> None:
         key = (video.job_id, video.index)
         run.active += 1
         try:
-            if not await self._handle(video):
-                run.retried.add(key)
+            with anyio.CancelScope() as scope:
+                self._claims[key] = (video.claim_id or "", scope)
+                if not await self._handle(video):
+                    run.retried.add(key)
         finally:
             run.active -= 1
+            self._claims.pop(key, None)
             where = self._in_progress.pop(key)
             self._busy[where] -= 1
             if not self._busy[where]:
@@ -220,7 +281,9 @@ class Downloader:
             )
             return await self._retry(video, f"unexpected {type(exc).__name__} fetching {video.url}: {exc}")
         size, sha256 = written.size, written.sha256
-        recorded = await self._store.record_download(video.job_id, video.index, path=key, sha256=sha256, size=size)
+        recorded = await self._store.record_download(
+            video.job_id, video.index, path=key, sha256=sha256, size=size, claim=video.claim_id
+        )
         logger.info(
             "job %s video %d: %d bytes, sha256 %s…",
             video.job_id,
@@ -252,7 +315,9 @@ class Downloader:
             extra={"event": "download.retried", "job": video, "video": video.index, "attempt": attempt},
         )
         retry_at = next_attempt_at(attempt, self._clock())
-        await self._store.retry_download(video.job_id, video.index, error=error, retry_at=retry_at)
+        await self._store.retry_download(
+            video.job_id, video.index, error=error, retry_at=retry_at, claim=video.claim_id
+        )
         self._metrics.downloads.labels("retried").inc()
         return False
 
@@ -264,7 +329,7 @@ class Downloader:
             error,
             extra={"event": "download.failed", "job": video, "video": video.index},
         )
-        await self._store.fail_download(video.job_id, video.index, error=error)
+        await self._store.fail_download(video.job_id, video.index, error=error, claim=video.claim_id)
         self._metrics.downloads.labels("failed").inc()
 
     async def _store_object(self, url: str, key: str) -> Written:
@@ -322,6 +387,7 @@ class _Run:
     handled: list[tuple[str, int]] = field(default_factory=list)
     retried: set[tuple[str, int]] = field(default_factory=set)
     active: int = 0  # downloads of this run in progress
+    claims: set[str] = field(default_factory=set)  # the claims of the videos this run started
 
 
 def _origin_of(url: str) -> str:

@@ -6,11 +6,16 @@ processed, so a crash either replays the whole event or none of it; and a follow
 replay never doubles a job.
 
 The money guards sit between the rules and that transaction. The rules answer with follow-ups and the skips
-`max_depth` (or a provider that would refuse) caused; `receiver.guards.apply_limits` cuts the follow-ups at
-`max_jobs_per_root` and `max_jobs_per_day`. Every follow-up stopped either way becomes a note on the job that fired
-the rule, shown in its JSON, and one line in the log: a WARNING for a limit, INFO for a provider that cannot do what
-the rule asks. A follow-up recorded without part of what its rule asked (a TTAPI extend takes no prompt) gets the note
-itself (and an INFO line).
+`max_depth` (or a provider that would refuse) caused; `receiver.guards.cut` cuts the follow-ups at
+`max_jobs_per_root` and `max_jobs_per_day`, on counts taken inside the transaction that records them
+(`Store.complete_event_guarded`), so the limits hold with any number of instances handling events at once. Every
+follow-up stopped either way becomes a note on the job that fired the rule, shown in its JSON, and one line in the
+log: a WARNING for a limit, INFO for a provider that cannot do what the rule asks. A follow-up recorded without part
+of what its rule asked (a TTAPI extend takes no prompt) gets the note itself (and an INFO line).
+
+Events are claimed (`Store.claim_events`), so each is handled by one worker of one instance; a claim is a lease
+of `EVENT_LEASE` seconds, after which an instance that died mid-event releases it to the others, and it fences the
+event's transaction: a worker whose lease ran out and whose event was claimed again records nothing (`LeaseLost`).
 
 While the service is paused this worker leaves events unprocessed: it returns without touching them, so their
 follow-ups and notifications are created once, after resume, against the limits as they stand then. Callbacks are
@@ -25,13 +30,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from receiver.guards import apply_limits, paused
+import anyio
+
+from receiver.guards import DAY, cut, guarded, paused
 from receiver.metrics import Metrics
 from receiver.rules import RuleSet, Skip
 from receiver.views import event_json
-from storage import NewNotification, Note, StoreProtocol
+from storage import Event, FollowupGuard, Job, LeaseLost, NewJob, NewNotification, Note, StoreProtocol
 
 log = logging.getLogger("reelhook.followups")
+
+BATCH = 100
+EVENT_LEASE = 120.0  # seconds an event stays claimed: handling one takes a few transactions, never a request
 
 
 class FollowUps:
@@ -55,59 +65,117 @@ class FollowUps:
     async def run_once(self) -> int:
         """Handle the pending events, up to 100; return how many. 0 while paused: the events wait for resume."""
         handled, created, notified = 0, 0, False
-        for event in await self._store.pending_events(limit=100):
-            if await paused(self._store) is not None:  # asked per event, so a pause also stops a long batch
-                break
-            handled += 1
-            job = await self._store.get_job(event.job_id)
-            if job is None:  # events reference jobs by foreign key; this cannot happen short of manual edits
-                await self._store.complete_event(event.id)
-                continue
-            followups, skips = self.rules.followups(event, job)
-            followups, stopped = await apply_limits(self._store, self.rules.limits, job, followups)
-            # One line per follow-up not made: a WARNING when a limit stopped it (money it would have spent), INFO
-            # when the provider simply cannot do it (a rule that also fires on a provider that cannot extend).
-            logged = [
-                (Note(job.id, skip.rule or None, skip.reason), logging.WARNING if skip.limit else logging.INFO)
-                for skip in skips
-                if skip.origin is None
-            ] + [(note, logging.WARNING) for note in stopped]
-            notes = [note for note, _ in logged]
-            amended = {skip.origin: skip for skip in skips if skip.origin is not None}
-            notifications = [
-                NewNotification(rule, url, event_json(event, job)) for rule, url in self.rules.notifications(event, job)
-            ]
-            new_ids = await self._store.complete_event(event.id, followups, notifications, notes)
-            for note, level in logged:
-                log.log(
-                    level,
-                    'rule "%s" did not follow up job %s: %s',
-                    note.rule,
-                    note.job_id,
-                    note.message,
-                    extra={"event": "followup.skipped", "job": job, "rule": note.rule},
+        if await paused(self._store) is not None:
+            return 0  # nothing claimed: the events wait for resume, free for any instance
+        batch = await self._store.claim_events(limit=BATCH, lease=EVENT_LEASE)
+        finished = False
+        try:
+            for event in batch:
+                if await paused(self._store) is not None:  # asked per event, so a pause also stops a long batch
+                    break  # the rest of the batch is given back below: due again, for any instance, on resume
+                handled += 1
+                job = await self._store.get_job(event.job_id)
+                if job is None:  # events reference jobs by foreign key; this cannot happen short of manual edits
+                    await self._store.complete_event(event.id, claim=event.claim_id)
+                    continue
+                followups, skips = self.rules.followups(event, job)
+                notifications = [
+                    NewNotification(rule, url, event_json(event, job))
+                    for rule, url in self.rules.notifications(event, job)
+                ]
+                stopped: list[Note] = []
+                # One line per follow-up not made: a WARNING when a limit stopped it (money it would have spent), INFO
+                # when the provider simply cannot do it (a rule that also fires on a provider that cannot extend).
+                logged = [
+                    (Note(job.id, skip.rule or None, skip.reason), logging.WARNING if skip.limit else logging.INFO)
+                    for skip in skips
+                    if skip.origin is None
+                ]
+                notes = [note for note, _ in logged]
+                amended = {skip.origin: skip for skip in skips if skip.origin is not None}
+                try:
+                    new_ids = await self._complete(event, job, followups, notifications, notes, stopped)
+                except LeaseLost:
+                    log.warning(
+                        "event %s on job %s: its claim was taken over (the lease ran out); left to whoever holds it",
+                        event.id,
+                        job.id,
+                        extra={"event": "followup.lease_lost", "job": job},
+                    )
+                    continue
+                logged += [(note, logging.WARNING) for note in stopped]
+                for note, level in logged:
+                    log.log(
+                        level,
+                        'rule "%s" did not follow up job %s: %s',
+                        note.rule,
+                        note.job_id,
+                        note.message,
+                        extra={"event": "followup.skipped", "job": job, "rule": note.rule},
+                    )
+                self._metrics.followups.labels("fired").inc(len(new_ids))
+                self._metrics.followups.labels("stopped_by_limit").inc(
+                    sum(level == logging.WARNING for _, level in logged)
                 )
-            self._metrics.followups.labels("fired").inc(len(new_ids))
-            self._metrics.followups.labels("stopped_by_limit").inc(sum(level == logging.WARNING for _, level in logged))
-            if amended:
-                await self._note_followups(event.id, new_ids, amended)
-            notified = notified or bool(notifications)
-            for new in new_ids:
-                log.info(
-                    "event %s on job %s: follow-up job %s recorded",
-                    event.type,
-                    job.id,
-                    new,
-                    extra={"event": "followup.recorded", "job": job, "followup_id": new, "on": event.type},
-                )
-            if new_ids:
-                self._fault("followup.recorded")
-            created += len(new_ids)
+                if amended:
+                    await self._note_followups(event.id, new_ids, amended)
+                notified = notified or bool(notifications)
+                for new in new_ids:
+                    log.info(
+                        "event %s on job %s: follow-up job %s recorded",
+                        event.type,
+                        job.id,
+                        new,
+                        extra={"event": "followup.recorded", "job": job, "followup_id": new, "on": event.type},
+                    )
+                if new_ids:
+                    self._fault("followup.recorded")
+                created += len(new_ids)
+            else:
+                finished = True
+        finally:
+            if not finished and batch and batch[0].claim_id:  # stopped early: a pause, an error, a shutdown
+                await self._give_back(batch[0].claim_id)
+
         if created:
             self._on_recorded()
         if notified:
             self._on_notify()
         return handled
+
+    async def _give_back(self, claim: str) -> None:
+        """Release what is left of a batch claimed under `claim`, so it is due again now rather than at its lease's
+        end (nothing wakes this worker then). Shielded: a shutdown cancelling the run still gives it back."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._store.release_claim(claim)
+            except Exception:
+                log.exception("cannot give back claimed events; they are due again when their lease ends")
+
+    async def _complete(
+        self,
+        event: Event,
+        job: Job,
+        followups: list[NewJob],
+        notifications: list[NewNotification],
+        notes: list[Note],
+        stopped: list[Note],
+    ) -> list[str]:
+        """Record the event's follow-ups, cut by the counting limits inside that transaction when any is set (the
+        notes for the ones cut are appended to `stopped`); without a limit, no count is taken at all."""
+        limits = self.rules.limits
+        if not followups or not guarded(limits):
+            return await self._store.complete_event(event.id, followups, notifications, notes, claim=event.claim_id)
+
+        def decide(in_chain: int, in_day: int) -> tuple[list[NewJob], list[Note]]:
+            kept, cut_notes = cut(limits, job, followups, in_chain, in_day)
+            stopped[:] = cut_notes  # the last call is what committed
+            return kept, cut_notes
+
+        guard = FollowupGuard(job.root_id, self._store.clock() - DAY, decide)
+        return await self._store.complete_event_guarded(
+            event.id, guard, followups, notifications, notes, claim=event.claim_id
+        )
 
     async def _note_followups(self, event_id: int, new_ids: list[str], amended: dict[str, Skip]) -> None:
         """Note, on each follow-up just recorded without part of what its rule asked, which part and why.

@@ -13,9 +13,10 @@ limit by several follow-ups at once (`extend.index = "all"` asks for four); the 
 A stopped follow-up is not recorded. A `Note` on the job that fired the rule says which limit stopped what, and is
 recorded in the event's own transaction, so a replayed event can neither note twice nor lose the note.
 
-The counts are read just before that transaction, not inside it. That is exact for jobs rules create, since only
-the event worker creates them, one event at a time. A person extending a job by hand between the count and the
-insert can leave a chain one job over its limit: a job a person asked for, not one a rule spent money on.
+The counts are taken inside that transaction (`Store.complete_event_guarded`), with every other guarded follow-up
+held off until it commits, so two instances handling two events of one chain at once cannot both take the last
+place under a limit. A person extending a job by hand between the count and the insert can still leave a chain one
+job over its limit: a job a person asked for, not one a rule spent money on.
 
 The kill switch is a flag in the store, `paused`, whose value is the reason. `pause` and `resume` only write it:
 each worker reads it on its next pass (`receiver.followups` says what waits), so whoever resumes wakes the workers
@@ -32,7 +33,7 @@ from submitter.worker import PAUSE_FLAG
 
 DAY = 24 * 60 * 60.0
 
-__all__ = ["DAY", "PAUSE_FLAG", "apply_limits", "pause", "paused", "resume"]
+__all__ = ["DAY", "PAUSE_FLAG", "cut", "guarded", "pause", "paused", "resume"]
 
 
 async def pause(store: StoreProtocol, reason: str) -> None:
@@ -53,15 +54,17 @@ async def paused(store: StoreProtocol) -> str | None:
     return await store.get_flag(PAUSE_FLAG)
 
 
-async def apply_limits(
-    store: StoreProtocol, limits: Limits, job: Job, followups: Sequence[NewJob]
+def guarded(limits: Limits) -> bool:
+    """Whether any counting limit is set: without one, follow-ups need no count at all."""
+    return limits.max_jobs_per_root is not None or limits.max_jobs_per_day is not None
+
+
+def cut(
+    limits: Limits, job: Job, followups: Sequence[NewJob], in_chain: int, in_day: int
 ) -> tuple[list[NewJob], list[Note]]:
-    """The follow-ups of `job` that the counting limits allow, in order, and a note on `job` for each one stopped."""
+    """The follow-ups of `job` that the counting limits allow, in order, given the jobs already in its chain and the
+    follow-ups of the last 24 hours, and a note on `job` for each one stopped."""
     per_root, per_day = limits.max_jobs_per_root, limits.max_jobs_per_day
-    if not followups or (per_root is None and per_day is None):
-        return list(followups), []
-    in_chain = await store.count_root_jobs(job.root_id) if per_root is not None else 0
-    in_day = await store.count_followups_since(store.clock() - DAY) if per_day is not None else 0
     kept: list[NewJob] = []
     notes: list[Note] = []
     for new in followups:

@@ -10,8 +10,11 @@ drop a duplicate by id. Each attempt is signed afresh (the timestamp is part of 
 
 where the key is the base64 part of a `whsec_…` secret, decoded (the Standard Webhooks scheme; WaveSpeed's inbound
 variant differs, see submitter/providers/wavespeed.py). Retries back off up to ten minutes and never give up: a
-receiver that was down for a day gets its backlog when it returns. Notification URLs come from the user's own rules
-file, so they are not held to the download guard's public-address rule: a local service is a normal target.
+receiver that was down for a day gets its backlog when it returns. Each notification is claimed before it is sent
+(`Store.claim_notifications`), so two instances never send the same one at once. Notification URLs come from the
+user's own rules file, so they are not held to the download guard's public-address rule: a local service is a normal
+target.
+
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ log = logging.getLogger("reelhook.notify")
 
 MAX_BACKOFF = 600.0
 CONCURRENCY = 8
+# Seconds a claimed batch stays hidden from other instances: more than its slowest send takes (each at most the
+# client's timeout, CONCURRENCY at a time). A notifier that dies releases its batch when this runs out.
+NOTIFY_LEASE = 600.0
 
 
 def sign_webhook(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
@@ -63,7 +69,7 @@ class Notifier:
         return await self._store.next_notification_at()
 
     async def run_once(self) -> int:
-        due = await self._store.due_notifications(limit=100)
+        due = await self._store.claim_notifications(limit=100, lease=NOTIFY_LEASE)
         limiter = anyio.CapacityLimiter(CONCURRENCY)
 
         async def send(notification: Notification) -> None:
@@ -92,7 +98,9 @@ class Notifier:
             log.info("notification %s (rule %s) delivered to %s", notification.message_id, notification.rule,
                      notification.url, extra={"event": "notify.delivered", "message_id": notification.message_id,
                                               "rule": notification.rule})  # fmt: skip
-            await self._store.record_notification(notification.id, error=None, retry_at=None)
+            await self._store.record_notification(
+                notification.id, error=None, retry_at=None, claim=notification.claim_id
+            )
             self._metrics.notifications.labels("delivered").inc()
             return
         retry_at = next_attempt_at(notification.attempts + 1, self._clock(), base=self._retry_base, cap=MAX_BACKOFF)
@@ -100,5 +108,11 @@ class Notifier:
                     notification.url, error, retry_at - self._clock(),
                     extra={"event": "notify.failed", "message_id": notification.message_id,
                            "rule": notification.rule})  # fmt: skip
-        await self._store.record_notification(notification.id, error=error, retry_at=retry_at)
+        if not await self._store.record_notification(
+            notification.id, error=error, retry_at=retry_at, claim=notification.claim_id
+        ):
+            log.warning("notification %s: its claim was taken over (the lease ran out); its failure is not recorded",
+                        notification.message_id, extra={"event": "notify.lease_lost",
+                                                        "message_id": notification.message_id})  # fmt: skip
+            return
         self._metrics.notifications.labels("failed").inc()

@@ -17,8 +17,10 @@ when it is claimed (`REELHOOK_<PROVIDER>_CALLBACK_GRACE` after sending), and at 
   callback until its give-up time.
 
 These are due times, like the submission retries: the worker sleeps until the earliest one, and nothing wakes when
-nothing is due. One lookup per job per deadline, never a polling loop. `reelhook reconcile` (POST /api/reconcile)
-looks up every job past its grace at once, whatever its next deadline.
+nothing is due. One lookup per job per deadline, never a polling loop. Due deadlines are claimed
+(`Store.claim_lookups`: pushed `LOOKUP_LEASE` ahead in the claim), so with several instances one of them looks a job
+up; one that dies mid-lookup leaves the job due again when the lease ends. `reelhook reconcile` (POST
+/api/reconcile) looks up every job past its grace at once, whatever its next deadline.
 
 A terminal answer takes exactly the path a callback takes: `Store.record_callback` stores the raw answer in the
 inbox (marked `x-reelhook-source: fetch`) and applies it in one transaction, so a callback that arrived meanwhile
@@ -48,6 +50,7 @@ MAX_CONCURRENT = 8  # lookups in flight at once: a backlog after an outage shoul
 MAX_INTERVAL = 3600.0  # a job still running is asked again at most hourly
 MIN_GRACE = 0.25  # a grace of 0 ("look up as soon as it is sent") must not turn the backoff into a busy loop
 BATCH = 100
+LOOKUP_LEASE = 300.0  # seconds a claimed deadline stays hidden from other instances: each lookup reschedules its own
 UNCONFIGURED_GIVE_UP = 86400.0  # a job of a provider no longer configured still gives up its slot
 
 
@@ -91,7 +94,7 @@ class Reconciler:
     async def run_once(self) -> int:
         """Act on every job whose deadline has come; return how many."""
         async with self._lock:
-            jobs = await self._store.due_lookups(limit=BATCH)
+            jobs = await self._store.claim_lookups(limit=BATCH, lease=LOOKUP_LEASE)
             await self._look_at_all(jobs)
         return len(jobs)
 

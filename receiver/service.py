@@ -1,6 +1,13 @@
 """The running service: the store, the HTTP client, the workers, and what the routes share.
 
 Built in the app's lifespan, once the store is open, and reached by the routes as `request.app.state.service`.
+
+Workers are woken in-process when this instance records work for them. On a database other instances share
+(PostgreSQL), work recorded by another instance wakes them too: the engine sends a NOTIFY naming the queue in the
+transaction that records it, and the engine's listener (`storage.wakeup_listener`) turns each into a wake of that
+worker and of `changes` (the dashboard's live pages), with a slow backstop for a notification lost. On a database
+this instance owns alone (SQLite) there is nobody else to hear from, and at start-up whatever was claimed and not
+finished was claimed by a process that is gone: it is released at once rather than after its lease.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from receiver.rules import RuleSet
 from receiver.settings import Settings
 from receiver.tunnel import CallbackBase, public_url_source
 from receiver.workers import Changes, Worker
-from storage import StoreProtocol
+from storage import StoreProtocol, wakeup_listener
 from storage.media import MediaStore
 from storage.media.local import LocalMediaStore
 from submitter.providers import PROVIDERS
@@ -33,6 +40,8 @@ from submitter.tokens import HookSigner
 from submitter.worker import Endpoint, Submitter
 
 log = logging.getLogger("reelhook.service")
+
+WAKEUP_BACKSTOP = 60.0  # seconds without a wake-up hint before every worker looks anyway (a lost NOTIFY)
 
 
 class Service:
@@ -53,6 +62,7 @@ class Service:
         self.signer = HookSigner([str(secret) for secret in settings.secrets], max_age=settings.token_max_age)
         self.http = http
         self.changes = Changes()  # what the dashboard's live pages wait on: set by every wake below
+        self.wakeup_backstop = WAKEUP_BACKSTOP
         self.trusted = tuple(trusted_origins)
         self.metrics = metrics = Metrics()  # this app's own registry (receiver/metrics.py)
         self.endpoints = {
@@ -122,14 +132,21 @@ class Service:
         if settings.notify_secret is None:
             raise ValueError("Settings.notify_secret must be set (Settings.with_local_secrets fills it in)")
         notifier = Notifier(store, http, str(settings.notify_secret), metrics=metrics)
-        self.submitter = Worker("submitter", submitter.run_once, submitter.next_due)
-        self.downloads = Worker("downloads", downloader.run_once, downloader.next_due)
+        self.submitter = Worker("submitter", submitter.run_once, submitter.next_due, clock=store.clock)
+        self.downloads = Worker("downloads", downloader.run_once, downloader.next_due, clock=store.clock)
         self.events = Worker("events", followups.run_once)
-        self.notifier = Worker("notifier", notifier.run_once, notifier.next_due)
+        self.notifier = Worker("notifier", notifier.run_once, notifier.next_due, clock=store.clock)
         # Jobs in flight are looked up when late and given up on when lost (receiver/reconcile.py).
         self.reconciler = Reconciler(store, http, self.endpoints, on_recorded=self.wake_all, metrics=metrics)
-        self.lookups = Worker("lookups", self.reconciler.run_once, self.reconciler.next_due)
+        self.lookups = Worker("lookups", self.reconciler.run_once, self.reconciler.next_due, clock=store.clock)
         self.workers = (self.submitter, self.downloads, self.events, self.notifier, self.lookups)
+        self._by_queue = {
+            "submissions": self.submitter,
+            "downloads": self.downloads,
+            "events": self.events,
+            "notifications": self.notifier,
+            "lookups": self.lookups,
+        }
 
     async def wait_idle(self) -> None:
         """Until every worker has drained what it had and waits for news (tests use this to start from rest)."""
@@ -157,6 +174,15 @@ class Service:
     def wake_notifier(self) -> None:
         self.changes.notify()
         self.notifier.wake()
+
+    def hint(self, queue: str) -> None:
+        """Another instance (or this one) recorded work on `queue` (a wake-up hint from the database)."""
+        self.changes.notify()
+        worker = self._by_queue.get(queue)
+        if worker is not None:
+            worker.wake()
+        if queue == "downloads":
+            self.downloader.wake()
 
     def wake_all(self) -> None:
         self.changes.notify()
@@ -199,7 +225,18 @@ class Service:
                         exc,
                         extra={"event": "webhook_secret.unavailable", "provider": name},
                     )
+        if not self.settings.shared_database:
+            released = await self.store.release_claims()
+            if released:
+                log.info(
+                    "released %d claims left by the previous run",
+                    released,
+                    extra={"event": "claims.released", "count": released},
+                )
         async with self._download_http, aclosing(self.public_url), anyio.create_task_group() as tg:
+            listen = wakeup_listener(self.settings.database, self.hint, backstop=self.wakeup_backstop)
+            if listen is not None:
+                await tg.start(listen)  # listening before the workers start: nothing recorded from now is missed
             for worker in self.workers:
                 tg.start_soon(worker.run)
             try:

@@ -4,8 +4,8 @@
 `storage` imports nothing else of reelhook's: it is the bottom of the house.
 """
 
-from storage.engine import open_store
-from storage.errors import StoreError
+from storage.engine import open_store, wakeup_listener
+from storage.errors import LeaseLost, StoreError
 from storage.inbox import CallbackOutcome, JobMismatch
 from storage.lifecycle import InvalidTransition, check_transition
 from storage.protocol import FollowupGuard, StoreProtocol
@@ -38,6 +38,7 @@ __all__ = [
     "Job",
     "JobMismatch",
     "JobStatus",
+    "LeaseLost",
     "NewJob",
     "NewNotification",
     "Note",
@@ -49,4 +50,5 @@ __all__ = [
     "VideoStatus",
     "check_transition",
     "open_store",
+    "wakeup_listener",
 ]

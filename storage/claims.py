@@ -7,16 +7,22 @@ transaction: no second claimer can read between the two. What the write records:
 - a download, a notification or a lookup has its due time pushed `lease` seconds ahead, which hides it from other
   claimers until then; its outcome (`record_download`, `retry_download`, `record_notification`, `schedule_lookup`)
   writes the real next time;
-- an event has no due time in the SQLite schema, and SQLite serves one process, so its lease is held in memory:
-  a process that dies takes its leases with it, which is when they should end.
+- an event has its `claimed_until` pushed `lease` seconds ahead; completing it marks it processed.
+
+Each claim of a download, a notification or an event also writes a fresh claim id on what it took, and returns it
+on the records (`claim_id`). The outcome verbs given that id record only while it is still the item's claim: a
+worker whose lease ran out, and whose item another claimer took, changes nothing (`record_download` and the other
+outcomes answer False, `complete_event` raises `LeaseLost`). A long download renews its lease (`renew_download`)
+under the same id.
 
 The PostgreSQL engine keeps the same promises with row locks (storage/postgres/claims.py).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import replace
 
 from storage.database import Database
 from storage.lifecycle import IN_FLIGHT, sql_list
@@ -27,10 +33,6 @@ from storage.rows import job_from_row, notification_from_row, video_from_row
 
 
 class Claims(Queues, Database):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._event_leases: dict[int, float] = {}  # event id -> until when it is claimed
-
     async def claim_submissions(
         self, provider: str, *, slots: int, followups: bool = True, look_up_after: float = 900.0
     ) -> list[Job]:
@@ -64,30 +66,44 @@ class Claims(Queues, Database):
     async def claim_downloads(self, *, limit: int, lease: float) -> list[Video]:
         async with self._transaction() as db:
             now = self._clock()
+            claim = new_claim()
             rows = await db.execute_fetchall(
-                """UPDATE videos SET next_attempt_at = ?
+                """UPDATE videos SET next_attempt_at = ?, claim_id = ?
                    WHERE (job_id, idx) IN (
                        SELECT job_id, idx FROM videos
                        WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
                        ORDER BY updated_at, job_id, idx LIMIT ?)
                    RETURNING *""",
-                (now + lease, now, limit),
+                (now + lease, claim, now, limit),
             )
-        return sorted((video_from_row(row) for row in rows), key=lambda v: (v.updated_at, v.job_id, v.index))
+        videos = (replace(video_from_row(row), claim_id=claim) for row in rows)
+        return sorted(videos, key=lambda v: (v.updated_at, v.job_id, v.index))
+
+    async def renew_download(self, job_id: str, index: int, *, claim: str, lease: float) -> bool:
+        """Extend a claimed download's lease to `lease` seconds from now; False when the claim was taken over (or
+        the video settled): its claimer should stop."""
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                """UPDATE videos SET next_attempt_at = ?
+                   WHERE job_id = ? AND idx = ? AND status = 'pending' AND claim_id = ?""",
+                (self._clock() + lease, job_id, index, claim),
+            )
+            return cursor.rowcount == 1
 
     async def claim_notifications(self, *, limit: int, lease: float) -> list[Notification]:
         async with self._transaction() as db:
             now = self._clock()
+            claim = new_claim()
             rows = await db.execute_fetchall(
-                """UPDATE notifications SET next_attempt_at = ?
+                """UPDATE notifications SET next_attempt_at = ?, claim_id = ?
                    WHERE id IN (
                        SELECT id FROM notifications WHERE delivered_at IS NULL
                          AND (next_attempt_at IS NULL OR next_attempt_at <= ?)
                        ORDER BY id LIMIT ?)
                    RETURNING *""",
-                (now + lease, now, limit),
+                (now + lease, claim, now, limit),
             )
-        return sorted((notification_from_row(row) for row in rows), key=lambda n: n.id)
+        return sorted((replace(notification_from_row(row), claim_id=claim) for row in rows), key=lambda n: n.id)
 
     async def claim_lookups(self, *, limit: int, lease: float) -> list[Job]:
         async with self._transaction() as db:
@@ -103,22 +119,45 @@ class Claims(Queues, Database):
         return sorted((job_from_row(row, ()) for row in rows), key=lambda job: (job.sent_at or 0.0, job.id))
 
     async def claim_events(self, *, limit: int, lease: float) -> list[Event]:
-        async with self._transaction() as db:  # the writer lock also orders claims made by tasks of this process
-            now = self._clock()
-            held = [event_id for event_id, until in self._event_leases.items() if until > now]
-            self._event_leases = {event_id: self._event_leases[event_id] for event_id in held}
-            marks = ",".join("?" * len(held))
+        async with self._transaction() as db:
+            now, claim = self._clock(), new_claim()
             rows = await db.execute_fetchall(
-                f"""SELECT * FROM events WHERE processed_at IS NULL AND id NOT IN ({marks})
-                    ORDER BY id LIMIT ?""",
-                (*held, limit),
+                """UPDATE events SET claimed_until = ?, claim_id = ?
+                   WHERE id IN (
+                       SELECT id FROM events
+                       WHERE processed_at IS NULL AND (claimed_until IS NULL OR claimed_until <= ?)
+                       ORDER BY id LIMIT ?)
+                   RETURNING *""",
+                (now + lease, claim, now, limit),
             )
-            for row in rows:
-                self._event_leases[row["id"]] = now + lease
-        return [
-            Event(row["id"], EventType(row["type"]), row["job_id"], row["video_index"], row["created_at"])
-            for row in rows
-        ]
+        return sorted(
+            (
+                Event(row["id"], EventType(row["type"]), row["job_id"], row["video_index"], row["created_at"], claim)
+                for row in rows
+            ),
+            key=lambda event: event.id,
+        )
+
+    async def release_claim(self, claim: str) -> int:
+        """Hand back what one claim took and has not finished (a worker that stops early: a pause mid-batch, a
+        shutdown), so that it is due again at once rather than when its lease ends. Returns how many."""
+        async with self._transaction() as db:
+            released = 0
+            for sql in _RELEASE:
+                cursor = await db.execute(sql + " AND claim_id = ?", (claim,))
+                released += max(cursor.rowcount, 0)
+        return released
+
+    async def release_claims(self) -> int:
+        """Hand back every download, notification and event claimed and not finished: for an instance that owns
+        its database alone (SQLite), at start-up, where every claim left was made by a process now gone. Never on a
+        database other instances share: their claims are live. Returns how many were released."""
+        async with self._transaction() as db:
+            released = 0
+            for sql in _RELEASE:
+                cursor = await db.execute(sql)
+                released += max(cursor.rowcount, 0)
+        return released
 
     async def complete_event_guarded(
         self,
@@ -127,6 +166,8 @@ class Claims(Queues, Database):
         followups: Sequence[NewJob],
         notifications: Sequence[NewNotification] = (),
         notes: Sequence[Note] = (),
+        *,
+        claim: str | None = None,
     ) -> list[str]:
         """`complete_event`, with the follow-ups cut by `guard` on counts taken in the same transaction."""
         async with self._transaction() as db:
@@ -138,6 +179,17 @@ class Claims(Queues, Database):
                 row = await cursor.fetchone()
             in_chain, in_day = (int(row[0]), int(row[1])) if row else (0, 0)
             kept, stopped = guard.decide(in_chain, in_day) if followups else ((), ())
-            created = await self._record_event(db, event_id, kept, notifications, [*notes, *stopped])
-        self._event_leases.pop(event_id, None)
-        return created
+            return await self._record_event(db, event_id, kept, notifications, [*notes, *stopped], claim)
+
+
+def new_claim() -> str:
+    """A claim id: names one claim, so that only its holder can record the outcome of what it claimed."""
+    return uuid.uuid4().hex
+
+
+_RELEASE = (
+    """UPDATE videos SET next_attempt_at = NULL, claim_id = NULL WHERE status = 'pending' AND claim_id IS NOT NULL""",
+    """UPDATE notifications SET next_attempt_at = NULL, claim_id = NULL
+       WHERE delivered_at IS NULL AND claim_id IS NOT NULL""",
+    """UPDATE events SET claimed_until = NULL, claim_id = NULL WHERE processed_at IS NULL AND claim_id IS NOT NULL""",
+)

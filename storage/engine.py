@@ -8,8 +8,9 @@ is imported only then. Either way the caller gets a `StoreProtocol` and never le
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from storage.protocol import StoreProtocol
 
@@ -30,3 +31,15 @@ async def open_store(url_or_path: str | Path, *, clock: Callable[[], float] = ti
     from storage.store import Store
 
     return await Store.open(path, clock=clock)
+
+
+def wakeup_listener(
+    url_or_path: str | Path, on_hint: Callable[[str], None], *, backstop: float = 60.0
+) -> Callable[..., Coroutine[Any, Any, None]] | None:
+    """What listens for work other instances record on this database, calling `on_hint(queue)` for each: a task to
+    run with `TaskGroup.start` (it reports started once listening). None for SQLite: one process, nothing to hear."""
+    if not (isinstance(url_or_path, str) and is_postgres_url(url_or_path)):
+        return None
+    from storage.postgres.wakeups import Wakeups
+
+    return Wakeups(url_or_path, on_hint, backstop=backstop).run

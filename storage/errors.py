@@ -8,5 +8,10 @@ a callback for another job a JobMismatch, whichever engine runs.
 from __future__ import annotations
 
 
+class LeaseLost(Exception):
+    """A claimed item's lease ran out and another claimer took it over: the outcome of the stale claim was not
+    recorded (nothing of that call was committed). A domain error, not a StoreError: the database is fine."""
+
+
 class StoreError(Exception):
     """The database could not do what was asked; nothing of that call was committed."""

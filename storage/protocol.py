@@ -10,7 +10,10 @@ Every engine keeps the same promises:
 - the events a change causes are written in its transaction;
 - a `claim_*` verb hands each item to one caller only, however many processes ask at once. A claimed download,
   event, notification or lookup is hidden from other claimers for `lease` seconds: a caller that dies releases it
-  then. A claimed submission is SUBMITTED for good and never handed out again (it may have been paid for).
+  then. A claimed submission is SUBMITTED for good and never handed out again (it may have been paid for);
+- a claimed download, event or notification carries its claim's id (`claim_id`). Its outcome, given that id, is
+  recorded only while the claim is still the item's: a caller whose lease ran out and whose item was claimed again
+  changes nothing (False, or `LeaseLost` from `complete_event`). `renew_download` extends a lease while work runs.
 """
 
 from __future__ import annotations
@@ -131,11 +134,17 @@ class StoreProtocol(Protocol):
 
     async def next_download_at(self) -> float | None: ...
 
-    async def record_download(self, job_id: str, index: int, *, path: str, sha256: str, size: int) -> bool: ...
+    async def renew_download(self, job_id: str, index: int, *, claim: str, lease: float) -> bool: ...
 
-    async def retry_download(self, job_id: str, index: int, *, error: str, retry_at: float) -> None: ...
+    async def record_download(
+        self, job_id: str, index: int, *, path: str, sha256: str, size: int, claim: str | None = None
+    ) -> bool: ...
 
-    async def fail_download(self, job_id: str, index: int, *, error: str) -> None: ...
+    async def retry_download(
+        self, job_id: str, index: int, *, error: str, retry_at: float, claim: str | None = None
+    ) -> bool: ...
+
+    async def fail_download(self, job_id: str, index: int, *, error: str, claim: str | None = None) -> bool: ...
 
     # -- events --------------------------------------------------------------------------------------------------
     async def pending_events(self, *, limit: int = 100) -> list[Event]: ...
@@ -148,7 +157,13 @@ class StoreProtocol(Protocol):
         followups: Sequence[NewJob] = (),
         notifications: Sequence[NewNotification] = (),
         notes: Sequence[Note] = (),
+        *,
+        claim: str | None = None,
     ) -> list[str]: ...
+
+    async def release_claim(self, claim: str) -> int: ...
+
+    async def release_claims(self) -> int: ...
 
     async def complete_event_guarded(
         self,
@@ -157,6 +172,8 @@ class StoreProtocol(Protocol):
         followups: Sequence[NewJob],
         notifications: Sequence[NewNotification] = (),
         notes: Sequence[Note] = (),
+        *,
+        claim: str | None = None,
     ) -> list[str]: ...
 
     # -- notifications -------------------------------------------------------------------------------------------
@@ -166,7 +183,9 @@ class StoreProtocol(Protocol):
 
     async def next_notification_at(self) -> float | None: ...
 
-    async def record_notification(self, notification_id: int, *, error: str | None, retry_at: float | None) -> None: ...
+    async def record_notification(
+        self, notification_id: int, *, error: str | None, retry_at: float | None, claim: str | None = None
+    ) -> bool: ...
 
     # -- guards: flags, notes, counts ----------------------------------------------------------------------------
     async def get_flag(self, name: str) -> str | None: ...

@@ -67,6 +67,7 @@ class Video:
     next_attempt_at: float | None
     error: str | None
     updated_at: float
+    claim_id: str | None = field(default=None, compare=False)  # set by claim_downloads: the fence of its outcome
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ class Event:
     job_id: str
     video_index: int | None
     created_at: float
+    claim_id: str | None = field(default=None, compare=False)  # set by claim_events: the fence of its completion
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ class Notification:
     next_attempt_at: float | None
     delivered_at: float | None
     error: str | None
+    claim_id: str | None = field(default=None, compare=False)  # set by claim_notifications: the fence of its outcome
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,15 @@ MIGRATIONS: tuple[str, ...] = (
                              || replace(path, rtrim(path, replace(path, '/', '')), '')
      WHERE path LIKE '/%';
     """,
+    # 8: claims fenced by a claim id (storage/claims.py). A claimed download, notification or event carries the id
+    # of its claim; its outcome is recorded only under that id, so a worker whose lease ran out and was taken over
+    # cannot overwrite the new claimer's work. Events gain their lease as a column, as on PostgreSQL.
+    """
+    ALTER TABLE videos ADD COLUMN claim_id TEXT;
+    ALTER TABLE notifications ADD COLUMN claim_id TEXT;
+    ALTER TABLE events ADD COLUMN claimed_until REAL;
+    ALTER TABLE events ADD COLUMN claim_id TEXT;
+    """,
 )
 
 

@@ -1,7 +1,11 @@
 """The submission worker: sends queued jobs to their providers, at most `max_in_flight` per provider.
 
-The rule that keeps money safe is "never send twice what may have been accepted". So a job is claimed (one
-compare-and-set, committed as SUBMITTED) before its request leaves, and only a failure that proves the provider
+The rule that keeps money safe is "never send twice what may have been accepted". So a job is claimed (committed as
+SUBMITTED, for good) before its request leaves: `Store.claim_submissions` counts the provider's jobs in flight and
+claims as many due jobs as its limit leaves free in one transaction, serialised per provider on every engine, so
+the limit holds across any number of instances and no two instances ever hold the same job. A worker that dies
+after its claim leaves the job SUBMITTED with a deadline: its callback or its lookup settles it, it is never resent.
+Past the claim, only a failure that proves the provider
 never took it puts it back in the queue: a connection that was never made, or an answer that says in words it was
 not taken (429, TTAPI's 499). Everything else once the request may have been written (a 5xx, a timeout, a dropped
 connection, an answer we cannot read, any exception) is "outcome unknown": the job stays SUBMITTED, never resent,
@@ -31,7 +35,7 @@ from dataclasses import dataclass, replace
 import anyio
 import httpx
 
-from storage import InvalidTransition, Job, StoreProtocol
+from storage import Job, StoreProtocol
 from submitter.backoff import next_attempt_at
 from submitter.providers import InvalidParams, Provider, ProviderError, ProviderRequest, Rejection
 from submitter.tokens import HookSigner
@@ -131,10 +135,12 @@ class Submitter:
                 if paid_base[0] is None:
                     continue  # they stay queued: a callback URL nobody answers would lose what was paid for
                 base = paid_base[0]
-            free = (endpoint.slots if endpoint else 1) - await self._store.in_flight(name)
-            if free <= 0:
-                continue
-            jobs = await self._store.due_submissions(name, limit=free, followups=followups)
+            jobs = await self._store.claim_submissions(
+                name,
+                slots=endpoint.slots if endpoint else 1,
+                followups=followups,
+                look_up_after=endpoint.callback_grace if endpoint else 900.0,
+            )
             async with anyio.create_task_group() as tg:
                 for job in jobs:
                     tg.start_soon(self._submit_logged, job, endpoint, base)
@@ -176,15 +182,6 @@ class Submitter:
             await self._fail(job, f"provider {job.provider!r} is not configured")
             return
         parent = await self._store.get_job(job.parent_id) if job.parent_id else None
-        try:
-            job = await self._store.claim_submission(job.id, look_up_after=endpoint.callback_grace)
-        except InvalidTransition:
-            log.info(
-                "job %s: no longer queued; left to whoever claimed it",
-                job.id,
-                extra={"event": "job.claimed_elsewhere", "job": job},
-            )
-            return
         try:
             request = self._build(job, parent, endpoint, base)
         except Exception as exc:  # nothing left: a request that cannot be built or encoded was never sent

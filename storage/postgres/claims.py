@@ -12,7 +12,8 @@ instead of queueing behind them (and then getting rows that are no longer due), 
 locking more than the LIMIT. What the UPDATE marks is the item's lease: a download's or a notification's due time,
 a lookup's deadline, an event's `claimed_until`, each pushed `lease` seconds ahead, so a claimer that dies releases
 its items when the lease ends. Its outcome (`record_download`, `record_notification`, `schedule_lookup`,
-`complete_event`) writes the real next time.
+`complete_event`) writes the real next time. A claimed download, notification or event also gets a fresh claim id,
+which fences its outcome as on SQLite (storage/claims.py says how).
 
 Submissions carry money, and a cap: at most `slots` of a provider's jobs in flight. Counting and then claiming is
 a race even with SKIP LOCKED (twenty claimers all count 0 and each claims the whole limit: tests/storage saw
@@ -27,9 +28,11 @@ follow-up: the count and the follow-ups it allows commit together, and the next 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from psycopg.rows import DictRow
 
+from storage.claims import new_claim
 from storage.lifecycle import IN_FLIGHT, check_transition, sql_list
 from storage.postgres.queues import Queues
 from storage.postgres.rows import event_from_row, job_from_row, notification_from_row, video_from_row
@@ -72,31 +75,43 @@ class Claims(Queues):
         return sorted((job_from_row(row, ()) for row in rows), key=lambda job: (job.created_at, job.id))
 
     async def claim_downloads(self, *, limit: int, lease: float) -> list[Video]:
-        now = self._clock()
+        now, claim = self._clock(), new_claim()
         rows = await self._claim(
             """WITH due AS (
                    SELECT job_id, idx FROM videos
                    WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= %s)
                    ORDER BY updated_at, job_id, idx LIMIT %s FOR UPDATE SKIP LOCKED)
-               UPDATE videos SET next_attempt_at = %s FROM due
+               UPDATE videos SET next_attempt_at = %s, claim_id = %s FROM due
                WHERE videos.job_id = due.job_id AND videos.idx = due.idx
                RETURNING videos.*""",
-            (now, limit, now + lease),
+            (now, limit, now + lease, claim),
         )
-        return sorted((video_from_row(row) for row in rows), key=lambda v: (v.updated_at, v.job_id, v.index))
+        videos = (replace(video_from_row(row), claim_id=claim) for row in rows)
+        return sorted(videos, key=lambda v: (v.updated_at, v.job_id, v.index))
+
+    async def renew_download(self, job_id: str, index: int, *, claim: str, lease: float) -> bool:
+        """Extend a claimed download's lease to `lease` seconds from now; False when the claim was taken over (or
+        the video settled): its claimer should stop."""
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                """UPDATE videos SET next_attempt_at = %s
+                   WHERE job_id = %s AND idx = %s AND status = 'pending' AND claim_id = %s""",
+                (self._clock() + lease, job_id, index, claim),
+            )
+            return cursor.rowcount == 1
 
     async def claim_notifications(self, *, limit: int, lease: float) -> list[Notification]:
-        now = self._clock()
+        now, claim = self._clock(), new_claim()
         rows = await self._claim(
             """WITH due AS (
                    SELECT id FROM notifications
                    WHERE delivered_at IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= %s)
                    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
-               UPDATE notifications SET next_attempt_at = %s FROM due WHERE notifications.id = due.id
+               UPDATE notifications SET next_attempt_at = %s, claim_id = %s FROM due WHERE notifications.id = due.id
                RETURNING notifications.*""",
-            (now, limit, now + lease),
+            (now, limit, now + lease, claim),
         )
-        return sorted((notification_from_row(row) for row in rows), key=lambda n: n.id)
+        return sorted((replace(notification_from_row(row), claim_id=claim) for row in rows), key=lambda n: n.id)
 
     async def claim_lookups(self, *, limit: int, lease: float) -> list[Job]:
         now = self._clock()
@@ -111,22 +126,47 @@ class Claims(Queues):
         return sorted((job_from_row(row, ()) for row in rows), key=lambda job: (job.sent_at or 0.0, job.id))
 
     async def claim_events(self, *, limit: int, lease: float) -> list[Event]:
-        now = self._clock()
+        now, claim = self._clock(), new_claim()
         rows = await self._claim(
             """WITH due AS (
                    SELECT id FROM events
                    WHERE processed_at IS NULL AND (claimed_until IS NULL OR claimed_until <= %s)
                    ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
-               UPDATE events SET claimed_until = %s FROM due WHERE events.id = due.id
+               UPDATE events SET claimed_until = %s, claim_id = %s FROM due WHERE events.id = due.id
                RETURNING events.*""",
-            (now, limit, now + lease),
+            (now, limit, now + lease, claim),
         )
-        return sorted((event_from_row(row) for row in rows), key=lambda event: event.id)
+        return sorted((replace(event_from_row(row), claim_id=claim) for row in rows), key=lambda event: event.id)
 
     async def _claim(self, sql: str, params: tuple[object, ...]) -> list[DictRow]:
         async with self._transaction() as db:
             cursor = await db.execute(sql, params)
             return await cursor.fetchall()
+
+    async def release_claim(self, claim: str) -> int:
+        """Hand back what one claim took and has not finished (a worker that stops early: a pause mid-batch, a
+        shutdown), so that it is due again at once rather than when its lease ends. Returns how many."""
+        async with self._transaction() as db:
+            released = 0
+            for sql in _RELEASE:
+                cursor = await db.execute(sql + " AND claim_id = %s", (claim,))
+                released += max(cursor.rowcount, 0)
+            if released:
+                await self._hint(db, "downloads", "notifications", "events")  # due now: any instance may take them
+        return released
+
+    async def release_claims(self) -> int:
+        """Hand back every download, notification and event claimed and not finished: for an instance that owns
+        its database alone (SQLite), at start-up, where every claim left was made by a process now gone. Never on a
+        database other instances share: their claims are live. Returns how many were released."""
+        async with self._transaction() as db:
+            released = 0
+            for sql in _RELEASE:
+                cursor = await db.execute(sql)
+                released += max(cursor.rowcount, 0)
+            if released:
+                await self._hint(db, "downloads", "notifications", "events")  # due now: any instance may take them
+        return released
 
     async def complete_event_guarded(
         self,
@@ -135,6 +175,8 @@ class Claims(Queues):
         followups: Sequence[NewJob],
         notifications: Sequence[NewNotification] = (),
         notes: Sequence[Note] = (),
+        *,
+        claim: str | None = None,
     ) -> list[str]:
         """`complete_event`, with the follow-ups cut by `guard` on counts taken in the same transaction, while
         every other guarded follow-up waits."""
@@ -148,4 +190,12 @@ class Claims(Queues):
             row = await cursor.fetchone()
             in_chain, in_day = (int(row["in_chain"]), int(row["in_day"])) if row else (0, 0)
             kept, stopped = guard.decide(in_chain, in_day) if followups else ((), ())
-            return await self._record_event(db, event_id, kept, notifications, [*notes, *stopped])
+            return await self._record_event(db, event_id, kept, notifications, [*notes, *stopped], claim)
+
+
+_RELEASE = (
+    """UPDATE videos SET next_attempt_at = NULL, claim_id = NULL WHERE status = 'pending' AND claim_id IS NOT NULL""",
+    """UPDATE notifications SET next_attempt_at = NULL, claim_id = NULL
+       WHERE delivered_at IS NULL AND claim_id IS NOT NULL""",
+    """UPDATE events SET claimed_until = NULL, claim_id = NULL WHERE processed_at IS NULL AND claim_id IS NOT NULL""",
+)

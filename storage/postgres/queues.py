@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
 
 from storage.database import float_or_none
+from storage.errors import LeaseLost
 from storage.guards import PUBLIC_URL_FLAG
 from storage.lifecycle import IN_FLIGHT, sql_list
 from storage.postgres.database import Connection, PostgresDatabase, printable
@@ -35,38 +36,52 @@ class Queues(PostgresDatabase):
         )
         return float_or_none(rows[0]["at"])
 
-    async def record_download(self, job_id: str, index: int, *, path: str, sha256: str, size: int) -> bool:
-        """Mark a video downloaded; False (and no event) if it already was."""
+    async def record_download(
+        self, job_id: str, index: int, *, path: str, sha256: str, size: int, claim: str | None = None
+    ) -> bool:
+        """Mark a video downloaded; False (and no event) if it already was, or if `claim` is no longer its claim."""
         async with self._transaction() as db:
             cursor = await db.execute(
                 """UPDATE videos SET status = 'downloaded', path = %s, sha256 = %s, bytes = %s, error = NULL,
-                          attempts = attempts + 1, next_attempt_at = NULL, updated_at = %s
-                   WHERE job_id = %s AND idx = %s AND status = 'pending'""",
-                (path, sha256, size, self._clock(), job_id, index),
+                          attempts = attempts + 1, next_attempt_at = NULL, claim_id = NULL,
+                          updated_at = %s
+                   WHERE job_id = %s AND idx = %s AND status = 'pending'"""
+                + _fence(claim),
+                (path, sha256, size, self._clock(), job_id, index, *_claimed(claim)),
             )
             if cursor.rowcount != 1:
                 return False
             await self._emit(db, EventType.VIDEO_DOWNLOADED, job_id, index)
         return True
 
-    async def retry_download(self, job_id: str, index: int, *, error: str, retry_at: float) -> None:
+    async def retry_download(
+        self, job_id: str, index: int, *, error: str, retry_at: float, claim: str | None = None
+    ) -> bool:
+        """Count a failed attempt and set the next; False when nothing changed (settled, or `claim` taken over)."""
         async with self._transaction() as db:
-            await db.execute(
-                """UPDATE videos SET attempts = attempts + 1, error = %s, next_attempt_at = %s, updated_at = %s
-                   WHERE job_id = %s AND idx = %s AND status = 'pending'""",
-                (printable(error), retry_at, self._clock(), job_id, index),
+            cursor = await db.execute(
+                """UPDATE videos SET attempts = attempts + 1, error = %s, next_attempt_at = %s, updated_at = %s,
+                          claim_id = NULL
+                   WHERE job_id = %s AND idx = %s AND status = 'pending'"""
+                + _fence(claim),
+                (printable(error), retry_at, self._clock(), job_id, index, *_claimed(claim)),
             )
+            return cursor.rowcount == 1
 
-    async def fail_download(self, job_id: str, index: int, *, error: str) -> None:
+    async def fail_download(self, job_id: str, index: int, *, error: str, claim: str | None = None) -> bool:
+        """Fail a video for good; False when nothing changed (settled, or `claim` taken over)."""
         async with self._transaction() as db:
             cursor = await db.execute(
                 """UPDATE videos SET status = 'failed', attempts = attempts + 1, error = %s, next_attempt_at = NULL,
-                          updated_at = %s
-                   WHERE job_id = %s AND idx = %s AND status = 'pending'""",
-                (printable(error), self._clock(), job_id, index),
+                          claim_id = NULL, updated_at = %s
+                   WHERE job_id = %s AND idx = %s AND status = 'pending'"""
+                + _fence(claim),
+                (printable(error), self._clock(), job_id, index, *_claimed(claim)),
             )
-            if cursor.rowcount == 1:
-                await self._emit(db, EventType.VIDEO_FAILED, job_id, index)
+            if cursor.rowcount != 1:
+                return False
+            await self._emit(db, EventType.VIDEO_FAILED, job_id, index)
+        return True
 
     # -- events (what the rules act on) --------------------------------------------------------------------------
 
@@ -80,11 +95,13 @@ class Queues(PostgresDatabase):
         followups: Sequence[NewJob] = (),
         notifications: Sequence[NewNotification] = (),
         notes: Sequence[Note] = (),
+        *,
+        claim: str | None = None,
     ) -> list[str]:
         """Record an event's follow-up jobs, notifications and notes, and mark it processed, atomically; return the
         ids of new jobs. Replaying an event never doubles a job or a notification (storage.Store.complete_event)."""
         async with self._transaction() as db:
-            return await self._record_event(db, event_id, followups, notifications, notes)
+            return await self._record_event(db, event_id, followups, notifications, notes, claim)
 
     async def _record_event(
         self,
@@ -93,7 +110,15 @@ class Queues(PostgresDatabase):
         followups: Sequence[NewJob],
         notifications: Sequence[NewNotification],
         notes: Sequence[Note],
+        claim: str | None = None,
     ) -> list[str]:
+        if claim is not None:  # fenced: marked first, and nothing written unless the claim is still this event's
+            cursor = await db.execute(
+                "UPDATE events SET processed_at = %s WHERE id = %s AND processed_at IS NULL AND claim_id = %s",
+                (self._clock(), event_id, claim),
+            )
+            if cursor.rowcount != 1:
+                raise LeaseLost(f"event {event_id}: handled already, or its claim was taken over")
         created: list[str] = []
         for new in followups:
             job_id = await self._insert_job(db, new)
@@ -110,7 +135,8 @@ class Queues(PostgresDatabase):
                 "INSERT INTO job_notes (job_id, rule, message, created_at) VALUES (%s, %s, %s, %s)",
                 [(note.job_id, note.rule, printable(note.message), now) for note in notes],
             )
-        await db.execute("UPDATE events SET processed_at = %s WHERE id = %s", (now, event_id))
+        if claim is None:
+            await db.execute("UPDATE events SET processed_at = %s WHERE id = %s", (now, event_id))
         if notifications:
             await self._hint(db, "notifications")
         return created
@@ -133,20 +159,28 @@ class Queues(PostgresDatabase):
         )
         return float_or_none(rows[0]["at"])
 
-    async def record_notification(self, notification_id: int, *, error: str | None, retry_at: float | None) -> None:
-        """An attempt's outcome: delivered (no error), or failed with the time of the next try."""
+    async def record_notification(
+        self, notification_id: int, *, error: str | None, retry_at: float | None, claim: str | None = None
+    ) -> bool:
+        """An attempt's outcome: delivered (no error), or failed with the time of the next try. A delivery is always
+        recorded (the message went out); a failure only under its `claim`: False when nothing changed."""
         async with self._transaction() as db:
             if error is None:
-                await db.execute(
-                    "UPDATE notifications SET delivered_at = %s, attempts = attempts + 1, error = NULL WHERE id = %s",
+                cursor = await db.execute(
+                    """UPDATE notifications SET delivered_at = %s, attempts = attempts + 1, error = NULL,
+                           claim_id = NULL
+                       WHERE id = %s AND delivered_at IS NULL""",
                     (self._clock(), notification_id),
                 )
             else:
-                await db.execute(
-                    """UPDATE notifications SET attempts = attempts + 1, error = %s, next_attempt_at = %s
-                       WHERE id = %s AND delivered_at IS NULL""",
-                    (printable(error), retry_at, notification_id),
+                cursor = await db.execute(
+                    """UPDATE notifications SET attempts = attempts + 1, error = %s, next_attempt_at = %s,
+                           claim_id = NULL
+                       WHERE id = %s AND delivered_at IS NULL"""
+                    + _fence(claim),
+                    (printable(error), retry_at, notification_id, *_claimed(claim)),
                 )
+            return cursor.rowcount == 1
 
     # -- flags (the kill switch) and counts for the money guards ------------------------------------------------
 
@@ -212,3 +246,13 @@ class Queues(PostgresDatabase):
         """Jobs that rules (not people) created since `since`."""
         rows = await self._read("SELECT count(*) AS n FROM jobs WHERE rule IS NOT NULL AND created_at >= %s", (since,))
         return int(rows[0]["n"])
+
+
+def _fence(claim: str | None) -> str:
+    """The condition that fences a claimed item's outcome: recorded only while `claim` is still its claim. No claim
+    (a caller that claimed nothing, such as a test or a person's retry) records unfenced, as before claims."""
+    return "" if claim is None else " AND claim_id = %s"
+
+
+def _claimed(claim: str | None) -> tuple[str, ...]:
+    return () if claim is None else (claim,)

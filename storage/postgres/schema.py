@@ -5,12 +5,12 @@ start at once against one database, so migrating takes a transaction-scoped advi
 migrates, the others wait and then find nothing left to do. DDL is transactional in PostgreSQL, so a step that
 fails leaves nothing half-made.
 
-The tables mirror SQLite's (storage/schema.py: its 1-5 are this 1, its 6 this 2) column for column, so that both engines
-hold the same records, with PostgreSQL's types: identity ids, `bytea` for the bytes a provider or a rule sent,
-`double precision` epoch seconds for times (passed from Python, as on SQLite, so that "due" means the store's
-clock on both). JSON is kept as text, as on SQLite: jsonb refuses the `\\u0000` a provider's JSON may carry.
-One column has no SQLite twin: `events.claimed_until`, the lease of a claimed event (SQLite, a single process,
-holds it in memory).
+The tables mirror SQLite's (storage/schema.py: its 1-5 are this 1, its 6 this 2, its 8 this 3) column for column,
+so that both engines hold the same records, with PostgreSQL's types: identity ids, `bytea` for the bytes a
+provider or a rule sent, `double precision` epoch seconds for times (passed from Python, as on SQLite, so that
+"due" means the store's clock on both). JSON is kept as text, as on SQLite: jsonb refuses the `\\u0000` a
+provider's JSON may carry.
+SQLite's 7 (media keys for local paths) has no twin here: no PostgreSQL database ever held local paths.
 """
 
 from __future__ import annotations
@@ -145,6 +145,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX job_costs_day ON job_costs (recorded_at, provider, unit, amount);
     CREATE INDEX job_costs_total ON job_costs (provider, unit, amount);
+    """,
+    # 3: SQLite's 8, claims fenced by a claim id (storage/postgres/claims.py).
+    """
+    ALTER TABLE videos ADD COLUMN claim_id text;
+    ALTER TABLE notifications ADD COLUMN claim_id text;
+    ALTER TABLE events ADD COLUMN claim_id text;
     """,
 )
 

@@ -14,6 +14,7 @@ import socket
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 
 from receiver.serving import running
@@ -35,8 +36,15 @@ async def test_killed_at_each_step_the_chain_still_completes_exactly_once(
         crash_rig(tmp_path, sock, {"ttapi": sim}, {"ttapi": sim_url}, database_url=database_url) as rig,
     ):
         async with rig.serving(fault=point) as first:
-            response = await rig.api.post("/api/jobs", json={"prompt": "p", "image_url": "https://img.example/a.png"})
-            assert response.status_code == 201
+            try:
+                response = await rig.api.post(
+                    "/api/jobs", json={"prompt": "p", "image_url": "https://img.example/a.png"}
+                )
+                assert response.status_code == 201
+            except httpx.RemoteProtocolError:
+                # The submitter claims and sends at once, so the kill as the job leaves can beat the 201 out; the
+                # job was committed before the submitter was woken, and the restart below settles it all the same.
+                assert point == "submit.sent"
             await rig.killed(first)
         async with rig.serving():
             jobs = await rig.settle(2)

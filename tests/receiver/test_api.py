@@ -150,9 +150,22 @@ async def succeeded_parent(harness: Harness, provider_job_id: str = "tt-parent")
     return parent
 
 
+async def settled(harness: Harness) -> dict[str, list[tuple[Any, ...]]]:
+    """The database once the workers are done with the parent: its events handled, its downloads failed (polled,
+    as in test_followup_checks: a worker woken again mid-drain can leave Service.wait_idle() waiting for good)."""
+    with anyio.fail_after(5):
+        while True:
+            snapshot = harness.snapshot()
+            if all(row[5] is not None for row in snapshot["events"]) and not any(
+                "pending" in row for row in snapshot["videos"]
+            ):
+                return snapshot
+            await anyio.sleep(0.01)
+
+
 async def test_a_ttapi_extend_with_a_prompt_is_refused_before_anything_is_recorded(harness: Harness) -> None:
     parent = await succeeded_parent(harness)
-    before = harness.snapshot()
+    before = await settled(harness)  # the workers' own writes (claims, then outcomes) are not the request's
     body = {"action": "extend", "parent_id": parent, "index": 0, "prompt": "the camera keeps moving"}
     response = await harness.client.post("/api/jobs", headers=AUTH, json=body)
     assert response.status_code == 400

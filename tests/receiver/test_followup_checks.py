@@ -52,7 +52,7 @@ async def settled(harness: Harness) -> dict[str, list[tuple[Any, ...]]]:
     with anyio.fail_after(5):
         while True:
             snapshot = harness.snapshot()
-            events_done = all(row[-1] is not None for row in snapshot["events"])
+            events_done = all(row[5] is not None for row in snapshot["events"])  # processed_at
             if events_done and not any("pending" in row for row in snapshot["videos"]):
                 return snapshot
             await anyio.sleep(0.01)

@@ -18,8 +18,8 @@ from tests.postgres import PostgresServer
 
 pytestmark = pytest.mark.anyio
 
-# Columns only one engine has, and why: SQLite holds an event's lease in its one process (storage/claims.py).
-POSTGRES_ONLY = {("events", "claimed_until")}
+# Columns only one engine has, and why: none since both hold an event's lease in its row.
+POSTGRES_ONLY: set[tuple[str, str]] = set()
 
 
 @pytest.fixture
