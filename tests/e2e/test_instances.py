@@ -116,7 +116,7 @@ async def test_three_instances_one_killed_mid_work_keep_every_promise(
                 )
                 problems += simulator_problems(observed)
                 jobs, videos = await database_rows(database_url)
-                problems += rule_problems(jobs)
+                problems += rule_problems(jobs, observed)
                 problems += await bucket_problems(s3_server, media_url, jobs, videos)
                 problems += await queue_problems(database_url)
         if problems:
@@ -298,34 +298,44 @@ def missing_followups(jobs: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def simulator_problems(observed: dict[str, dict[str, Any]]) -> list[str]:
-    """At the provider: never more than LIMIT in flight; no reelhook job sent twice (its hook token names it)."""
-    problems = []
+def sent_jobs(provider: str, seen: dict[str, Any]) -> tuple[collections.Counter[str], list[str]]:
+    """Which of our jobs the simulator took, and how often: each submission's hook URL carries its job's token."""
     signer = HookSigner([SECRET], max_age=86400)
+    sent: collections.Counter[str] = collections.Counter()
+    strangers = []
+    for submission in seen["submissions"]:
+        if submission["status_code"] != 200:
+            continue
+        token = str(submission["body"].get(HOOK_FIELDS[provider], "")).rsplit("/", 1)[-1]
+        try:
+            sent[signer.verify_hook_token(token, provider).job_id] += 1
+        except BadHookToken:
+            strangers.append(f"{provider}: a submission whose hook URL names no job of ours: {submission['body']}")
+    return sent, strangers
+
+
+def simulator_problems(observed: dict[str, dict[str, Any]]) -> list[str]:
+    """At the provider: never more than LIMIT in flight, no job of ours sent twice, no file fetched twice but the
+    ones the killed instance was fetching (its download slots, at most)."""
+    problems = []
     for provider, seen in observed.items():
         if seen["peak_in_flight"] > LIMIT:
             problems.append(f"{provider}: {seen['peak_in_flight']} jobs in flight at once, over the limit of {LIMIT}")
-        sent: collections.Counter[str] = collections.Counter()
-        for submission in seen["submissions"]:
-            if submission["status_code"] != 200:
-                continue
-            token = str(submission["body"].get(HOOK_FIELDS[provider], "")).rsplit("/", 1)[-1]
-            try:
-                sent[signer.verify_hook_token(token, provider).job_id] += 1
-            except BadHookToken:
-                problems.append(f"{provider}: a submission whose hook URL names no job of ours: {submission['body']}")
+        sent, strangers = sent_jobs(provider, seen)
+        problems += strangers
         twice = {job_id: count for job_id, count in sent.items() if count > 1}
         if twice:
             problems.append(f"{provider}: jobs sent more than once (job id: times): {twice}")
-        # A file is fetched once, but for those the killed instance was fetching (its download slots, at most).
         again = {path: hits for path, hits in seen["cdn_hits"].items() if hits > 1}
         if len(again) > DOWNLOAD_SLOTS or any(hits > 2 for hits in again.values()):
             problems.append(f"{provider}: {len(again)} files downloaded more than once (path: times): {again}")
     return problems
 
 
-def rule_problems(jobs: list[dict[str, Any]]) -> list[str]:
-    """Every rule fired once per source: one follow-up per (rule, parent), and none missing."""
+def rule_problems(jobs: list[dict[str, Any]], observed: dict[str, dict[str, Any]]) -> list[str]:
+    """Every rule fired once per source: one follow-up per (rule, parent), and none missing. No job failed, but
+    what the killed instance had claimed and not yet sent: "outcome unknown", never resent, so given up as lost
+    (at most its LIMIT slots per provider, and never a job the provider took)."""
     per_source = collections.Counter((job["rule"], job["parent_id"]) for job in jobs if job["rule"])
     problems = [
         f"rule {rule} followed up {parent} {count} times" for (rule, parent), count in per_source.items() if count > 1
@@ -334,9 +344,13 @@ def rule_problems(jobs: list[dict[str, Any]]) -> list[str]:
     roots = [job for job in jobs if job["depth"] == 0]
     if len(roots) != ROOTS * len(PROVIDERS):
         problems.append(f"{len(roots)} submitted jobs recorded, not {ROOTS * len(PROVIDERS)}")
-    failed = [f"{job['id']}: {job['error']}" for job in jobs if job["status"] == "failed"]
-    if failed:
-        problems.append(f"jobs failed: {failed}")
+    for provider, seen in observed.items():
+        sent, _ = sent_jobs(provider, seen)
+        failed = [job for job in jobs if job["provider"] == provider and job["status"] == "failed"]
+        unsent_lost = [job for job in failed if job["lost_at"] is not None and job["id"] not in sent]
+        if len(unsent_lost) != len(failed) or len(unsent_lost) > LIMIT:
+            reasons = {job["id"]: job["error"] for job in failed}
+            problems.append(f"{provider}: {len(failed)} jobs failed (job id: error): {reasons}")
     return problems
 
 
