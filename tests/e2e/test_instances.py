@@ -69,6 +69,7 @@ extend.index = 1
 """
 FOLLOWS = {0: "extend-first", 1: "extend-again"}  # a succeeded job's depth -> the rule that must follow it up once
 DOWNLOAD_SLOTS = 4  # downloads one instance runs at once (receiver/downloads.py)
+IMAGE = "https://img.example/frame.png"  # the providers are simulated: nobody fetches it
 HOOK_FIELDS = {"ttapi": "hookUrl", "acedata": "callback_url"}
 
 
@@ -88,7 +89,7 @@ async def test_three_instances_one_killed_mid_work_keep_every_promise(
             sims = {name: processes.enter_context(simulator(name, tmp_path)) for name in PROVIDERS}
             async with AsyncExitStack() as stack:
                 public_url = await stack.enter_async_context(running(balancer.app))
-                env = instance_env(tmp_path, database_url, s3_server.env(media_url), public_url, sims, rules)
+                env = instance_env(database_url, s3_server.env(media_url), public_url, sims, rules)
                 started = [
                     processes.enter_context(instance(env, i, sock, tmp_path)) for i, sock in enumerate(instance_socks)
                 ]
@@ -102,12 +103,15 @@ async def test_three_instances_one_killed_mid_work_keep_every_promise(
                     for provider, n in itertools.product(PROVIDERS, range(ROOTS)):
                         tg.start_soon(submit, http, public_url, provider, n)
 
-                # Mid-work: jobs are in flight at the provider and a file is being downloaded.
+                # Mid-work: jobs are in flight at the provider and files are downloading. The victim is the instance
+                # the latest callback went to: it has a download to do, or is doing it.
                 await wait_for(lambda: downloading(http, sims), 30, "a first download to start")
-                victim = started[1]
-                victim.send_signal(signal.SIGKILL)
-                victim.wait()
-                processes.enter_context(instance(env, 1, instance_socks[1], tmp_path))  # same socket, same data dir
+                hooked = [target for target, path in balancer.forwarded if path.startswith("/hooks/")]
+                victim = instance_urls.index(hooked[-1])
+                started[victim].send_signal(signal.SIGKILL)
+                started[victim].wait()
+                # Started again on the same socket (what waited in its backlog meanwhile is served) and data dir.
+                processes.enter_context(instance(env, victim, instance_socks[victim], tmp_path))
 
                 settled = await settle(http, instance_urls, sims, database_url)
                 observed = {name: (await http.get(f"{url}/_simulator/observed")).json() for name, url in sims.items()}
@@ -127,9 +131,6 @@ async def test_three_instances_one_killed_mid_work_keep_every_promise(
         for sock in instance_socks:
             sock.close()
         postgres_server.drop_database(database)
-
-
-IMAGE = "https://img.example/frame.png"
 
 
 # -- the processes ------------------------------------------------------------------------------------------------
@@ -167,7 +168,6 @@ def instance(
 
 
 def instance_env(
-    tmp_path: Path,
     database_url: str,
     s3_env: dict[str, str],
     public_url: str,
