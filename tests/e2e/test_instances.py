@@ -7,16 +7,15 @@ call the real provider (so it sees the total in flight and every submission), an
 file makes chains (generate, then extend, then extend again). Mid-work, while jobs are in flight and files are
 downloading, one instance is SIGKILLed and started again.
 
-When everything has settled, the promises are checked where they show: at the simulators (never more than the
-limit in flight, no job sent twice), in the bucket (every file once, with the sha256 the database records), in the
-database (every rule's follow-up exactly once per source, nothing left queued, unclaimed or pending). Every broken
-promise is collected and named, so a failure says all that went wrong at once.
+When everything has settled, the promises are checked where they show (tests/e2e/promises.py): at the simulators
+(never more than the limit in flight, no job sent twice, no file fetched twice but the killed instance's), in the
+bucket (every file once, with the sha256 the database records), in the database (every rule's follow-up exactly
+once per source, nothing left queued, unclaimed or pending). Every broken promise is collected and named, so a
+failure says all that went wrong at once.
 """
 
 from __future__ import annotations
 
-import collections
-import hashlib
 import itertools
 import os
 import signal
@@ -30,18 +29,14 @@ from typing import Any
 
 import anyio
 import httpx
-import obstore
-import psycopg
 import pytest
-from obstore.store import S3Store
-from psycopg.rows import dict_row
 
 from receiver.serving import bind_socket, running, socket_url
-from submitter.tokens import BadHookToken, HookSigner
 from tests.e2e.balancer import Balancer
-from tests.e2e.conftest import API_TOKEN, NOTIFY_SECRET, SECRET, TT_KEY, expected_sha256, server
+from tests.e2e.conftest import API_TOKEN, NOTIFY_SECRET, SECRET, TT_KEY, server
+from tests.e2e.promises import ENDED, Promises, count_unfinished, database_rows, in_the_bucket, in_the_queues
 from tests.postgres import PostgresServer
-from tests.seaweed import ACCESS_KEY, REGION, SECRET_KEY, S3Server
+from tests.seaweed import S3Server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(240)]
 
@@ -67,10 +62,8 @@ on = "job.succeeded"
 when.action = "extend"
 extend.index = 1
 """
-FOLLOWS = {0: "extend-first", 1: "extend-again"}  # a succeeded job's depth -> the rule that must follow it up once
-DOWNLOAD_SLOTS = 4  # downloads one instance runs at once (receiver/downloads.py)
+PROMISES = Promises(limit=LIMIT, roots=ROOTS * len(PROVIDERS), follows={0: "extend-first", 1: "extend-again"})
 IMAGE = "https://img.example/frame.png"  # the providers are simulated: nobody fetches it
-HOOK_FIELDS = {"ttapi": "hookUrl", "acedata": "callback_url"}
 
 
 async def test_three_instances_one_killed_mid_work_keep_every_promise(
@@ -118,11 +111,11 @@ async def test_three_instances_one_killed_mid_work_keep_every_promise(
                 problems = (
                     [] if settled else [f"not settled within {SETTLE_TIMEOUT} s: {await unsettled(database_url)}"]
                 )
-                problems += simulator_problems(observed)
+                problems += PROMISES.at_the_provider(observed)
                 jobs, videos = await database_rows(database_url)
-                problems += rule_problems(jobs, observed)
-                problems += await bucket_problems(s3_server, media_url, jobs, videos)
-                problems += await queue_problems(database_url)
+                problems += PROMISES.of_the_rules(jobs, observed)
+                problems += await in_the_bucket(s3_server, media_url, jobs, videos)
+                problems += await in_the_queues(database_url)
         if problems:
             logs = ", ".join(str(tmp_path / f"instance-{i}.log") for i in range(INSTANCES))
             broken = "\n".join(f"- {problem}" for problem in problems)
@@ -256,146 +249,10 @@ def quiet(status: dict[str, Any]) -> bool:
 async def unsettled(database_url: str) -> dict[str, int]:
     """What is still to do, read from the database: work not finished, and chains not yet followed up."""
     jobs, videos = await database_rows(database_url)
-    open_jobs = [job for job in jobs if job["status"] not in ("succeeded", "failed")]
+    open_jobs = [job for job in jobs if job["status"] not in ENDED]
     pending_videos = [video for video in videos if video["status"] not in ("downloaded", "failed")]
-    missing = missing_followups(jobs)
+    missing = PROMISES.missing_followups(jobs)
     counts = await count_unfinished(database_url)
     found = {"jobs not ended": len(open_jobs), "downloads not done": len(pending_videos), **counts}
     found["follow-ups missing"] = len(missing)
     return {name: count for name, count in found.items() if count}
-
-
-# -- what the database, the bucket and the simulators show --------------------------------------------------------
-
-
-async def database_rows(database_url: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    async with await psycopg.AsyncConnection.connect(database_url, row_factory=dict_row) as conn:
-        jobs = await (await conn.execute("SELECT * FROM jobs ORDER BY created_at")).fetchall()
-        videos = await (await conn.execute("SELECT * FROM videos ORDER BY job_id, idx")).fetchall()
-    return jobs, videos
-
-
-async def count_unfinished(database_url: str) -> dict[str, int]:
-    async with await psycopg.AsyncConnection.connect(database_url) as conn:
-        cursor = await conn.execute(
-            """SELECT (SELECT count(*) FROM events WHERE processed_at IS NULL),
-                      (SELECT count(*) FROM notifications WHERE delivered_at IS NULL)"""
-        )
-        row = await cursor.fetchone()
-    assert row is not None
-    return {"events unprocessed": int(row[0]), "notifications undelivered": int(row[1])}
-
-
-def missing_followups(jobs: list[dict[str, Any]]) -> list[str]:
-    """Succeeded jobs whose depth's rule has not followed them up (yet)."""
-    children = {(job["parent_id"], job["rule"]) for job in jobs if job["rule"]}
-    return [
-        f"{job['id']} (depth {job['depth']}) has no {FOLLOWS[job['depth']]} follow-up"
-        for job in jobs
-        if job["status"] == "succeeded"
-        and job["depth"] in FOLLOWS
-        and (job["id"], FOLLOWS[job["depth"]]) not in children
-    ]
-
-
-def sent_jobs(provider: str, seen: dict[str, Any]) -> tuple[collections.Counter[str], list[str]]:
-    """Which of our jobs the simulator took, and how often: each submission's hook URL carries its job's token."""
-    signer = HookSigner([SECRET], max_age=86400)
-    sent: collections.Counter[str] = collections.Counter()
-    strangers = []
-    for submission in seen["submissions"]:
-        if submission["status_code"] != 200:
-            continue
-        token = str(submission["body"].get(HOOK_FIELDS[provider], "")).rsplit("/", 1)[-1]
-        try:
-            sent[signer.verify_hook_token(token, provider).job_id] += 1
-        except BadHookToken:
-            strangers.append(f"{provider}: a submission whose hook URL names no job of ours: {submission['body']}")
-    return sent, strangers
-
-
-def simulator_problems(observed: dict[str, dict[str, Any]]) -> list[str]:
-    """At the provider: never more than LIMIT in flight, no job of ours sent twice, no file fetched twice but the
-    ones the killed instance was fetching (its download slots, at most)."""
-    problems = []
-    for provider, seen in observed.items():
-        if seen["peak_in_flight"] > LIMIT:
-            problems.append(f"{provider}: {seen['peak_in_flight']} jobs in flight at once, over the limit of {LIMIT}")
-        sent, strangers = sent_jobs(provider, seen)
-        problems += strangers
-        twice = {job_id: count for job_id, count in sent.items() if count > 1}
-        if twice:
-            problems.append(f"{provider}: jobs sent more than once (job id: times): {twice}")
-        again = {path: hits for path, hits in seen["cdn_hits"].items() if hits > 1}
-        if len(again) > DOWNLOAD_SLOTS or any(hits > 2 for hits in again.values()):
-            problems.append(f"{provider}: {len(again)} files downloaded more than once (path: times): {again}")
-    return problems
-
-
-def rule_problems(jobs: list[dict[str, Any]], observed: dict[str, dict[str, Any]]) -> list[str]:
-    """Every rule fired once per source: one follow-up per (rule, parent), and none missing. No job failed, but
-    what the killed instance had claimed and not yet sent: "outcome unknown", never resent, so given up as lost
-    (at most its LIMIT slots per provider, and never a job the provider took)."""
-    per_source = collections.Counter((job["rule"], job["parent_id"]) for job in jobs if job["rule"])
-    problems = [
-        f"rule {rule} followed up {parent} {count} times" for (rule, parent), count in per_source.items() if count > 1
-    ]
-    problems += missing_followups(jobs)
-    roots = [job for job in jobs if job["depth"] == 0]
-    if len(roots) != ROOTS * len(PROVIDERS):
-        problems.append(f"{len(roots)} submitted jobs recorded, not {ROOTS * len(PROVIDERS)}")
-    for provider, seen in observed.items():
-        sent, _ = sent_jobs(provider, seen)
-        failed = [job for job in jobs if job["provider"] == provider and job["status"] == "failed"]
-        unsent_lost = [job for job in failed if job["lost_at"] is not None and job["id"] not in sent]
-        if len(unsent_lost) != len(failed) or len(unsent_lost) > LIMIT:
-            reasons = {job["id"]: job["error"] for job in failed}
-            problems.append(f"{provider}: {len(failed)} jobs failed (job id: error): {reasons}")
-    return problems
-
-
-async def bucket_problems(
-    s3_server: S3Server, media_url: str, jobs: list[dict[str, Any]], videos: list[dict[str, Any]]
-) -> list[str]:
-    """Every recorded file is in the bucket exactly once, with the bytes the CDN served and the sha256 recorded; the
-    bucket holds no file the database does not know."""
-    problems = []
-    by_id = {job["id"]: job for job in jobs}
-    listing = S3Store.from_url(
-        media_url,
-        config={"endpoint": s3_server.endpoint, "region": REGION, "access_key_id": ACCESS_KEY,
-                "secret_access_key": SECRET_KEY},
-        client_options={"allow_http": True},
-    )  # fmt: skip
-    keys = [meta["path"] for page in obstore.list(listing) for meta in page]
-    media = collections.Counter(key for key in keys if key.endswith((".mp4", ".png")) and not key.startswith("."))
-    recorded = {video["path"]: video for video in videos if video["path"]}
-    for key, count in media.items():
-        if count > 1:
-            problems.append(f"bucket: {key} listed {count} times")
-        if key not in recorded:
-            problems.append(f"bucket: {key} is not a file the database records")
-    reader = s3_server.store(media_url)
-    for video in videos:
-        key = video["path"]
-        if video["status"] != "downloaded" or key not in media:
-            problems.append(f"video {video['job_id']}/{video['idx']} is {video['status']}, not in the bucket ({key})")
-            continue
-        content = b"".join([piece async for piece in reader.read(key)])
-        cdn_id = video["url"].split("/cdn/", 1)[1].split("/", 1)[0]
-        assert by_id[video["job_id"]]["provider_job_id"].endswith(cdn_id)
-        actual = hashlib.sha256(content).hexdigest()
-        if not actual == video["sha256"] == expected_sha256(cdn_id, video["idx"]):
-            problems.append(f"bucket: {key} has sha256 {actual}, the database says {video['sha256']}")
-    return problems
-
-
-async def queue_problems(database_url: str) -> list[str]:
-    """Nothing left queued, in flight, pending or unclaimed in any queue."""
-    jobs, videos = await database_rows(database_url)
-    problems = [
-        f"job {job['id']} is still {job['status']}" for job in jobs if job["status"] not in ("succeeded", "failed")
-    ]
-    problems += [f"video {v['job_id']}/{v['idx']} is still {v['status']}" for v in videos if v["status"] == "pending"]
-    problems += [f"{count} {what}" for what, count in (await count_unfinished(database_url)).items() if count]
-    return problems
