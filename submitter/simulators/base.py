@@ -39,6 +39,7 @@ from submitter.simulators import read_json
 from submitter.simulators.cdn import media_file
 from submitter.simulators.delivery import Courier, Delivery, Message
 from submitter.simulators.faults import Faults, FaultSwitch
+from submitter.simulators.observation import observation_route
 from submitter.simulators.state import FAILED, PENDING, SUCCEEDED, JobTable, SimJob
 from submitter.simulators.traffic import RequestLog, Submission, Taken
 
@@ -82,10 +83,12 @@ class Simulator:
         self._remembered = {job.job_id for job in self._jobs}  # from before a restart, on an old address
         self._base_url: str | None = None
         self._in_flight: set[str] = {job.job_id for job in self._jobs if not job.ended}
+        self.peak_in_flight = len(self._in_flight)  # the most slots ever in use at once (observation only)
         self._running = 0
         self._rejections: collections.deque[tuple[int, str]] = collections.deque()
         self._failures: list[tuple[str, str]] = []
         routes = [*self.routes(), Route("/cdn/{job_id}/{filename}", self._cdn, methods=["GET"]), self._switch.route()]
+        routes.append(observation_route(self))
         self.app = Starlette(
             routes=routes,
             middleware=[Middleware(RequestLog, requests=self.requests, reached_at=self.reached_at)],
@@ -223,7 +226,7 @@ class Simulator:
         )
         self._jobs.put(job)
         if len(self._in_flight) < self.max_in_flight:
-            self._in_flight.add(job.job_id)  # else it waits for a slot (`excess_waits`)
+            self._take_slot(job.job_id)  # else it waits for a slot (`excess_waits`)
         status_code = faults.taken_then_status or 200
         query = dict(request.query_params)
         self.submissions.append(Submission(request.url.path, body, status_code, job.job_id, query))
@@ -272,6 +275,10 @@ class Simulator:
         self.cdn_hits[request.url.path] += 1
         return media_file(self._jobs.get(request.path_params["job_id"]), request.path_params["filename"])
 
+    def _take_slot(self, job_id: str) -> None:
+        self._in_flight.add(job_id)
+        self.peak_in_flight = max(self.peak_in_flight, len(self._in_flight))
+
     def _finish(self, job_id: str) -> SimJob:
         job = self._jobs[job_id]
         if job.ended:
@@ -290,7 +297,7 @@ class Simulator:
         try:
             while job_id not in self._in_flight and not self._jobs[job_id].ended:  # waiting for a slot
                 if len(self._in_flight) < self.max_in_flight:
-                    self._in_flight.add(job_id)
+                    self._take_slot(job_id)
                 else:
                     await anyio.sleep(min(self.delay, 0.05) or 0.01)
             while job_id in self._remembered and self._base_url is None:  # its files' address is not known yet
