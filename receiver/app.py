@@ -19,6 +19,7 @@ from receiver import api, frameroutes, hooks, media, openapi
 from receiver.deadlines import BodyDeadline
 from receiver.metrics import metrics_response
 from receiver.overload import HookSlots
+from receiver.process import instance_name
 from receiver.requests import error
 from receiver.rules import RuleSet
 from receiver.service import Service
@@ -64,7 +65,8 @@ def create_app(
             own_store = store
             if own_store is None:
                 settings.data_dir.mkdir(parents=True, exist_ok=True)
-                own_store = await stack.enter_async_context(await open_store(settings.database))
+                claimant = instance_name(settings.data_dir)
+                own_store = await stack.enter_async_context(await open_store(settings.database, claimant=claimant))
             own_http = http
             if own_http is None:
                 own_http = await stack.enter_async_context(

@@ -13,6 +13,7 @@ import errno
 import fcntl
 import logging
 import os
+import secrets
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -107,3 +108,18 @@ def reload_rules(rules_path: Path | None, replace_rules: Callable[[RuleSet], Non
         return
     replace_rules(rules)
     log.info("SIGHUP: rules re-read from %s: %d rules", rules_path, len(rules.rules), extra={"event": "rules.reloaded"})
+
+
+def instance_name(data_dir: Path) -> str:
+    """This instance's name in the claims it makes (storage/claims.py): kept in `data_dir/instance`, made once. One
+    live server per data dir (the lock above), so no two live instances share a name, and a restarted one knows which
+    claims on a shared database were its own: those it takes back at once, instead of waiting out their leases."""
+    path = data_dir / "instance"
+    try:
+        name = path.read_text().strip()
+    except FileNotFoundError:
+        name = ""
+    if not (name.isascii() and name.isalnum()):
+        name = secrets.token_hex(6)
+        path.write_text(name + "\n")
+    return name

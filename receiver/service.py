@@ -225,8 +225,10 @@ class Service:
                         exc,
                         extra={"event": "webhook_secret.unavailable", "provider": name},
                     )
-        if not self.settings.shared_database:
-            released = await self.store.release_claims()
+        # A restart: what the previous run claimed and never finished is dead. Alone on the database, that is every
+        # claim; on a shared one, only those this instance made (its claimant), since the others' are live.
+        if not self.settings.shared_database or self.store.claimant:
+            released = await self.store.release_claims(self.store.claimant if self.settings.shared_database else None)
             if released:
                 log.info(
                     "released %d claims left by the previous run",

@@ -66,7 +66,7 @@ class Claims(Queues, Database):
     async def claim_downloads(self, *, limit: int, lease: float) -> list[Video]:
         async with self._transaction() as db:
             now = self._clock()
-            claim = new_claim()
+            claim = new_claim(self.claimant)
             rows = await db.execute_fetchall(
                 """UPDATE videos SET next_attempt_at = ?, claim_id = ?
                    WHERE (job_id, idx) IN (
@@ -93,7 +93,7 @@ class Claims(Queues, Database):
     async def claim_notifications(self, *, limit: int, lease: float) -> list[Notification]:
         async with self._transaction() as db:
             now = self._clock()
-            claim = new_claim()
+            claim = new_claim(self.claimant)
             rows = await db.execute_fetchall(
                 """UPDATE notifications SET next_attempt_at = ?, claim_id = ?
                    WHERE id IN (
@@ -120,7 +120,7 @@ class Claims(Queues, Database):
 
     async def claim_events(self, *, limit: int, lease: float) -> list[Event]:
         async with self._transaction() as db:
-            now, claim = self._clock(), new_claim()
+            now, claim = self._clock(), new_claim(self.claimant)
             rows = await db.execute_fetchall(
                 """UPDATE events SET claimed_until = ?, claim_id = ?
                    WHERE id IN (
@@ -148,14 +148,16 @@ class Claims(Queues, Database):
                 released += max(cursor.rowcount, 0)
         return released
 
-    async def release_claims(self) -> int:
-        """Hand back every download, notification and event claimed and not finished: for an instance that owns
-        its database alone (SQLite), at start-up, where every claim left was made by a process now gone. Never on a
-        database other instances share: their claims are live. Returns how many were released."""
+    async def release_claims(self, claimant: str | None = None) -> int:
+        """Hand back every download, notification and event claimed and not finished by a process now gone: with
+        no `claimant`, every claim (an instance that owns its database alone, at start-up); with one, the claims
+        that instance made (it restarted: its old claims are dead, while other instances' are live). Returns how many
+        were released."""
+        owned, params = ("", ()) if claimant is None else (" AND claim_id LIKE ?", (claimant_name(claimant) + ".%",))
         async with self._transaction() as db:
             released = 0
             for sql in _RELEASE:
-                cursor = await db.execute(sql)
+                cursor = await db.execute(sql + owned, params)
                 released += max(cursor.rowcount, 0)
         return released
 
@@ -182,9 +184,16 @@ class Claims(Queues, Database):
             return await self._record_event(db, event_id, kept, notifications, [*notes, *stopped], claim)
 
 
-def new_claim() -> str:
-    """A claim id: names one claim, so that only its holder can record the outcome of what it claimed."""
-    return uuid.uuid4().hex
+def new_claim(claimant: str = "") -> str:
+    """A claim id: names one claim, so that only its holder can record the outcome of what it claimed; prefixed
+    with the claimant (`<claimant>.<random>`) when the store was opened with one."""
+    return f"{claimant_name(claimant)}.{uuid.uuid4().hex}" if claimant else uuid.uuid4().hex
+
+
+def claimant_name(name: str) -> str:
+    if not name.isalnum() or not name.isascii():  # it goes into a LIKE pattern: no % or _ in it
+        raise ValueError(f"a claimant is letters and digits, got {name!r}")
+    return name
 
 
 _RELEASE = (

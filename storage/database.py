@@ -30,14 +30,20 @@ from storage.schema import migrate
 
 
 class Database:
-    def __init__(self, db: aiosqlite.Connection, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: aiosqlite.Connection, *, clock: Callable[[], float] = time.time, claimant: str = "") -> None:
         self._db = db
         self._clock = clock
+        self.claimant = claimant  # who this process is, in its claim ids (storage/claims.py new_claim)
         self._lock = asyncio.Lock()  # binds to the running loop on first use
 
     @classmethod
     async def open(
-        cls, path: str | Path, *, clock: Callable[[], float] = time.time, busy_timeout_ms: int = 5000
+        cls,
+        path: str | Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        busy_timeout_ms: int = 5000,
+        claimant: str = "",
     ) -> Self:
         db = await aiosqlite.connect(str(path), isolation_level=None)
         db.row_factory = aiosqlite.Row
@@ -55,7 +61,7 @@ class Database:
         except BaseException:
             await db.close()  # else aiosqlite's thread keeps the process alive
             raise
-        return cls(db, clock=clock)
+        return cls(db, clock=clock, claimant=claimant)
 
     @property
     def clock(self) -> Callable[[], float]:

@@ -21,16 +21,19 @@ def is_postgres_url(url: str) -> bool:
     return url.startswith(POSTGRES_SCHEMES)
 
 
-async def open_store(url_or_path: str | Path, *, clock: Callable[[], float] = time.time) -> StoreProtocol:
-    """Open (and migrate) the store at `url_or_path`. Close it with `await store.close()` or `async with`."""
+async def open_store(
+    url_or_path: str | Path, *, clock: Callable[[], float] = time.time, claimant: str = ""
+) -> StoreProtocol:
+    """Open (and migrate) the store at `url_or_path`. Close it with `await store.close()` or `async with`.
+    `claimant` names this instance in the claims it makes, so that it can take back its own after a restart."""
     if isinstance(url_or_path, str) and is_postgres_url(url_or_path):
         from storage.postgres import PostgresStore
 
-        return await PostgresStore.open(url_or_path, clock=clock)
+        return await PostgresStore.open(url_or_path, clock=clock, claimant=claimant)
     path = str(url_or_path).removeprefix("sqlite://") if isinstance(url_or_path, str) else url_or_path
     from storage.store import Store
 
-    return await Store.open(path, clock=clock)
+    return await Store.open(path, clock=clock, claimant=claimant)
 
 
 def wakeup_listener(

@@ -43,6 +43,8 @@ class FollowupGuard:
 
 
 class StoreProtocol(Protocol):
+    claimant: str  # this instance's name in its claim ids ("" when it was opened without one)
+
     @property
     def clock(self) -> Callable[[], float]: ...
 
@@ -163,7 +165,7 @@ class StoreProtocol(Protocol):
 
     async def release_claim(self, claim: str) -> int: ...
 
-    async def release_claims(self) -> int: ...
+    async def release_claims(self, claimant: str | None = None) -> int: ...
 
     async def complete_event_guarded(
         self,

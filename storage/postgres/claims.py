@@ -32,7 +32,7 @@ from dataclasses import replace
 
 from psycopg.rows import DictRow
 
-from storage.claims import new_claim
+from storage.claims import claimant_name, new_claim
 from storage.lifecycle import IN_FLIGHT, check_transition, sql_list
 from storage.postgres.queues import Queues
 from storage.postgres.rows import event_from_row, job_from_row, notification_from_row, video_from_row
@@ -75,7 +75,7 @@ class Claims(Queues):
         return sorted((job_from_row(row, ()) for row in rows), key=lambda job: (job.created_at, job.id))
 
     async def claim_downloads(self, *, limit: int, lease: float) -> list[Video]:
-        now, claim = self._clock(), new_claim()
+        now, claim = self._clock(), new_claim(self.claimant)
         rows = await self._claim(
             """WITH due AS (
                    SELECT job_id, idx FROM videos
@@ -101,7 +101,7 @@ class Claims(Queues):
             return cursor.rowcount == 1
 
     async def claim_notifications(self, *, limit: int, lease: float) -> list[Notification]:
-        now, claim = self._clock(), new_claim()
+        now, claim = self._clock(), new_claim(self.claimant)
         rows = await self._claim(
             """WITH due AS (
                    SELECT id FROM notifications
@@ -126,7 +126,7 @@ class Claims(Queues):
         return sorted((job_from_row(row, ()) for row in rows), key=lambda job: (job.sent_at or 0.0, job.id))
 
     async def claim_events(self, *, limit: int, lease: float) -> list[Event]:
-        now, claim = self._clock(), new_claim()
+        now, claim = self._clock(), new_claim(self.claimant)
         rows = await self._claim(
             """WITH due AS (
                    SELECT id FROM events
@@ -155,14 +155,16 @@ class Claims(Queues):
                 await self._hint(db, "downloads", "notifications", "events")  # due now: any instance may take them
         return released
 
-    async def release_claims(self) -> int:
-        """Hand back every download, notification and event claimed and not finished: for an instance that owns
-        its database alone (SQLite), at start-up, where every claim left was made by a process now gone. Never on a
-        database other instances share: their claims are live. Returns how many were released."""
+    async def release_claims(self, claimant: str | None = None) -> int:
+        """Hand back every download, notification and event claimed and not finished by a process now gone: with
+        no `claimant`, every claim (an instance that owns its database alone, at start-up); with one, the claims
+        that instance made (it restarted: its old claims are dead, while other instances' are live). Returns how many
+        were released."""
+        owned, params = ("", ()) if claimant is None else (" AND claim_id LIKE %s", (claimant_name(claimant) + ".%",))
         async with self._transaction() as db:
             released = 0
             for sql in _RELEASE:
-                cursor = await db.execute(sql)
+                cursor = await db.execute(sql + owned, params)
                 released += max(cursor.rowcount, 0)
             if released:
                 await self._hint(db, "downloads", "notifications", "events")  # due now: any instance may take them

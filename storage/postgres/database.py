@@ -36,13 +36,22 @@ Connection = AsyncConnection[DictRow]
 
 
 class PostgresDatabase:
-    def __init__(self, pool: AsyncConnectionPool[Connection], *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[Connection], *, clock: Callable[[], float] = time.time, claimant: str = ""
+    ) -> None:
         self._pool = pool
         self._clock = clock
+        self.claimant = claimant  # who this process is, in its claim ids (storage/claims.py new_claim)
 
     @classmethod
     async def open(
-        cls, url: str, *, clock: Callable[[], float] = time.time, max_connections: int = 10, timeout: float = 30.0
+        cls,
+        url: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_connections: int = 10,
+        timeout: float = 30.0,
+        claimant: str = "",
     ) -> Self:
         """Connect to the database at `url` (postgresql://…), migrate it, and return the store."""
         pool = AsyncConnectionPool(
@@ -65,7 +74,7 @@ class PostgresDatabase:
         except BaseException:
             await pool.close()
             raise
-        return cls(pool, clock=clock)
+        return cls(pool, clock=clock, claimant=claimant)
 
     @property
     def clock(self) -> Callable[[], float]:

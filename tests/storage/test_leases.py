@@ -118,3 +118,22 @@ async def test_a_claim_given_back_is_due_at_once_for_another_claimer(make_store:
     assert await b.claim_events(limit=2, lease=LEASE) == []
     assert await a.release_claim(first.claim_id) == 1  # the one left; the one completed stays completed
     assert [event.id for event in await b.claim_events(limit=2, lease=LEASE)] == [second.id]
+
+
+async def test_a_restarted_instance_takes_back_its_own_claims_and_no_others(
+    make_store: MakeStore, now: list[float]
+) -> None:
+    # On a shared database: instance `a` died holding claims and came back under its name; `b` is alive.
+    a = await make_store(clock=lambda: now[0], claimant="a1")
+    b = await make_store(clock=lambda: now[0], claimant="b2")
+    await succeeded_jobs(a, 2)
+    held_by_a = await a.claim_downloads(limit=3, lease=3600)
+    held_by_b = await b.claim_downloads(limit=5, lease=3600)
+    assert len(held_by_a) == 3 and len(held_by_b) == 5
+    assert all(video.claim_id and video.claim_id.startswith("a1.") for video in held_by_a)
+    restarted = await make_store(clock=lambda: now[0], claimant="a1")
+    assert await restarted.release_claims("a1") == 3
+    again = await restarted.claim_downloads(limit=10, lease=3600)
+    assert sorted((v.job_id, v.index) for v in again) == sorted((v.job_id, v.index) for v in held_by_a)
+    for video in held_by_b:  # b's claims are live: untouched, and its outcomes still count
+        assert video.claim_id and await b.renew_download(video.job_id, video.index, claim=video.claim_id, lease=60)
