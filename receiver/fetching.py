@@ -32,7 +32,7 @@ import http.client
 import socket
 import ssl
 import threading
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 
 import anyio
@@ -52,13 +52,20 @@ LIMIT = 1024 * 1024  # bytes read but not yet taken before the reader waits
 USER_AGENT = "reelhook"
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)  # what the service gives its download client
 _PORTS = {"http": 80, "https": 443}
+Connect = Callable[[str, int, "float | None"], socket.socket]
+
+
+def _connect(host: str, port: int, timeout: float | None) -> socket.socket:
+    return socket.create_connection((host, port), timeout=timeout)
 
 
 class Fetcher:
     """Opens guarded GET requests whose bodies a thread reads; `stream` is the one way in."""
 
-    def __init__(self, guard: AddressGuard, *, timeout: httpx.Timeout = TIMEOUT) -> None:
+    def __init__(self, guard: AddressGuard, *, timeout: httpx.Timeout = TIMEOUT, connect: Connect = _connect) -> None:
+        """`connect` opens the TCP socket to a checked address (or a trusted name); a test hands in its own."""
         self._guard = guard
+        self._connect = connect
         self._connect_timeout = timeout.connect
         self._read_timeout = timeout.read
         self._tls = httpx.create_ssl_context()
@@ -83,6 +90,7 @@ class Fetcher:
             port,
             targets,
             tls=self._tls if scheme == "https" else None,
+            connect=self._connect,
             connect_timeout=self._connect_timeout,
             read_timeout=self._read_timeout,
         )
@@ -104,6 +112,7 @@ class _Reader:
         targets: list[str],
         *,
         tls: ssl.SSLContext | None,
+        connect: Connect,
         connect_timeout: float | None,
         read_timeout: float | None,
     ) -> None:
@@ -111,6 +120,7 @@ class _Reader:
         self._port = port
         self._targets = targets
         self._tls = tls
+        self._connect = connect
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._loop = asyncio.get_running_loop()
@@ -130,6 +140,7 @@ class _Reader:
     # The thread's side.
 
     def run(self) -> None:
+        response: http.client.HTTPResponse | None = None
         try:
             response = self._open()
             with self._lock:
@@ -156,15 +167,18 @@ class _Reader:
             self._wake()
             with self._lock:
                 sock, self._socket = self._socket, None
-            if sock is not None:
+            if sock is not None:  # shut down first: close alone waits for the response's file to let go of it
+                _shut(sock)
                 sock.close()
+            if response is not None:
+                response.close()  # its file holds the socket open after sock.close(); this lets go of it
 
     def _open(self) -> http.client.HTTPResponse:
         url = self._request.url
         failure: OSError | None = None
         for target in self._targets:
             try:
-                sock = socket.create_connection((target, self._port), timeout=self._connect_timeout)
+                sock = self._connect(target, self._port, self._connect_timeout)
             except OSError as exc:  # try the next address, as a resolving connect would
                 failure = exc
                 continue
@@ -237,10 +251,7 @@ class _Reader:
             self._lock.notify()
             sock = self._socket
         if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:  # already closed, or never connected
-                pass
+            _shut(sock)
 
 
 class _Body(httpx.AsyncByteStream):
@@ -253,6 +264,14 @@ class _Body(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         self._reader.stop()
+
+
+def _shut(sock: socket.socket) -> None:
+    """End the connection now, whoever else holds the socket; a read or write blocked on it returns."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already shut, or never connected
+        pass
 
 
 def _as_httpx(error: Exception, request: httpx.Request, *, reading: bool) -> httpx.HTTPError:
