@@ -28,12 +28,15 @@ own. The connect itself is bounded by `connect_timeout`, every read by `read_tim
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.client
+import io
 import socket
 import ssl
 import threading
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import httpx
@@ -47,12 +50,19 @@ def fetcher_for(http: httpx.AsyncClient, *, allow_private: bool, allowed_origins
     return Fetcher(guard, timeout=http.timeout)
 
 
-READ = 1024 * 1024  # the most one read asks for; a read returns what one recv gives
+MAX_HEAD = 100 * 1024  # bytes of status line and headers (interim 1xx responses included): httpcore's own limit
+READ = 256 * 1024  # the most one read asks for; a read returns what one recv gives
 LIMIT = 1024 * 1024  # bytes read but not yet taken before the reader waits
 USER_AGENT = "reelhook"
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)  # what the service gives its download client
 _PORTS = {"http": 80, "https": 443}
 Connect = Callable[[str, int, "float | None"], socket.socket]
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """httpx's own (certifi's roots, verification on), made once and only when an https URL comes: ~2 MiB."""
+    return httpx.create_ssl_context()
 
 
 def _connect(host: str, port: int, timeout: float | None) -> socket.socket:
@@ -68,7 +78,6 @@ class Fetcher:
         self._connect = connect
         self._connect_timeout = timeout.connect
         self._read_timeout = timeout.read
-        self._tls = httpx.create_ssl_context()
 
     @asynccontextmanager
     async def stream(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[httpx.Response]:
@@ -89,7 +98,7 @@ class Fetcher:
             request,
             port,
             targets,
-            tls=self._tls if scheme == "https" else None,
+            tls=_tls_context() if scheme == "https" else None,
             connect=self._connect,
             connect_timeout=self._connect_timeout,
             read_timeout=self._read_timeout,
@@ -198,6 +207,7 @@ class _Reader:
         with self._lock:
             self._reading = True
         connection = http.client.HTTPConnection(url.host, self._port)
+        connection.response_class = _Response
         connection.sock = sock  # connected to the checked address; http.client never resolves or connects itself
         target = url.raw_path.decode("ascii")
         connection.request("GET", target, headers=dict(self._request.headers))
@@ -252,6 +262,39 @@ class _Reader:
             sock = self._socket
         if sock is not None:
             _shut(sock)
+
+
+class _Response(http.client.HTTPResponse):
+    """http.client's response with the whole head capped at MAX_HEAD, as httpcore capped it: http.client alone
+    allows 100 header lines of 64 KiB each, and any number of `100 Continue` heads before the real one."""
+
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp = _CappedHead(self.fp)  # type: ignore[assignment]  # http.client reads a head by readline only
+
+    def begin(self) -> None:
+        super().begin()
+        if isinstance(self.fp, _CappedHead):  # the head is read: the body is read from the file itself
+            self.fp = self.fp.file
+
+
+class _CappedHead:
+    """The response's file while its head is read (by lines): RemoteProtocolError's cause past MAX_HEAD bytes."""
+
+    def __init__(self, file: io.BufferedReader) -> None:
+        self.file = file
+        self._left = MAX_HEAD
+
+    def readline(self, limit: int = -1) -> bytes:
+        cap = self._left + 1  # enough to see the head is too large, never more
+        line = self.file.readline(cap if limit < 0 else min(limit, cap))
+        self._left -= len(line)
+        if self._left < 0:
+            raise http.client.HTTPException(f"the response's head is larger than {MAX_HEAD} bytes")
+        return line
+
+    def __getattr__(self, name: str) -> Any:  # flush, close, fileno...: the file's own
+        return getattr(self.file, name)
 
 
 class _Body(httpx.AsyncByteStream):
