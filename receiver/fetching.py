@@ -2,9 +2,11 @@
 
 Through httpx, httpcore and h11 a download costs ~6 s of CPU per GiB in the event loop: httpcore reads 64 KiB at a
 time whatever chunk size is asked for, and each read is a trip through the loop and h11's state machine, so a
-download reached half of curl's speed (docs in /work/shared/notes/performance.md; issue 13). Here one thread per
-download connects, sends the request and reads the body with the standard library's `http.client` (status line,
-headers, chunked or Content-Length framing), each read taking whatever one `recv` returns, up to `READ` bytes. The
+download reached half of curl's speed (issue 13). Measured against it: aiohttp with 1 MiB reads ~0.8 of curl, a
+blocking reader per download in a thread 1.4-1.75 (hashing and fsync included), and the standard library needs
+no new dependency (pycurl would, and a C build). So here one thread per download connects, sends the request and
+reads the body with `http.client` (status line, headers, chunked or Content-Length framing; its head capped as
+httpcore capped it, see `fetchwire`), each read taking whatever one `recv` returns, up to `READ` bytes. The
 pieces go into a hand-off the event loop drains: when the loop is busy (a fast download) they pile up and are taken
 as one block, when it is idle (a slow one) each piece is taken as it arrives, so `wirebody.Pace` counts every byte
 as soon as it is read, as before. The reader stops once `LIMIT` bytes wait, so memory stays flat.
@@ -30,17 +32,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import http.client
-import io
 import socket
 import ssl
 import threading
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio
 import httpx
 
+from receiver.fetchwire import CappedResponse, as_httpx_error, shut
 from receiver.guarded_http import AddressGuard, guard_of
 
 
@@ -50,7 +51,6 @@ def fetcher_for(http: httpx.AsyncClient, *, allow_private: bool, allowed_origins
     return Fetcher(guard, timeout=http.timeout)
 
 
-MAX_HEAD = 100 * 1024  # bytes of status line and headers (interim 1xx responses included): httpcore's own limit
 READ = 256 * 1024  # the most one read asks for; a read returns what one recv gives
 LIMIT = 1024 * 1024  # bytes read but not yet taken before the reader waits
 USER_AGENT = "reelhook"
@@ -83,7 +83,7 @@ class Fetcher:
     async def stream(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[httpx.Response]:
         """GET `url` (never following a redirect); the response's body streams from the reader thread."""
         request = httpx.Request("GET", url, headers={"User-Agent": USER_AGENT, **headers, "Connection": "close"})
-        scheme, host = request.url.scheme, request.url.host
+        scheme, host = request.url.scheme, request.url.raw_host.decode("ascii")  # IDNA-encoded, as httpcore has it
         if scheme not in _PORTS or not host:
             raise httpx.UnsupportedProtocol(f"cannot fetch {url}: only http and https", request=request)
         port = request.url.port or _PORTS[scheme]
@@ -177,7 +177,7 @@ class _Reader:
             with self._lock:
                 sock, self._socket = self._socket, None
             if sock is not None:  # shut down first: close alone waits for the response's file to let go of it
-                _shut(sock)
+                shut(sock)
                 sock.close()
             if response is not None:
                 response.close()  # its file holds the socket open after sock.close(); this lets go of it
@@ -200,14 +200,14 @@ class _Reader:
         else:
             raise failure or OSError(f"no addresses for {url.host}")
         if self._tls is not None:
-            sock = self._tls.wrap_socket(sock, server_hostname=url.host)
+            sock = self._tls.wrap_socket(sock, server_hostname=url.raw_host.decode("ascii"))
             with self._lock:
                 self._socket = sock
         sock.settimeout(self._read_timeout)
         with self._lock:
             self._reading = True
-        connection = http.client.HTTPConnection(url.host, self._port)
-        connection.response_class = _Response
+        connection = http.client.HTTPConnection(url.raw_host.decode("ascii"), self._port)
+        connection.response_class = CappedResponse
         connection.sock = sock  # connected to the checked address; http.client never resolves or connects itself
         target = url.raw_path.decode("ascii")
         connection.request("GET", target, headers=dict(self._request.headers))
@@ -252,7 +252,7 @@ class _Reader:
     def _raise_error(self) -> None:
         error = self._error
         if error is not None:
-            raise _as_httpx(error, self._request, reading=self._reading) from error
+            raise as_httpx_error(error, self._request, reading=self._reading) from error
 
     def stop(self) -> None:
         """End the thread's work: wakes it if it waits, and shuts the socket so a blocked read or write returns."""
@@ -261,40 +261,7 @@ class _Reader:
             self._lock.notify()
             sock = self._socket
         if sock is not None:
-            _shut(sock)
-
-
-class _Response(http.client.HTTPResponse):
-    """http.client's response with the whole head capped at MAX_HEAD, as httpcore capped it: http.client alone
-    allows 100 header lines of 64 KiB each, and any number of `100 Continue` heads before the real one."""
-
-    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
-        super().__init__(sock, *args, **kwargs)
-        self.fp = _CappedHead(self.fp)  # type: ignore[assignment]  # http.client reads a head by readline only
-
-    def begin(self) -> None:
-        super().begin()
-        if isinstance(self.fp, _CappedHead):  # the head is read: the body is read from the file itself
-            self.fp = self.fp.file
-
-
-class _CappedHead:
-    """The response's file while its head is read (by lines): RemoteProtocolError's cause past MAX_HEAD bytes."""
-
-    def __init__(self, file: io.BufferedReader) -> None:
-        self.file = file
-        self._left = MAX_HEAD
-
-    def readline(self, limit: int = -1) -> bytes:
-        cap = self._left + 1  # enough to see the head is too large, never more
-        line = self.file.readline(cap if limit < 0 else min(limit, cap))
-        self._left -= len(line)
-        if self._left < 0:
-            raise http.client.HTTPException(f"the response's head is larger than {MAX_HEAD} bytes")
-        return line
-
-    def __getattr__(self, name: str) -> Any:  # flush, close, fileno...: the file's own
-        return getattr(self.file, name)
+            shut(sock)
 
 
 class _Body(httpx.AsyncByteStream):
@@ -307,30 +274,3 @@ class _Body(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         self._reader.stop()
-
-
-def _shut(sock: socket.socket) -> None:
-    """End the connection now, whoever else holds the socket; a read or write blocked on it returns."""
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:  # already shut, or never connected
-        pass
-
-
-def _as_httpx(error: Exception, request: httpx.Request, *, reading: bool) -> httpx.HTTPError:
-    """The reader's error as the httpx error the downloader already knows how to judge."""
-    where = f"{request.url.host}:{request.url.port or _PORTS.get(request.url.scheme, 0)}"
-    if isinstance(error, http.client.IncompleteRead):
-        return httpx.RemoteProtocolError(
-            f"peer closed connection without sending complete message body ({len(error.partial)} bytes read)",
-            request=request,
-        )
-    if isinstance(error, http.client.HTTPException):  # a malformed status line or header, too many headers
-        return httpx.RemoteProtocolError(f"{type(error).__name__} from {where}: {error}", request=request)
-    if isinstance(error, TimeoutError):
-        if reading:
-            return httpx.ReadTimeout(f"{where} sent nothing for a read timeout", request=request)
-        return httpx.ConnectTimeout(f"connecting to {where} timed out", request=request)
-    if reading and not isinstance(error, ssl.SSLCertVerificationError):
-        return httpx.ReadError(f"reading from {where}: {error}", request=request)
-    return httpx.ConnectError(f"connecting to {where}: {error}", request=request)
