@@ -22,8 +22,8 @@ body over `max_bytes` (counted decoded), one encoded twice or in a coding reelho
 media (see `filekinds`; a refused body is never renamed into place). Transient ones (5xx, 408, 429, a dropped
 connection, a short body, an attempt past its deadline, a full disk) retry with backoff until `max_attempts`.
 Redirects are followed by hand so that each hop passes `check_url` before a byte is requested; `check_url` gives the
-clear message early, and the client from `guarded_http` checks the address again as it connects, where DNS cannot
-answer differently.
+clear message early, and the reader from `fetching` (a thread per download, by `guarded_http`'s rules) checks the
+address again as it connects, where DNS cannot answer differently.
 
 Anyone with a valid hook token can name the URL, so an origin may be hostile, and three things keep one from hurting
 the rest. The body is decoded by `wirebody`, a bounded piece at a time, so memory stays flat under a decompression
