@@ -60,7 +60,7 @@ Connect = Callable[[str, int, "float | None"], socket.socket]
 
 
 @functools.cache
-def _tls_context() -> ssl.SSLContext:
+def tls_context() -> ssl.SSLContext:
     """httpx's own (certifi's roots, verification on), made once and only when an https URL comes: ~2 MiB."""
     return httpx.create_ssl_context()
 
@@ -98,7 +98,7 @@ class Fetcher:
             request,
             port,
             targets,
-            tls=_tls_context() if scheme == "https" else None,
+            tls=tls_context() if scheme == "https" else None,
             connect=self._connect,
             connect_timeout=self._connect_timeout,
             read_timeout=self._read_timeout,

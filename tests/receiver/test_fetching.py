@@ -8,8 +8,10 @@ What the downloader does with the responses (caps, encodings, drips, redirects, 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
+import ssl
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ import anyio
 import httpx
 import pytest
 
-from receiver.fetching import Fetcher
+from receiver.fetching import Fetcher, tls_context
 from receiver.guarded_http import AddressGuard
 from receiver.netguard import UnsafeURL
 from receiver.serving import running
@@ -170,3 +172,24 @@ async def test_a_refused_connection_is_an_httpx_connect_error(origin_url: str) -
         with pytest.raises(httpx.ConnectError) as caught:
             await body_of(Fetcher(AddressGuard(allow_private=True)), url)
     assert re.search(r"connecting to 127\.0\.0\.1:\d+: .*refused", str(caught.value))
+
+
+async def test_https_names_the_host_to_tls_and_verifies_certificates(origin_url: str) -> None:
+    # A peer that is no TLS server: it records the ClientHello, where SNI carries the name in the clear, and hangs up.
+    hello: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hello.append(await reader.read(4096))
+        writer.close()
+
+    server = await asyncio.start_server(record, "127.0.0.1", 0)
+    loopback = Loopback(server.sockets[0].getsockname()[1])
+    fetcher = Fetcher(AddressGuard(resolver=Resolver({"cdn.example": [PUBLIC]})), connect=loopback)
+    async with server:
+        with pytest.raises(httpx.ConnectError, match=r"connecting to cdn\.example"):
+            await body_of(fetcher, "https://cdn.example/video")
+
+    assert loopback.asked == [(PUBLIC, 443)]  # the checked address...
+    assert hello[0][:1] == b"\x16" and b"cdn.example" in hello[0]  # ...and a TLS handshake naming the host
+    context = tls_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
