@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -81,7 +82,7 @@ def run(workdir: Path, quick: bool) -> Result:
             urls = [f"{base_url}/{name}" for name in case.names()]
             expected = {url: digests[name] for url, name in zip(urls, case.names(), strict=True)}
             ours: list[dict[str, Any]] = []
-            theirs: list[tuple[float, float]] = []
+            theirs: list[tuple[float, float, float]] = []
             for round_number in range(rounds):
                 order = ("reelhook", "curl") if round_number % 2 == 0 else ("curl", "reelhook")
                 for client in order:
@@ -92,8 +93,11 @@ def run(workdir: Path, quick: bool) -> Result:
                         theirs.append(fetch_with_curl(urls, expected, out))
             total = case.files * case.size / MiB
             our_s = statistics.median(sample["seconds"] for sample in ours)
-            curl_s = statistics.median(seconds for seconds, _ in theirs)
-            curl_nosync_s = statistics.median(seconds for _, seconds in theirs)
+            curl_s = statistics.median(seconds for seconds, _, _ in theirs)
+            curl_nosync_s = statistics.median(seconds for _, seconds, _ in theirs)
+            gib = case.files * case.size / 1024**3
+            our_cpu = statistics.median(sample["cpu_s"] for sample in ours) / gib
+            curl_cpu = statistics.median(cpu for _, _, cpu in theirs) / gib
             peak = max(sample["peak_rss_mib"] for sample in ours)
             ratio = (total / our_s) / (total / curl_s)
             rows.append({
@@ -107,11 +111,14 @@ def run(workdir: Path, quick: bool) -> Result:
                 "ratio": round(ratio, 2),
                 "reelhook peak RSS MiB": round(peak, 1),
                 "curl s (no fsync)": round(curl_nosync_s, 2),
+                "reelhook CPU s/GiB": round(our_cpu, 2),
+                "curl CPU s/GiB": round(curl_cpu, 2),
             })  # fmt: skip
             headline[f"{case.key}_ratio"] = round(ratio, 2)
             headline[f"{case.key}_reelhook_mib_s"] = round(total / our_s, 1)
             headline[f"{case.key}_curl_mib_s"] = round(total / curl_s, 1)
             headline[f"{case.key}_peak_rss_mib"] = round(peak, 1)
+            headline[f"{case.key}_reelhook_cpu_s_per_gib"] = round(our_cpu, 2)
     headline["rss_growth_mib"] = round(headline["large_peak_rss_mib"] - headline["batch_peak_rss_mib"], 1)
 
     batch, large = cases
@@ -129,12 +136,15 @@ def run(workdir: Path, quick: bool) -> Result:
         " claim_submission, record_callback with a SUCCEEDED result naming the URLs), and times"
         " Downloader.run_once() until it returns 0:"
         f" Downloader(concurrency={CONCURRENCY}, allow_private=True) on guarded_client(allow_private=True,"
-        " timeout=30 s/10 s connect) as the service builds it, so the time includes the fsyncs, sidecars and SQLite"
-        " commits of each video. Its peak RSS is that process's VmHWM after the downloads; then it checks every"
+        " timeout=30 s/10 s connect) as the service builds it (bodies read by receiver/fetching.py, a thread per"
+        " download), so the time includes the fsyncs, sidecars and SQLite commits of each video. Its peak RSS is"
+        " that process's VmHWM after the downloads; then it checks every"
         " video is downloaded and its file's sha256 matches the source. curl: the URLs split round-robin over"
         f" {CONCURRENCY} curl processes at once (`curl -sS --fail --remote-name-all --output-dir`, each reusing its"
         " connection), timed until every file is fsynced (the same durability as reelhook; 'curl s (no fsync)' is"
-        " the same run without that), then checked by sha256. ratio = reelhook MiB/s ÷ curl MiB/s."
+        " the same run without that), then checked by sha256. ratio = reelhook MiB/s ÷ curl MiB/s. CPU s/GiB: user +"
+        " system CPU of the reelhook worker process (all its threads) while downloading, and of the curl processes,"
+        " per GiB fetched; reelhook's includes hashing, which curl does not do."
     )
     return Result(
         name="downloads",
@@ -198,9 +208,10 @@ def static_server(directory: Path, log: Path) -> Iterator[str]:
 # -- the two clients ------------------------------------------------------------------------------------------------
 
 
-def fetch_with_curl(urls: Sequence[str], expected: dict[str, str], out: Path) -> tuple[float, float]:
-    """Fetch with CONCURRENCY curl processes; return seconds to all fsynced, and to all written."""
+def fetch_with_curl(urls: Sequence[str], expected: dict[str, str], out: Path) -> tuple[float, float, float]:
+    """Fetch with CONCURRENCY curl processes; return seconds to all fsynced, to all written, and curl's CPU seconds."""
     out.mkdir()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     groups = [list(urls[start::CONCURRENCY]) for start in range(min(CONCURRENCY, len(urls)))]
     started = time.perf_counter()
     processes = [
@@ -217,6 +228,8 @@ def fetch_with_curl(urls: Sequence[str], expected: dict[str, str], out: Path) ->
                 process.kill()
                 process.wait()
     written = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     for path in out.iterdir():
         _fsync(path)
     _fsync(out)
@@ -226,7 +239,7 @@ def fetch_with_curl(urls: Sequence[str], expected: dict[str, str], out: Path) ->
         if file_sha256(path) != sha256:
             raise RuntimeError(f"curl's copy of {url} does not match the source")
     _remove(out)
-    return synced, written
+    return synced, written, cpu
 
 
 def fetch_with_reelhook(urls: Sequence[str], expected: dict[str, str], out: Path) -> dict[str, Any]:
@@ -292,10 +305,10 @@ async def download(spec: dict[str, Any]) -> dict[str, Any]:
         timeout = httpx.Timeout(30.0, connect=10.0)
         async with guarded_client(allow_private=True, allowed_origins=(), timeout=timeout) as http:
             downloader = Downloader(store, http, Path(spec["media"]), allow_private=True, concurrency=CONCURRENCY)
-            started = time.perf_counter()
+            started, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
             while await downloader.run_once():
                 pass
-            seconds = time.perf_counter() - started
+            seconds, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF)
         peak = peak_rss_mib(os.getpid())
         files = total = 0
         for job_id in job_ids:
@@ -312,7 +325,8 @@ async def download(spec: dict[str, Any]) -> dict[str, Any]:
             raise RuntimeError(f"{len(urls)} URLs but {files} videos")
     finally:
         await store.close()
-    return {"seconds": seconds, "peak_rss_mib": peak, "files": files, "bytes": total}
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"seconds": seconds, "cpu_s": cpu, "peak_rss_mib": peak, "files": files, "bytes": total}
 
 
 def worker_main(argv: Sequence[str]) -> None:

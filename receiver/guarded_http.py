@@ -22,6 +22,7 @@ a proxy the socket goes to the proxy, and the proxy, not this check, would choos
 from __future__ import annotations
 
 import ipaddress
+import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from urllib.parse import urlsplit
 
@@ -35,6 +36,8 @@ Resolver = Callable[[str, int], Awaitable[Sequence[IPAddress]]]
 SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 
 LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's own defaults
+# Each guarded client's rules, for `fetching`, whose reader threads connect outside httpx by the same rules.
+_GUARDS: weakref.WeakKeyDictionary[httpx.AsyncClient, AddressGuard] = weakref.WeakKeyDictionary()
 
 
 def guarded_client(
@@ -52,9 +55,16 @@ def guarded_client(
     backend = GuardedBackend(
         allow_private=allow_private, allowed_origins=allowed_origins, resolver=resolver, network=network
     )
-    return httpx.AsyncClient(
+    client = httpx.AsyncClient(
         transport=GuardedTransport(backend), timeout=timeout, follow_redirects=False, trust_env=False
     )
+    _GUARDS[client] = backend.guard
+    return client
+
+
+def guard_of(client: httpx.AsyncClient) -> AddressGuard | None:
+    """The rules `client` connects by, if `guarded_client` built it."""
+    return _GUARDS.get(client)
 
 
 class GuardedTransport(httpx.AsyncHTTPTransport):
@@ -75,6 +85,33 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         )
 
 
+class AddressGuard:
+    """netguard's rules for one socket: which addresses a host and port may be connected to, resolved once, here.
+
+    Shared by `GuardedBackend` (httpx) and `fetching` (the download reader): both connect only to what this returns.
+    """
+
+    def __init__(
+        self, *, allow_private: bool = False, allowed_origins: Collection[str] = (), resolver: Resolver = resolve
+    ) -> None:
+        self._allow_private = allow_private
+        self._trusted = {_socket_address(allowed) for allowed in allowed_origins}
+        self._resolve = resolver
+
+    def trusts(self, host: str, port: int) -> bool:
+        """True when `host:port` may be connected to by name, unchecked (a trusted origin, or allow_private)."""
+        return self._allow_private or (_normal_host(host), port) in self._trusted
+
+    async def addresses(self, host: str, port: int) -> list[IPAddress]:
+        """The addresses to connect to; UnsafeURL if any is not public, OSError if the name does not resolve."""
+        literal = _literal(host)
+        addresses = [literal] if literal is not None else list(await self._resolve(host, port))
+        refusal = refusal_for(host, addresses)
+        if refusal is not None:
+            raise UnsafeURL(f"refusing to connect to {host}:{port}: {refusal}")
+        return addresses
+
+
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """Resolves each host itself, refuses it unless every address is public, and connects to a checked address."""
 
@@ -86,9 +123,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         resolver: Resolver = resolve,
         network: httpcore.AsyncNetworkBackend | None = None,
     ) -> None:
-        self._allow_private = allow_private
-        self._trusted = {_socket_address(allowed) for allowed in allowed_origins}
-        self._resolve = resolver
+        self.guard = AddressGuard(allow_private=allow_private, allowed_origins=allowed_origins, resolver=resolver)
         self._network = network if network is not None else httpcore.AnyIOBackend()
 
     async def connect_tcp(
@@ -99,20 +134,16 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[SocketOption] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        if self._allow_private or (_normal_host(host), port) in self._trusted:
+        if self.guard.trusts(host, port):
             return await self._network.connect_tcp(
                 host, port, timeout=timeout, local_address=local_address, socket_options=socket_options
             )
         try:
             with anyio.fail_after(timeout):  # resolving and every connect attempt share the connect timeout
-                literal = _literal(host)
                 try:
-                    addresses = [literal] if literal is not None else await self._resolve(host, port)
+                    addresses = await self.guard.addresses(host, port)
                 except OSError as exc:
                     raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
-                refusal = refusal_for(host, addresses)
-                if refusal is not None:
-                    raise UnsafeURL(f"refusing to connect to {host}:{port}: {refusal}")
                 failure: httpcore.ConnectError | None = None
                 for address in addresses:
                     try:

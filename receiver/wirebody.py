@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import NoReturn
 
 import anyio
 import httpx
@@ -111,8 +112,12 @@ class WireBody(httpx.AsyncByteStream):
                 self._on_wire(len(raw))
                 for piece in self._decoder.decode(raw):
                     yield self._counted(piece)
+                    if self._decoded > self._max_bytes:
+                        self._refuse()
             for piece in self._decoder.finish():
                 yield self._counted(piece)
+                if self._decoded > self._max_bytes:
+                    self._refuse()
         except zlib.error as exc:
             raise Permanent(f"refusing {response.url}: its {self._decoder.name} body is corrupt: {exc}") from None
         expected = response.headers.get("content-length", "")
@@ -122,11 +127,19 @@ class WireBody(httpx.AsyncByteStream):
             raise Transient(f"body cut short: {response.num_bytes_downloaded} of {expected} bytes from {response.url}")
 
     def _counted(self, piece: bytes) -> bytes:
+        """`piece`, or as much of it as the cap leaves room for: a block from the reader may be a MiB or more, and
+        the bytes below the cap go on (to the store's `.part`) before the body is refused, as they always did."""
+        room = self._max_bytes - self._decoded
         self._decoded += len(piece)
         if self._decoded > self._max_bytes:
-            sent = "" if self._decoder.name == "identity" else f" (sent as {self._decoder.name})"
-            raise Permanent(f"refusing {self._response.url}{sent}: its body is {over_cap(self._max_bytes)}")
+            if room <= 0:
+                self._refuse()
+            return piece[:room]
         return piece
+
+    def _refuse(self) -> NoReturn:
+        sent = "" if self._decoder.name == "identity" else f" (sent as {self._decoder.name})"
+        raise Permanent(f"refusing {self._response.url}{sent}: its body is {over_cap(self._max_bytes)}")
 
     async def aclose(self) -> None:
         await self._response.aclose()

@@ -323,6 +323,23 @@ async def test_one_honest_encoding_is_still_decoded(
 # Drips: a deadline per attempt, and a share of the slots per origin
 
 
+async def test_a_head_past_100_kib_is_refused_and_retried(
+    store: Store, guarded: Callable[..., httpx.AsyncClient], tmp_path: Path
+) -> None:
+    # 90 header lines of 2 KiB: fewer lines than http.client's limit of 100, over httpcore's 100 KiB for a head.
+    padding = {f"X_Pad_{number}": "a" * 2048 for number in range(90)}
+    origin = Origin(sending(SAMPLE, **padding))
+    media = tmp_path / "media"
+    async with serving(origin) as url:
+        job = await finished_job(store, [f"{url}/v.mp4"])
+        assert await Downloader(store, guarded(url), media, allowed_origins={url}).run_once() == 1
+
+    row = await only_video(store, job)
+    assert (row.status, row.attempts, row.path) == (VideoStatus.PENDING, 1, None)
+    assert (row.error or "").startswith(f"RemoteProtocolError fetching {url}/v.mp4: ")
+    assert leftovers(media) == []
+
+
 async def test_a_drip_origin_holds_only_its_share_and_other_jobs_keep_arriving(
     timed_store: Store, clock: Clock, guarded: Callable[..., httpx.AsyncClient], tmp_path: Path
 ) -> None:
