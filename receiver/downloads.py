@@ -54,21 +54,19 @@ import anyio
 import httpx
 
 from receiver.fetching import fetcher_for
-from receiver.filekinds import why_not_media_type
-from receiver.mediafiles import Permanent, Transient, media_extension, over_cap, save_body
+from receiver.mediafiles import Permanent, Transient, media_extension
 from receiver.metrics import Metrics
-from receiver.netguard import UnsafeURL, check_url, origin
+from receiver.netguard import UnsafeURL, origin
 from receiver.posters import make_poster
 from receiver.sidecars import sidecar_json
-from receiver.wirebody import ASK_FOR_IDENTITY, Pace, plain_response
+from receiver.videoobjects import VideoObjects
 from storage import StoreProtocol, Video
-from storage.media import AlreadyExists, MediaError, MediaStore, Written, digest, put_sidecar
+from storage.media import MediaError, MediaStore, put_sidecar
 from storage.media.local import LocalMediaStore
 from submitter.backoff import next_attempt_at
 
 logger = logging.getLogger("reelhook.downloads")
 
-MAX_REDIRECTS = 5
 MAX_BYTES = 2 * 1024**3
 MIN_RATE = 32 * 1024  # bytes/s, averaged over an attempt (REELHOOK_DOWNLOAD_MIN_RATE)
 DEADLINE = 600.0  # seconds, the most any attempt may take (REELHOOK_DOWNLOAD_DEADLINE)
@@ -105,24 +103,21 @@ class Downloader:
                 " deadline above 0 and head_start not negative"
             )
         self._store = store
-        self._http = http
         self._media = LocalMediaStore(media) if isinstance(media, Path) else media
-        self._allow_private = allow_private
         self._allowed_origins = tuple(allowed_origins)
         # Bodies are read by a thread per download (receiver/fetching.py), not through `http`: httpx's per-64 KiB
         # path held downloads to half of curl's speed. Both connect only to addresses guarded_http's rules allow.
-        self._fetcher = fetcher_for(http, allow_private=allow_private, allowed_origins=self._allowed_origins)
+        fetcher = fetcher_for(http, allow_private=allow_private, allowed_origins=self._allowed_origins)
+        self._objects = VideoObjects(
+            self._media, fetcher, allow_private=allow_private, allowed_origins=self._allowed_origins,
+            max_bytes=max_bytes, min_rate=min_rate, deadline=deadline, head_start=head_start, fault=fault,
+        )  # fmt: skip
         self._concurrency = concurrency
         self._max_attempts = max_attempts
-        self._max_bytes = max_bytes
-        self._min_rate = min_rate
-        self._deadline = deadline
-        self._head_start = head_start
         self._per_origin = per_origin
         self._lease = lease
         self._on_recorded = on_recorded
         self._on_poster = on_poster
-        self._fault = fault
         self._metrics = metrics or Metrics()
         self._clock = store.clock
         # Shared by every run_once in flight: they draw from one pool of slots and never pick the same video.
@@ -263,7 +258,7 @@ class Downloader:
         key = f"{job.root_id}/{job.id}/{video.index}.{media_extension(video.url)}"
         started = time.monotonic()
         try:
-            written = await self._store_object(video.url, key)
+            written = await self._objects.store(video.url, key)
             await put_sidecar(self._media, key, sidecar_json(job, video, written, self._clock()))
         except (UnsafeURL, Permanent, httpx.InvalidURL) as exc:
             await self._fail(video, str(exc))
@@ -274,7 +269,7 @@ class Downloader:
             return await self._retry(video, f"{type(exc).__name__} fetching {exc.request.url}: {exc}")
         except OSError as exc:
             return await self._retry(video, f"cannot write {self._media.describe(key)}: {exc} (is the disk full?)")
-        except MediaError as exc:  # the bucket refused or failed (AlreadyExists is handled in _store_object)
+        except MediaError as exc:  # the bucket refused or failed (AlreadyExists is handled in VideoObjects.store)
             return await self._retry(video, f"cannot write {self._media.describe(key)}: {exc}")
         except Exception as exc:  # a bug, or an httpx error we did not foresee: back off rather than hammer the CDN
             logger.exception(
@@ -335,55 +330,6 @@ class Downloader:
         )
         await self._store.fail_download(video.job_id, video.index, error=error, claim=video.claim_id)
         self._metrics.downloads.labels("failed").inc()
-
-    async def _store_object(self, url: str, key: str) -> Written:
-        """The object at `key`: fetched from `url` into the store, or, when one is there already, adopted.
-
-        An object at the key was committed whole by an earlier attempt that crashed before recording it, or by
-        another instance that fetched the same video at the same time; either way its body passed every check.
-        """
-        if not await self._media.exists(key):
-            try:
-                return await self._fetch(url, key)
-            except AlreadyExists:
-                pass  # another writer won the race; its object stays as it is
-        logger.info("%s is already stored: adopting it", self._media.describe(key))
-        await self._media.discard_partial(key)  # what a crash between its commit and its tidying left
-        return await digest(self._media, key)
-
-    async def _fetch(self, url: str, key: str) -> Written:
-        """Stream `url` into the store at `key` within the attempt's deadline; return its size and sha256."""
-        with anyio.CancelScope() as scope:
-            pace = Pace(scope, min_rate=self._min_rate, ceiling=self._deadline, head_start=self._head_start)
-            return await self._follow(url, key, pace)
-        raise Transient(pace.overdue(url))
-
-    async def _follow(self, url: str, key: str, pace: Pace) -> Written:
-        """Stream `url` into the store at `key`, following redirects by hand; return its size and sha256."""
-        for _ in range(MAX_REDIRECTS + 1):
-            await check_url(url, allow_private=self._allow_private, allowed_origins=self._allowed_origins)
-            async with self._fetcher.stream(url, ASK_FOR_IDENTITY) as response:
-                if response.is_redirect:
-                    url = str(response.url.join(response.headers["location"]))
-                    continue
-                status = response.status_code
-                if status == 200:
-                    self._check_head(response)
-                    body = plain_response(response, max_bytes=self._max_bytes, on_wire=pace.received)
-                    return await save_body(body, self._media, key, self._fault, self._max_bytes)
-                if status in (408, 429) or status >= 500:
-                    raise Transient(f"HTTP {status} from {url}")
-                raise Permanent(f"HTTP {status} from {url}")
-        raise Permanent(f"more than {MAX_REDIRECTS} redirects, last to {url}")
-
-    def _check_head(self, response: httpx.Response) -> None:
-        """Refuse, before reading the body, a response that says it is too big or not media."""
-        length = response.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self._max_bytes:
-            raise Permanent(f"refusing {response.url}: its Content-Length, {length}, is {over_cap(self._max_bytes)}")
-        reason = why_not_media_type(response.headers.get("content-type"))
-        if reason is not None:
-            raise Permanent(f"refusing {response.url}: {reason}")
 
 
 @dataclass
