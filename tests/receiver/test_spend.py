@@ -129,6 +129,18 @@ async def test_the_job_page_shows_its_cost(harness: Harness) -> None:
     assert '<dt>cost</dt><dd id="cost">30 quota</dd>' in page.text
 
 
+async def test_the_overview_shows_what_each_provider_spent_today(harness: Harness) -> None:
+    tt_job = await sent(harness.store, "ttapi", "tt-1")
+    await harness.client.post(harness.hook_path(tt_job), content=ttapi_callback("tt-1", videos=1))
+    await sign_in(harness)
+    page = await harness.client.get("/partials/overview")
+    assert page.status_code == 200, page.text
+    row = page.text[page.text.index('<tr data-provider="ttapi">') :].split("</tr>")[0]
+    assert "<td data-spent-today>30 quota</td>" in row
+    row = page.text[page.text.index('<tr data-provider="acedata">') :].split("</tr>")[0]
+    assert "<td data-spent-today>none reported</td>" in row
+
+
 @pytest.mark.parametrize("provider", list(SEEDS))
 async def test_a_lookup_keeps_the_cost_and_a_late_callback_does_not_add_to_it(tmp_path: Path, provider: str) -> None:
     seed = SEEDS[provider]

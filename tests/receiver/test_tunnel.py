@@ -32,6 +32,7 @@ from storage import Store
 from tests.e2e.conftest import wait_until
 from tests.receiver.conftest import AUTH, FakeTTAPI, make_settings
 from tests.receiver.test_frames import PNG, upload
+from tests.receiver.web.test_dashboard import sign_in
 
 pytestmark = pytest.mark.anyio
 
@@ -240,6 +241,10 @@ async def test_a_paid_job_waits_for_a_tunnel_then_leaves_with_its_url(tmp_path: 
             "waiting": f"waiting for a public URL (no ngrok/cloudflared tunnel found at ngrok at {settings.ngrok_api}"
             f" or cloudflared at {settings.cloudflared_metrics[0]})",
         }
+
+        await sign_in(rig)  # type: ignore[arg-type]  # it uses the client only
+        overview = (await rig.client.get("/partials/overview")).text
+        assert "<strong>waiting for a public URL (no ngrok/cloudflared tunnel found at" in overview
 
         agent.endpoints = [ngrok_endpoint("https://a1b2c3.ngrok-free.app")]  # the tunnel comes up
         await wait_until(lambda: _true(bool(rig.provider.requests)))  # the worker asks again on its own
