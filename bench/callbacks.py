@@ -80,16 +80,17 @@ async def prepare_jobs(database: Path | str, count: int) -> list[tuple[str, str]
     return jobs
 
 
-def callback_requests(url: str, jobs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    """(path, body) of a TTAPI success callback (the seed's shape) per job, to its signed hook URL."""
+def callback_requests(url: str, jobs: Sequence[tuple[str, str]], media: str = NOWHERE) -> list[tuple[str, str]]:
+    """(path, body) of a TTAPI success callback (the seed's shape) per job, to its signed hook URL; its four videos
+    at `media`/cdn/<provider job id>/<i>.mp4."""
     signer = HookSigner([SECRET], max_age=SEVEN_DAYS)
     simulator = TTAPISimulator(api_key=TT_KEY, auto_deliver=False)
     requests = []
     for job_id, provider_job_id in jobs:
         path = f"/hooks/ttapi/{signer.sign_hook_token(job_id, 'ttapi')}"
-        # a finished job's media are its files on the CDN at its base URL: NOWHERE/cdn/<id>/<i>.mp4
+        # a finished job's media are its files on the CDN at its base URL: <media>/cdn/<id>/<i>.mp4
         sim_job = SimJob(
-            provider_job_id, "generate", {}, url + path, "a lighthouse at dusk", NOWHERE, 4, status=SUCCEEDED
+            provider_job_id, "generate", {}, url + path, "a lighthouse at dusk", media, 4, status=SUCCEEDED
         )
         requests.append((path, json.dumps(simulator.payload(sim_job))))
     return requests

@@ -5,7 +5,9 @@ Each configuration gets a fresh database (a SQLite file; a new database on one P
 wheel, started in the benchmark's temp dir as tests/postgres.py does) holding its own SUBMITTED TTAPI jobs, and its
 instances (each its own data dir, the same secret, API token and notification secret). The callbacks are those of
 bench/ingest.py: a distinct signed success callback per job, each sent once, videos refused at once so that the
-background work (video failures, events) runs without network traffic.
+background work (video failures, events) runs without network traffic. Then, on new instances of the same
+configuration (allowed to fetch from loopback), sustained callbacks with downloads: each callback's four 1 MiB
+videos are real files on a local static server (bench/static.py, sendfile), downloaded, hashed and fsynced.
 
 Several instances are loaded by one wrk per instance, side by side, each sending its own share of the callbacks over
 its share of the connections, rather than through a load balancer: a Python balancer on the same 2 cores would cost
@@ -29,8 +31,18 @@ from typing import Any
 import anyio
 
 from bench import wrk
-from bench.callbacks import Level, callback_requests, cpu_seconds, prepare_jobs, server_env, wait_quiet, wait_ready
-from bench.common import Result, listening_socket, reelhook_server, url_of
+from bench.callbacks import (
+    NOWHERE,
+    Level,
+    callback_requests,
+    cpu_seconds,
+    prepare_jobs,
+    server_env,
+    wait_quiet,
+    wait_ready,
+)
+from bench.common import Result, counts, listening_socket, reelhook_server, url_of
+from bench.downloads import VIDEOS_PER_JOB, MiB, static_server, write_source
 from receiver.settings import Settings
 
 NOTIFY_SECRET = "whsec_cmVlbGhvb2stYmVuY2gtbm90aWZ5LXNlY3JldC0zMmI="  # whsec_ + base64 of 32 bytes
@@ -56,6 +68,11 @@ def levels(quick: bool) -> list[Level]:
     return [Level(16, 300, 3000), Level(128, 500, 3000)]
 
 
+def download_levels(quick: bool) -> list[Level]:
+    """The sustained run with real downloads: 16 connections, each callback's four 1 MiB videos fetched."""
+    return [Level(16, 8, 40)] if quick else [Level(16, 20, 300)]
+
+
 def run(workdir: Path, quick: bool) -> Result:
     if wrk.available() is None:
         return Result("engines", "Engines and instances: NOT RUN, wrk is missing (apt-get install wrk)")
@@ -67,15 +84,23 @@ def run(workdir: Path, quick: bool) -> Result:
             if config.engine == "PostgreSQL":
                 database = new_database(f"bench_{number}")
             for level, report in measure(workdir / f"run-{number}", config, database, plan):
-                rows.append({"config": config.label, "conns": level.senders} | report)
+                rows.append({"config": config.label, "videos": "refused", "conns": level.senders} | report)
                 print("   " + ", ".join(f"{k} {v}" for k, v in rows[-1].items()), flush=True)
-    base = {row["conns"]: row for row in rows if row["config"] == CONFIGS[0].label}
+            with static_server(_sources(workdir / "cdn"), workdir / "static.log") as media:
+                for level, report in measure(
+                    workdir / f"downloads-{number}", config, database, download_levels(quick), media
+                ):
+                    rows.append({"config": config.label, "videos": "4 × 1 MiB", "conns": level.senders} | report)
+                    print("   " + ", ".join(f"{k} {v}" for k, v in rows[-1].items()), flush=True)
+    base = {(row["videos"], row["conns"]): row for row in rows if row["config"] == CONFIGS[0].label}
     for row in rows:
-        sqlite = base[row["conns"]]
+        sqlite = base[row["videos"], row["conns"]]
         row["ingest ÷ SQLite"] = _ratio(row["ingest req/s"], sqlite["ingest req/s"])
         row["sustained ÷ SQLite"] = _ratio(row["sustained req/s"], sqlite["sustained req/s"])
     headline = {
-        f"{row['config']} @{row['conns']}": {k: row[k] for k in ("ingest ÷ SQLite", "sustained ÷ SQLite")}
+        f"{row['config']} @{row['conns']}, videos {row['videos']}": {
+            k: row[k] for k in ("ingest ÷ SQLite", "sustained ÷ SQLite")
+        }
         for row in rows
     }
     return Result(
@@ -89,11 +114,15 @@ def run(workdir: Path, quick: bool) -> Result:
 
 
 def measure(
-    workdir: Path, config: Config, database: Path | str, plan: Sequence[Level]
+    workdir: Path, config: Config, database: Path | str, plan: Sequence[Level], media: str | None = None
 ) -> Iterator[tuple[Level, dict[str, Any]]]:
-    """Start `config.instances` instances on `database` and load them at each level, one wrk per instance."""
+    """Start `config.instances` instances on `database` and load them at each level, one wrk per instance. With
+    `media` (the static server's URL), each callback's four videos are real files there, downloaded by reelhook;
+    without, they point at a port where nothing answers and are refused at once."""
     workdir.mkdir(parents=True)
     jobs = anyio.run(prepare_jobs, database, sum(level.warmup + level.measured for level in plan))
+    if media is not None:
+        _link_videos(workdir.parent / "cdn", [provider_job_id for _, provider_job_id in jobs])
     with ExitStack() as stack:
         socks = [stack.enter_context(closing(listening_socket())) for _ in range(config.instances)]
         urls = [url_of(sock) for sock in socks]
@@ -101,6 +130,8 @@ def measure(
         for i, (sock, url) in enumerate(zip(socks, urls, strict=True)):
             env = server_env(workdir / f"data-{i}", url, max(level.senders for level in plan))
             env["REELHOOK_NOTIFY_SECRET"] = NOTIFY_SECRET
+            if media is not None:
+                env["REELHOOK_ALLOW_PRIVATE_URLS"] = "1"  # the files are on a loopback server
             if isinstance(database, str):
                 env["REELHOOK_DATABASE_URL"] = database
             else:
@@ -109,7 +140,7 @@ def measure(
             servers.append(stack.enter_context(reelhook_server(env, sock, log)))
             wait_ready(url, servers[-1], log)
         # Every instance signs with the same secret, so a callback's path is valid at any of them.
-        remaining = iter(callback_requests(urls[0], jobs))
+        remaining = iter(callback_requests(urls[0], jobs, media or NOWHERE))
         for level in plan:
             warm = [next(remaining) for _ in range(level.warmup)]
             measured = [next(remaining) for _ in range(level.measured)]
@@ -122,6 +153,7 @@ def measure(
             backlog_s = wait_quiet(database)
             answered = sum(report["requests"] for report in reports)
             window = max(report["elapsed_s"] for report in reports)
+            [downloaded] = counts(database, ["SELECT count(*) FROM videos WHERE status = 'downloaded'"])
             busy = time.monotonic() - started
             yield (
                 level,
@@ -132,6 +164,7 @@ def measure(
                     "backlog s": None if backlog_s is None else round(backlog_s, 1),
                     "sustained req/s": round((len(warm) + len(measured)) / busy, 1) if backlog_s is not None else None,
                     "server CPU ms": round(ingest_cpu * 1000 / answered, 2) if answered else None,
+                    "downloaded so far": downloaded,
                 },
             )
 
@@ -152,14 +185,31 @@ def _side_by_side(workdir: Path, urls: Sequence[str], lines: Sequence[tuple[str,
         except BaseException as exc:
             failures.append(exc)
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    # an instance with no line of its own (fewer lines than instances) is not loaded: wrk refuses an empty file
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n) if lines[i::n]]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     if failures:
         raise failures[0]
-    return reports
+    return [report for report in reports if report is not None]
+
+
+def _sources(directory: Path) -> Path:
+    """Four 1 MiB videos (they start as an MP4 does, which the downloader checks) in `directory`/src."""
+    (directory / "src").mkdir(parents=True, exist_ok=True)
+    for i in range(VIDEOS_PER_JOB):
+        write_source(directory / "src" / f"{i}.mp4", MiB, seed=i)
+    return directory
+
+
+def _link_videos(directory: Path, provider_job_ids: Sequence[str]) -> None:
+    """Each job's videos at cdn/<provider job id>/<i>.mp4, as hard links to the four sources (no disk per job)."""
+    for provider_job_id in provider_job_ids:
+        (directory / "cdn" / provider_job_id).mkdir(parents=True)
+        for i in range(VIDEOS_PER_JOB):
+            os.link(directory / "src" / f"{i}.mp4", directory / "cdn" / provider_job_id / f"{i}.mp4")
 
 
 @contextmanager
@@ -198,7 +248,9 @@ def method(plan: Sequence[Level], quick: bool) -> str:
         " the same time with its share of the callbacks and of the connections (no load balancer: a Python one on"
         " these cores would measure itself). ingest req/s: callbacks answered over the longest wrk window; sustained"
         " req/s: the level's callbacks (warm-up included) over the time from the first sent until the background work"
-        " (video failures, events) had drained in the database; server CPU: reelhook processes only, PostgreSQL's own"
+        " (video failures or downloads, events) had drained in the database (with videos of 4 × 1 MiB from a local"
+        ' static server, the same files hard-linked per job; "downloaded so far" counts the database\'s downloaded'
+        " videos, a check that the run did download); server CPU: reelhook processes only, PostgreSQL's own"
         f" is not counted. The machine has {os.cpu_count()} cores: with more instances than cores, the instances, wrk"
         " and PostgreSQL share them, so 2 and 3 instances measure contention, not scale-out capacity."
         + (" Quick run: small counts, the ratios are noisy." if quick else "")
