@@ -250,9 +250,9 @@ def method(plan: Sequence[Level], quick: bool) -> str:
         " req/s: the level's callbacks (warm-up included) over the time from the first sent until the background work"
         " (video failures or downloads, events) had drained in the database (with videos of 4 × 1 MiB from a local"
         ' static server, the same files hard-linked per job; "downloaded so far" counts the database\'s downloaded'
-        " videos, a check that the run did download); server CPU: per measured callback, while they were sent (not the background work after),"
-        " reelhook processes only, PostgreSQL's own"
-        f" is not counted. The machine has {os.cpu_count()} cores: with more instances than cores, the instances, wrk"
+        " videos, a check that the run did download); server CPU: per measured callback, while they were sent (not"
+        " the background work after), reelhook processes only, PostgreSQL's own is not counted."
+        f" The machine has {os.cpu_count()} cores: with more instances than cores, the instances, wrk"
         " and PostgreSQL share them, so 2 and 3 instances measure contention, not scale-out capacity."
         + (" Quick run: small counts, the ratios are noisy." if quick else "")
     )
