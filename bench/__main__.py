@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.common import REPO, Result, machine
 
-BENCHMARKS = ("ingest", "downloads", "drips", "latency", "scale", "hostile")
+BENCHMARKS = ("ingest", "downloads", "drips", "latency", "scale", "hostile", "engines", "scale_engines")
 RESULTS = REPO / "bench" / "results"
 
 

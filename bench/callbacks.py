@@ -29,7 +29,8 @@ import httpx
 
 from bench.common import REPO, pending_work
 from receiver.settings import SEVEN_DAYS
-from storage import NewJob, Store
+from storage import NewJob
+from storage.engine import open_store
 from submitter.simulators.base import SUCCEEDED, SimJob
 from submitter.simulators.ttapi import TTAPISimulator
 from submitter.tokens import HookSigner
@@ -62,11 +63,13 @@ def server_env(data: Path, url: str, max_senders: int) -> dict[str, str]:
     }
 
 
-async def prepare_jobs(database: Path, count: int) -> list[tuple[str, str]]:
-    """`count` TTAPI jobs, each SUBMITTED with a provider job id; (job id, provider job id) pairs."""
-    database.parent.mkdir(parents=True, exist_ok=True)
+async def prepare_jobs(database: Path | str, count: int) -> list[tuple[str, str]]:
+    """`count` TTAPI jobs, each SUBMITTED with a provider job id, in the SQLite file at `database` or the PostgreSQL
+    database at a `postgresql://` URL; (job id, provider job id) pairs."""
+    if isinstance(database, Path):
+        database.parent.mkdir(parents=True, exist_ok=True)
     jobs = []
-    async with await Store.open(database) as store:
+    async with await open_store(database) as store:
         for i in range(count):
             params = {"prompt": f"bench {i}", "image_url": "https://img.example/frame.png"}
             job, _ = await store.create_job(NewJob("ttapi", "generate", params))
@@ -77,16 +80,17 @@ async def prepare_jobs(database: Path, count: int) -> list[tuple[str, str]]:
     return jobs
 
 
-def callback_requests(url: str, jobs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    """(path, body) of a TTAPI success callback (the seed's shape) per job, to its signed hook URL."""
+def callback_requests(url: str, jobs: Sequence[tuple[str, str]], media: str = NOWHERE) -> list[tuple[str, str]]:
+    """(path, body) of a TTAPI success callback (the seed's shape) per job, to its signed hook URL; its four videos
+    at `media`/cdn/<provider job id>/<i>.mp4."""
     signer = HookSigner([SECRET], max_age=SEVEN_DAYS)
     simulator = TTAPISimulator(api_key=TT_KEY, auto_deliver=False)
     requests = []
     for job_id, provider_job_id in jobs:
         path = f"/hooks/ttapi/{signer.sign_hook_token(job_id, 'ttapi')}"
-        # a finished job's media are its files on the CDN at its base URL: NOWHERE/cdn/<id>/<i>.mp4
+        # a finished job's media are its files on the CDN at its base URL: <media>/cdn/<id>/<i>.mp4
         sim_job = SimJob(
-            provider_job_id, "generate", {}, url + path, "a lighthouse at dusk", NOWHERE, 4, status=SUCCEEDED
+            provider_job_id, "generate", {}, url + path, "a lighthouse at dusk", media, 4, status=SUCCEEDED
         )
         requests.append((path, json.dumps(simulator.payload(sim_job))))
     return requests
@@ -145,7 +149,7 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: f
     raise RuntimeError(f"server at {url} did not come up; the end of {log}:\n{log.read_text()[-3000:]}")
 
 
-def wait_quiet(database: Path, timeout: float = BACKLOG_LIMIT) -> float | None:
+def wait_quiet(database: Path | str, timeout: float = BACKLOG_LIMIT) -> float | None:
     """Seconds until reelhook has no background work left; None if it still had some after `timeout`."""
     started = time.monotonic()
     while pending_work(database):

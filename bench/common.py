@@ -116,14 +116,25 @@ def reelhook_server(env: Mapping[str, str], sock: socket.socket, log: Path) -> A
     return module_server(["receiver.cli", "serve"], sock, log, env)
 
 
-def pending_work(database: Path) -> int:
+PENDING_SQL = (
+    "SELECT count(*) FROM videos WHERE status = 'pending'",
+    "SELECT count(*) FROM events WHERE processed_at IS NULL",
+    "SELECT count(*) FROM jobs WHERE status = 'queued'",
+)
+
+
+def pending_work(database: Path | str) -> int:
     """Videos still pending, events not yet processed and jobs not yet sent: reelhook's background backlog."""
+    return sum(counts(database, PENDING_SQL))
+
+
+def counts(database: Path | str, queries: Sequence[str]) -> list[int]:
+    """Each `SELECT count(*)` query's answer, in the SQLite file at `database` or the PostgreSQL database at a
+    `postgresql://` URL (the benchmarks' queries are the same SQL on both)."""
+    if isinstance(database, str):
+        import psycopg  # only the PostgreSQL benchmarks need it
+
+        with psycopg.connect(database, autocommit=True) as conn:
+            return [int(conn.execute(sql.encode()).fetchone()[0]) for sql in queries]  # type: ignore[index]
     with closing(sqlite3.connect(database, timeout=10, isolation_level=None)) as db:
-        return sum(
-            db.execute(sql).fetchone()[0]
-            for sql in (
-                "SELECT count(*) FROM videos WHERE status = 'pending'",
-                "SELECT count(*) FROM events WHERE processed_at IS NULL",
-                "SELECT count(*) FROM jobs WHERE status = 'queued'",
-            )
-        )
+        return [int(db.execute(sql).fetchone()[0]) for sql in queries]
