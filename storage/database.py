@@ -9,7 +9,8 @@ One hop per store call: the connection lives on aiosqlite's one thread, and a tr
 function of the `sqlite3.Connection` run there whole (`_transaction`, `_query`), not one awaited hop per statement.
 A hop (queue to the thread, wake the event loop) costs ~0.09 ms of CPU against ~0.002 ms for a statement run
 directly, and a callback's work took 86 of them (bench: ingest CPU per callback). Because one function runs at a
-time on that thread, transactions cannot interleave and need no lock.
+time on that thread, transactions cannot interleave and need no lock. The callbacks are grouped further: see
+`storage/groups.py`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, Self, TypeVar
 import aiosqlite
 
 from storage.errors import StoreError
+from storage.groups import CommitGroups
 from storage.lifecycle import check_transition
 from storage.records import EventType, Job, JobStatus, NewJob
 from storage.schema import migrate
@@ -38,6 +40,7 @@ class Database:
         self._db = db
         self._clock = clock
         self.claimant = claimant  # who this process is, in its claim ids (storage/claims.py new_claim)
+        self._groups = CommitGroups(self._hop)
 
     @classmethod
     async def open(
@@ -72,6 +75,7 @@ class Database:
         return self._clock
 
     async def close(self) -> None:
+        await self._groups.drain()  # callbacks already queued are committed and answered before the thread stops
         await self._db.close()
 
     async def __aenter__(self) -> Self:
@@ -95,6 +99,12 @@ class Database:
         """`work(connection)` in one `BEGIN IMMEDIATE … COMMIT`, committed before this returns; rolled back if it
         raises."""
         return await self._hop(lambda connection: in_transaction(connection, work))
+
+    async def _grouped(self, work: Work[T]) -> T:
+        """`_transaction`, but sharing its transaction (each in a savepoint) and its COMMIT with the other grouped
+        calls waiting meanwhile: storage/groups.py."""
+        result: T = await self._groups.run(work)
+        return result
 
     async def _query(self, work: Work[T]) -> T:
         """`work(connection)` reading outside a transaction, in one hop."""

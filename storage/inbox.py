@@ -69,7 +69,9 @@ class Inbox(Database):
             )  # fmt: skip
             return outcome
 
-        return await self._transaction(work)
+        # Grouped: callbacks arriving together share one transaction and its COMMIT (storage/groups.py).
+        outcome: CallbackOutcome = await self._grouped(work)
+        return outcome
 
     def _count_redelivery(self, db: sqlite3.Connection, job_id: str, digest: str, delivery_id: str | None) -> bool:
         cursor = db.execute(
