@@ -20,6 +20,7 @@ The PostgreSQL engine keeps the same promises with row locks (storage/postgres/c
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
@@ -37,37 +38,39 @@ class Claims(Queues, Database):
         self, provider: str, *, slots: int, followups: bool = True, look_up_after: float = 900.0
     ) -> list[Job]:
         """Claim the provider's due queued jobs, oldest first, as many as its `slots` leave free now."""
-        async with self._transaction() as db:
-            async with db.execute(
+
+        def work(db: sqlite3.Connection) -> list[sqlite3.Row]:
+            row = db.execute(
                 f"SELECT count(*) FROM jobs WHERE provider = ? AND status IN ({sql_list(IN_FLIGHT)})", (provider,)
-            ) as cursor:
-                row = await cursor.fetchone()
+            ).fetchone()
             free = slots - (int(row[0]) if row else 0)
             if free <= 0:
                 return []
             now = self._clock()
-            rows = await db.execute_fetchall(
+            rows = db.execute(
                 """SELECT * FROM jobs WHERE status = 'queued' AND provider = ?
                      AND (next_attempt_at IS NULL OR next_attempt_at <= ?) AND (? OR rule IS NULL)
                    ORDER BY created_at, id LIMIT ?""",
                 (provider, now, followups, free),
-            )
+            ).fetchall()
             for job in rows:
-                await self._set_status(
+                self._set_status(
                     db, job, JobStatus.SUBMITTED, attempts=job["attempts"] + 1, next_attempt_at=None, sent_at=now,
                     lookup_at=now + look_up_after, lookups=0,
                 )  # fmt: skip
             ids = [job["id"] for job in rows]
-            claimed = await db.execute_fetchall(
+            return db.execute(
                 f"SELECT * FROM jobs WHERE id IN ({','.join('?' * len(ids))}) ORDER BY created_at, id", ids
-            )
-        return [job_from_row(row, ()) for row in claimed]
+            ).fetchall()
+
+        return [job_from_row(row, ()) for row in await self._transaction(work)]
 
     async def claim_downloads(self, *, limit: int, lease: float) -> list[Video]:
-        async with self._transaction() as db:
+        claim = new_claim(self.claimant)
+
+        def work(db: sqlite3.Connection) -> list[sqlite3.Row]:
             now = self._clock()
-            claim = new_claim(self.claimant)
-            rows = await db.execute_fetchall(
+            return db.execute(
                 """UPDATE videos SET next_attempt_at = ?, claim_id = ?
                    WHERE (job_id, idx) IN (
                        SELECT job_id, idx FROM videos
@@ -75,26 +78,31 @@ class Claims(Queues, Database):
                        ORDER BY updated_at, job_id, idx LIMIT ?)
                    RETURNING *""",
                 (now + lease, claim, now, limit),
-            )
-        videos = (replace(video_from_row(row), claim_id=claim) for row in rows)
+            ).fetchall()
+
+        videos = (replace(video_from_row(row), claim_id=claim) for row in await self._transaction(work))
         return sorted(videos, key=lambda v: (v.updated_at, v.job_id, v.index))
 
     async def renew_download(self, job_id: str, index: int, *, claim: str, lease: float) -> bool:
         """Extend a claimed download's lease to `lease` seconds from now; False when the claim was taken over (or
         the video settled): its claimer should stop."""
-        async with self._transaction() as db:
-            cursor = await db.execute(
+
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
                 """UPDATE videos SET next_attempt_at = ?
                    WHERE job_id = ? AND idx = ? AND status = 'pending' AND claim_id = ?""",
                 (self._clock() + lease, job_id, index, claim),
             )
             return cursor.rowcount == 1
 
+        return await self._transaction(work)
+
     async def claim_notifications(self, *, limit: int, lease: float) -> list[Notification]:
-        async with self._transaction() as db:
+        claim = new_claim(self.claimant)
+
+        def work(db: sqlite3.Connection) -> list[sqlite3.Row]:
             now = self._clock()
-            claim = new_claim(self.claimant)
-            rows = await db.execute_fetchall(
+            return db.execute(
                 """UPDATE notifications SET next_attempt_at = ?, claim_id = ?
                    WHERE id IN (
                        SELECT id FROM notifications WHERE delivered_at IS NULL
@@ -102,26 +110,32 @@ class Claims(Queues, Database):
                        ORDER BY id LIMIT ?)
                    RETURNING *""",
                 (now + lease, claim, now, limit),
-            )
+            ).fetchall()
+
+        rows = await self._transaction(work)
         return sorted((replace(notification_from_row(row), claim_id=claim) for row in rows), key=lambda n: n.id)
 
     async def claim_lookups(self, *, limit: int, lease: float) -> list[Job]:
-        async with self._transaction() as db:
+        def work(db: sqlite3.Connection) -> list[sqlite3.Row]:
             now = self._clock()
-            rows = await db.execute_fetchall(
+            return db.execute(
                 f"""UPDATE jobs SET lookup_at = ?
                     WHERE id IN (
                         SELECT id FROM jobs WHERE status IN ({sql_list(IN_FLIGHT)}) AND lookup_at <= ?
                         ORDER BY lookup_at LIMIT ?)
                     RETURNING *""",
                 (now + lease, now, limit),
-            )
+            ).fetchall()
+
+        rows = await self._transaction(work)
         return sorted((job_from_row(row, ()) for row in rows), key=lambda job: (job.sent_at or 0.0, job.id))
 
     async def claim_events(self, *, limit: int, lease: float) -> list[Event]:
-        async with self._transaction() as db:
-            now, claim = self._clock(), new_claim(self.claimant)
-            rows = await db.execute_fetchall(
+        claim = new_claim(self.claimant)
+
+        def work(db: sqlite3.Connection) -> list[sqlite3.Row]:
+            now = self._clock()
+            return db.execute(
                 """UPDATE events SET claimed_until = ?, claim_id = ?
                    WHERE id IN (
                        SELECT id FROM events
@@ -129,11 +143,12 @@ class Claims(Queues, Database):
                        ORDER BY id LIMIT ?)
                    RETURNING *""",
                 (now + lease, claim, now, limit),
-            )
+            ).fetchall()
+
         return sorted(
             (
                 Event(row["id"], EventType(row["type"]), row["job_id"], row["video_index"], row["created_at"], claim)
-                for row in rows
+                for row in await self._transaction(work)
             ),
             key=lambda event: event.id,
         )
@@ -141,12 +156,7 @@ class Claims(Queues, Database):
     async def release_claim(self, claim: str) -> int:
         """Hand back what one claim took and has not finished (a worker that stops early: a pause mid-batch, a
         shutdown), so that it is due again at once rather than when its lease ends. Returns how many."""
-        async with self._transaction() as db:
-            released = 0
-            for sql in _RELEASE:
-                cursor = await db.execute(sql + " AND claim_id = ?", (claim,))
-                released += max(cursor.rowcount, 0)
-        return released
+        return await self._transaction(lambda db: _release(db, " AND claim_id = ?", (claim,)))
 
     async def release_claims(self, claimant: str | None = None) -> int:
         """Hand back every download, notification and event claimed and not finished by a process now gone: with
@@ -154,12 +164,7 @@ class Claims(Queues, Database):
         that instance made (it restarted: its old claims are dead, while other instances' are live). Returns how many
         were released."""
         owned, params = ("", ()) if claimant is None else (" AND claim_id LIKE ?", (claimant_name(claimant) + ".%",))
-        async with self._transaction() as db:
-            released = 0
-            for sql in _RELEASE:
-                cursor = await db.execute(sql + owned, params)
-                released += max(cursor.rowcount, 0)
-        return released
+        return await self._transaction(lambda db: _release(db, owned, params))
 
     async def complete_event_guarded(
         self,
@@ -172,16 +177,18 @@ class Claims(Queues, Database):
         claim: str | None = None,
     ) -> list[str]:
         """`complete_event`, with the follow-ups cut by `guard` on counts taken in the same transaction."""
-        async with self._transaction() as db:
-            async with db.execute(
+
+        def work(db: sqlite3.Connection) -> list[str]:
+            row = db.execute(
                 """SELECT (SELECT count(*) FROM jobs WHERE root_id = ?),
                           (SELECT count(*) FROM jobs WHERE rule IS NOT NULL AND created_at >= ?)""",
                 (guard.root_id, guard.since),
-            ) as cursor:
-                row = await cursor.fetchone()
+            ).fetchone()
             in_chain, in_day = (int(row[0]), int(row[1])) if row else (0, 0)
             kept, stopped = guard.decide(in_chain, in_day) if followups else ((), ())
-            return await self._record_event(db, event_id, kept, notifications, [*notes, *stopped], claim)
+            return self._record_event(db, event_id, kept, notifications, [*notes, *stopped], claim)
+
+        return await self._transaction(work)
 
 
 def new_claim(claimant: str = "") -> str:
@@ -202,3 +209,7 @@ _RELEASE = (
        WHERE delivered_at IS NULL AND claim_id IS NOT NULL""",
     """UPDATE events SET claimed_until = NULL, claim_id = NULL WHERE processed_at IS NULL AND claim_id IS NOT NULL""",
 )
+
+
+def _release(db: sqlite3.Connection, condition: str, params: tuple[str, ...]) -> int:
+    return sum(max(db.execute(sql + condition, params).rowcount, 0) for sql in _RELEASE)

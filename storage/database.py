@@ -5,28 +5,34 @@ commit, so a caller that answers a provider or acts on a record after `await sto
 crash could take back. A state change and the events it emits are written in the same transaction: the event
 outbox can never disagree with the jobs table.
 
-One connection serves the whole process; an asyncio lock keeps one transaction at a time on it (aiosqlite runs
-the connection on a single thread, so interleaved statements from two tasks would share a transaction).
+One hop per store call: the connection lives on aiosqlite's one thread, and a transaction (or a read) is a plain
+function of the `sqlite3.Connection` run there whole (`_transaction`, `_query`), not one awaited hop per statement.
+A hop (queue to the thread, wake the event loop) costs ~0.09 ms of CPU against ~0.002 ms for a statement run
+directly, and a callback's work took 86 of them (bench: ingest CPU per callback). Because one function runs at a
+time on that thread, transactions cannot interleave and need no lock. The callbacks are grouped further: see
+`storage/groups.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import aiosqlite
 
 from storage.errors import StoreError
+from storage.groups import CommitGroups
 from storage.lifecycle import check_transition
 from storage.records import EventType, Job, JobStatus, NewJob
 from storage.schema import migrate
+
+T = TypeVar("T")
+Work = Callable[[sqlite3.Connection], T]
 
 
 class Database:
@@ -34,7 +40,7 @@ class Database:
         self._db = db
         self._clock = clock
         self.claimant = claimant  # who this process is, in its claim ids (storage/claims.py new_claim)
-        self._lock = asyncio.Lock()  # binds to the running loop on first use
+        self._groups = CommitGroups(self._hop)
 
     @classmethod
     async def open(
@@ -69,6 +75,7 @@ class Database:
         return self._clock
 
     async def close(self) -> None:
+        await self._groups.drain()  # callbacks already queued are committed and answered before the thread stops
         await self._db.close()
 
     async def __aenter__(self) -> Self:
@@ -77,38 +84,45 @@ class Database:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            try:
-                await self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                except BaseException:
-                    await self._db.execute("ROLLBACK")
-                    raise
-                await self._db.execute("COMMIT")
-            except sqlite3.Error as exc:  # callers outside storage/ catch StoreError, whichever engine runs
-                raise StoreError(f"SQLite: {exc}") from exc
+    async def _hop(self, function: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `function(connection)` on the database thread: the one hop. aiosqlite offers no public call for a
+        function of its connection, so its `_execute` is used here alone (aiosqlite is pinned in constraints.txt);
+        sqlite3 errors become StoreError, which callers outside storage/ catch whichever engine runs."""
+        db = self._db
+        try:
+            result: T = await db._execute(lambda: function(db._conn))  # type: ignore[no-untyped-call]
+            return result
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite: {exc}") from exc
+
+    async def _transaction(self, work: Work[T]) -> T:
+        """`work(connection)` in one `BEGIN IMMEDIATE … COMMIT`, committed before this returns; rolled back if it
+        raises."""
+        return await self._hop(lambda connection: in_transaction(connection, work))
+
+    async def _grouped(self, work: Work[T]) -> T:
+        """`_transaction`, but sharing its transaction (each in a savepoint) and its COMMIT with the other grouped
+        calls waiting meanwhile: storage/groups.py."""
+        result: T = await self._groups.run(work)
+        return result
+
+    async def _query(self, work: Work[T]) -> T:
+        """`work(connection)` reading outside a transaction, in one hop."""
+        return await self._hop(work)
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        async with self._lock:
-            try:
-                return list(await self._db.execute_fetchall(sql, params))
-            except sqlite3.Error as exc:
-                raise StoreError(f"SQLite: {exc}") from exc
+        return await self._hop(lambda connection: connection.execute(sql, params).fetchall())
 
-    async def _insert_job(self, db: aiosqlite.Connection, new: NewJob) -> str | None:
+    def _insert_job(self, db: sqlite3.Connection, new: NewJob) -> str | None:
         job_id = uuid.uuid4().hex
         root_id, depth = job_id, 0
         if new.parent_id is not None:
-            async with db.execute("SELECT root_id, depth FROM jobs WHERE id = ?", (new.parent_id,)) as cursor:
-                parent = await cursor.fetchone()
+            parent = db.execute("SELECT root_id, depth FROM jobs WHERE id = ?", (new.parent_id,)).fetchone()
             if parent is None:
                 raise LookupError(f"parent job {new.parent_id} does not exist")
             root_id, depth = parent["root_id"], parent["depth"] + 1
         now = self._clock()
-        cursor = await db.execute(
+        cursor = db.execute(
             """INSERT INTO jobs (id, provider, action, status, params, parent_id, root_id, depth, rule, origin,
                                  created_at, updated_at)
                VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)
@@ -118,13 +132,7 @@ class Database:
         )  # fmt: skip
         return job_id if cursor.rowcount == 1 else None
 
-    async def _job_id_for_origin(self, origin: str | None) -> str:
-        rows = await self._read("SELECT id FROM jobs WHERE origin = ?", (origin,))
-        return str(rows[0]["id"])
-
-    async def _set_status(
-        self, db: aiosqlite.Connection, job: Job | sqlite3.Row, target: JobStatus, **fields: Any
-    ) -> bool:
+    def _set_status(self, db: sqlite3.Connection, job: Job | sqlite3.Row, target: JobStatus, **fields: Any) -> bool:
         """Move `job` to `target` if the lifecycle allows it (else InvalidTransition), as a compare-and-set on the
         status it was read with: False, and nothing written, when the job has moved since."""
         if isinstance(job, Job):
@@ -134,21 +142,34 @@ class Database:
         check_transition(job_id, current, target, lost=lost)
         assignments = "".join(f", {name} = ?" for name in fields)
         sql = f"UPDATE jobs SET status = ?, updated_at = ?{assignments} WHERE id = ? AND status = ?"
-        cursor = await db.execute(sql, (target.value, self._clock(), *fields.values(), job_id, current.value))
+        cursor = db.execute(sql, (target.value, self._clock(), *fields.values(), job_id, current.value))
         return cursor.rowcount == 1
 
-    async def _emit(self, db: aiosqlite.Connection, type: EventType, job_id: str, index: int | None = None) -> None:
-        await db.execute(
+    def _emit(self, db: sqlite3.Connection, type: EventType, job_id: str, index: int | None = None) -> None:
+        db.execute(
             "INSERT INTO events (type, job_id, video_index, created_at) VALUES (?, ?, ?, ?)",
             (type.value, job_id, index, self._clock()),
         )
 
-    async def _locked_job(self, db: aiosqlite.Connection, job_id: str) -> sqlite3.Row:
-        async with db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cursor:
-            row = await cursor.fetchone()
+    def _locked_job(self, db: sqlite3.Connection, job_id: str) -> sqlite3.Row:
+        row: sqlite3.Row | None = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise LookupError(f"job {job_id} does not exist")
         return row
+
+
+def in_transaction(connection: sqlite3.Connection, work: Work[T]) -> T:
+    """Run `work` between `BEGIN IMMEDIATE` and `COMMIT` on the database thread; roll back if it (or the COMMIT)
+    fails, so the connection is never left inside a transaction."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(connection)
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:  # SQLite may have rolled back already (an I/O error, a full disk)
+            connection.execute("ROLLBACK")
+        raise
+    return result
 
 
 def printable(text: str) -> str:

@@ -8,6 +8,8 @@ These are due times, like the submission retries: nothing wakes when nothing is 
 
 from __future__ import annotations
 
+import sqlite3
+
 from storage.database import Database, float_or_none, printable
 from storage.lifecycle import IN_FLIGHT, sql_list
 from storage.records import EventType, Job, JobStatus
@@ -43,8 +45,9 @@ class Deadlines(Database):
     async def schedule_lookup(self, job_id: str, *, at: float, looked_up: bool) -> bool:
         """Set a job's next deadline, counting a lookup when `looked_up`; committed before the lookup is made, so
         a crash mid-lookup does not ask again before `at`. False when the job is no longer in flight."""
-        async with self._transaction() as db:
-            cursor = await db.execute(
+
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
                 f"""UPDATE jobs SET lookup_at = ?, lookups = lookups + ?, reconciled_at = CASE WHEN ? THEN ?
                            ELSE reconciled_at END
                     WHERE id = ? AND status IN ({_IN_FLIGHT})""",
@@ -52,20 +55,25 @@ class Deadlines(Database):
             )
             return cursor.rowcount == 1
 
+        return await self._transaction(work)
+
     async def give_up(self, job_id: str, error: str, *, note: str) -> bool:
         """Fail a job in flight as lost: its slot is freed, a `job.failed` event and a note say so. A result that
         arrives later is still applied (storage.lifecycle.LATE). False when the job had settled meanwhile."""
-        async with self._transaction() as db:
-            row = await self._locked_job(db, job_id)
+
+        def work(db: sqlite3.Connection) -> bool:
+            row = self._locked_job(db, job_id)
             if JobStatus(row["status"]) not in IN_FLIGHT:
                 return False
             now = self._clock()
-            await self._set_status(
+            self._set_status(
                 db, row, JobStatus.FAILED, error=printable(error), lost_at=now, lookup_at=None, next_attempt_at=None
             )
-            await self._emit(db, EventType.JOB_FAILED, job_id)
-            await db.execute(
+            self._emit(db, EventType.JOB_FAILED, job_id)
+            db.execute(
                 "INSERT INTO job_notes (job_id, rule, message, created_at) VALUES (?, NULL, ?, ?)",
                 (job_id, printable(note), now),
             )
-        return True
+            return True
+
+        return await self._transaction(work)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Collection
 
 from storage.database import Database, printable
@@ -19,15 +20,18 @@ class Guards(Database):
         return str(rows[0][0]) if rows else None
 
     async def set_flag(self, name: str, value: str | None) -> None:
-        async with self._transaction() as db:
+
+        def work(db: sqlite3.Connection) -> None:
             if value is None:
-                await db.execute("DELETE FROM flags WHERE name = ?", (name,))
+                db.execute("DELETE FROM flags WHERE name = ?", (name,))
             else:
-                await db.execute(
+                db.execute(
                     """INSERT INTO flags (name, value, updated_at) VALUES (?, ?, ?)
                        ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at""",
                     (name, value, self._clock()),
                 )
+
+        await self._transaction(work)
 
     # -- notes ---------------------------------------------------------------------------------------------------
 
@@ -44,13 +48,13 @@ class Guards(Database):
         was recorded, every one of those jobs still in flight that left since it was (their callbacks go to it) is
         given the note `note(old)`, in the same transaction. Returns the old base (None if there was none, or it is
         the same) and the ids of the jobs noted."""
-        async with self._transaction() as db:
-            async with db.execute("SELECT value, updated_at FROM flags WHERE name = ?", (PUBLIC_URL_FLAG,)) as cursor:
-                row = await cursor.fetchone()
+
+        def work(db: sqlite3.Connection) -> tuple[str | None, list[str]]:
+            row = db.execute("SELECT value, updated_at FROM flags WHERE name = ?", (PUBLIC_URL_FLAG,)).fetchone()
             if row is not None and row[0] == url:
                 return None, []
             now = self._clock()
-            await db.execute(
+            db.execute(
                 """INSERT INTO flags (name, value, updated_at) VALUES (?, ?, ?)
                    ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at""",
                 (PUBLIC_URL_FLAG, url, now),
@@ -59,17 +63,21 @@ class Guards(Database):
                 return None, []
             old, since = str(row[0]), float(row[1])
             marks = ",".join("?" * len(providers))
-            async with db.execute(
-                f"""SELECT id FROM jobs WHERE status IN ({sql_list(IN_FLIGHT)}) AND provider IN ({marks})
-                    AND sent_at >= ? ORDER BY sent_at""",
-                (*providers, since),
-            ) as cursor:
-                ids = [str(found[0]) for found in await cursor.fetchall()]
-            await db.executemany(
+            ids = [
+                str(found[0])
+                for found in db.execute(
+                    f"""SELECT id FROM jobs WHERE status IN ({sql_list(IN_FLIGHT)}) AND provider IN ({marks})
+                        AND sent_at >= ? ORDER BY sent_at""",
+                    (*providers, since),
+                )
+            ]
+            db.executemany(
                 "INSERT INTO job_notes (job_id, rule, message, created_at) VALUES (?, NULL, ?, ?)",
                 [(job_id, printable(note(old)), now) for job_id in ids],
             )
-        return old, ids
+            return old, ids
+
+        return await self._transaction(work)
 
     # -- counts for the limits -----------------------------------------------------------------------------------
 

@@ -18,8 +18,6 @@ import sqlite3
 from collections.abc import Iterable
 from enum import StrEnum
 
-import aiosqlite
-
 from storage.database import Database, printable
 from storage.lifecycle import TERMINAL, sql_list
 from storage.records import CallbackResult, Cost, EventType, JobStatus
@@ -56,24 +54,27 @@ class Inbox(Database):
         headers = list(headers)
         digest = hashlib.sha256(body).hexdigest()
         delivery_id = next((value for name, value in headers if name.lower() == DELIVERY_ID_HEADER), None)
-        async with self._transaction() as db:
-            job = await self._locked_job(db, job_id)
+
+        def work(db: sqlite3.Connection) -> CallbackOutcome:
+            job = self._locked_job(db, job_id)
             known = job["provider_job_id"]
             if job["provider"] != provider or (result.provider_job_id and known and known != result.provider_job_id):
                 raise JobMismatch(f"callback for {provider} job {result.provider_job_id} does not belong to {job_id}")
-            if await self._count_redelivery(db, job_id, digest, delivery_id):
+            if self._count_redelivery(db, job_id, digest, delivery_id):
                 return CallbackOutcome.DUPLICATE
-            outcome = await self._apply_result(db, job, result)
-            await self._keep_body(
+            outcome = self._apply_result(db, job, result)
+            self._keep_body(
                 db, job_id, provider, body=body, headers=headers, digest=digest, delivery_id=delivery_id,
                 status=result.status.value, effect=outcome.value,
             )  # fmt: skip
+            return outcome
+
+        # Grouped: callbacks arriving together share one transaction and its COMMIT (storage/groups.py).
+        outcome: CallbackOutcome = await self._grouped(work)
         return outcome
 
-    async def _count_redelivery(
-        self, db: aiosqlite.Connection, job_id: str, digest: str, delivery_id: str | None
-    ) -> bool:
-        cursor = await db.execute(
+    def _count_redelivery(self, db: sqlite3.Connection, job_id: str, digest: str, delivery_id: str | None) -> bool:
+        cursor = db.execute(
             """UPDATE callbacks SET deliveries = deliveries + 1, last_received_at = ?
                WHERE id = (SELECT id FROM callbacks WHERE job_id = ? AND (body_sha256 = ? OR delivery_id = ?)
                            ORDER BY id LIMIT 1)""",
@@ -81,25 +82,22 @@ class Inbox(Database):
         )
         return cursor.rowcount == 1
 
-    async def _keep_body(
-        self, db: aiosqlite.Connection, job_id: str, provider: str, *, body: bytes, headers: list[tuple[str, str]],
+    def _keep_body(
+        self, db: sqlite3.Connection, job_id: str, provider: str, *, body: bytes, headers: list[tuple[str, str]],
         digest: str, delivery_id: str | None, status: str, effect: str,
     ) -> None:  # fmt: skip
         now = self._clock()
-        async with db.execute(
-            "SELECT count(*), max(id) FROM callbacks WHERE job_id = ?", (job_id,)
-        ) as cursor:  # fmt: skip
-            kept, last = await cursor.fetchone()  # type: ignore[misc]
+        kept, last = db.execute("SELECT count(*), max(id) FROM callbacks WHERE job_id = ?", (job_id,)).fetchone()
         values = (now, json.dumps(headers), body, status, effect, digest, delivery_id, now)
         if kept < MAX_BODIES:
-            await db.execute(
+            db.execute(
                 """INSERT INTO callbacks (job_id, provider, received_at, headers, body, status, effect, body_sha256,
                                           delivery_id, last_received_at)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (job_id, provider, *values),
             )
         else:  # the last row always holds the latest distinct body, and counts the ones it replaced
-            await db.execute(
+            db.execute(
                 """UPDATE callbacks SET received_at = ?, headers = ?, body = ?, status = ?, effect = ?,
                           body_sha256 = ?, delivery_id = ?, last_received_at = ?, deliveries = 1,
                           replaced = replaced + 1, pruned_at = NULL
@@ -107,9 +105,7 @@ class Inbox(Database):
                 (*values, last),
             )
 
-    async def _apply_result(
-        self, db: aiosqlite.Connection, job: sqlite3.Row, result: CallbackResult
-    ) -> CallbackOutcome:
+    def _apply_result(self, db: sqlite3.Connection, job: sqlite3.Row, result: CallbackResult) -> CallbackOutcome:
         status = JobStatus(job["status"])
         if status.terminal and not (job["lost_at"] is not None and result.status.terminal):
             return CallbackOutcome.DUPLICATE
@@ -117,29 +113,29 @@ class Inbox(Database):
         progress = result.progress if result.progress is not None else job["progress"]
         error = None if result.error is None else printable(result.error)
         if not result.status.terminal:
-            await self._set_status(db, job, JobStatus.RUNNING, progress=progress, provider_job_id=provider_job_id)
+            self._set_status(db, job, JobStatus.RUNNING, progress=progress, provider_job_id=provider_job_id)
             return CallbackOutcome.PROGRESS
         # A lost job's late result is applied: the provider ran it and may have charged for it (storage.lifecycle).
-        await self._set_status(
+        self._set_status(
             db, job, result.status, progress=progress, provider_job_id=provider_job_id, error=error,
             result=json.dumps(result.result), next_attempt_at=None, lost_at=None,
         )  # fmt: skip
-        await self._set_costs(db, job, result.costs)
+        self._set_costs(db, job, result.costs)
         if result.status is JobStatus.SUCCEEDED:
             now = self._clock()
-            await db.executemany(
+            db.executemany(
                 "INSERT OR IGNORE INTO videos (job_id, idx, url, status, updated_at) VALUES (?, ?, ?, 'pending', ?)",
                 [(job["id"], index, url, now) for index, url in enumerate(result.media_urls)],
             )
-            await self._emit(db, EventType.JOB_SUCCEEDED, job["id"])
+            self._emit(db, EventType.JOB_SUCCEEDED, job["id"])
         elif status is not JobStatus.FAILED:  # a lost job's late failure was reported when it was lost
-            await self._emit(db, EventType.JOB_FAILED, job["id"])
+            self._emit(db, EventType.JOB_FAILED, job["id"])
         return CallbackOutcome.APPLIED
 
-    async def _set_costs(self, db: aiosqlite.Connection, job: sqlite3.Row, costs: Iterable[Cost]) -> None:
+    def _set_costs(self, db: sqlite3.Connection, job: sqlite3.Row, costs: Iterable[Cost]) -> None:
         # The job's cost, set and not added: the result that reports it is applied once, and should a late result
         # ever report it again it replaces the amount, keeping the day it was first recorded on.
-        await db.executemany(
+        db.executemany(
             """INSERT INTO job_costs (job_id, provider, unit, amount, recorded_at) VALUES (?, ?, ?, ?, ?)
                ON CONFLICT (job_id, unit) DO UPDATE SET amount = excluded.amount""",
             [(job["id"], job["provider"], cost.unit, cost.amount, self._clock()) for cost in costs],
@@ -154,11 +150,13 @@ class Inbox(Database):
     async def prune_callbacks(self, *, older_than: float) -> int:
         """Drop the bodies and headers of finished jobs' callbacks received before `older_than`, keeping each one's
         digest, status and counts; return how many were pruned."""
-        async with self._transaction() as db:
-            cursor = await db.execute(
+
+        def work(db: sqlite3.Connection) -> int:
+            return db.execute(
                 f"""UPDATE callbacks SET body = x'', headers = '[]', pruned_at = ?
                    WHERE pruned_at IS NULL AND received_at < ?
                      AND job_id IN (SELECT id FROM jobs WHERE status IN ({sql_list(TERMINAL)}))""",
                 (self._clock(), older_than),
-            )
-            return cursor.rowcount
+            ).rowcount
+
+        return await self._transaction(work)

@@ -1,15 +1,14 @@
 """The work queues after a callback: downloads, the event outbox the rules read, and notifications to send.
 
 Each queue is a table with a due time; a worker takes what is due, and each outcome (done, retry at, failed) is
-one transaction, the event it causes included.
+one transaction, the event it causes included, run whole on the database thread (storage/database.py).
 """
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import Iterable, Sequence
-
-import aiosqlite
 
 from storage.database import Database, float_or_none
 from storage.errors import LeaseLost
@@ -40,8 +39,9 @@ class Queues(Database):
         self, job_id: str, index: int, *, path: str, sha256: str, size: int, claim: str | None = None
     ) -> bool:
         """Mark a video downloaded; False (and no event) if it already was, or if `claim` is no longer its claim."""
-        async with self._transaction() as db:
-            cursor = await db.execute(
+
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
                 """UPDATE videos SET status = 'downloaded', path = ?, sha256 = ?, bytes = ?, error = NULL,
                           attempts = attempts + 1, next_attempt_at = NULL, claim_id = NULL,
                           updated_at = ?
@@ -51,15 +51,18 @@ class Queues(Database):
             )
             if cursor.rowcount != 1:
                 return False
-            await self._emit(db, EventType.VIDEO_DOWNLOADED, job_id, index)
-        return True
+            self._emit(db, EventType.VIDEO_DOWNLOADED, job_id, index)
+            return True
+
+        return await self._transaction(work)
 
     async def retry_download(
         self, job_id: str, index: int, *, error: str, retry_at: float, claim: str | None = None
     ) -> bool:
         """Count a failed attempt and set the next; False when nothing changed (settled, or `claim` taken over)."""
-        async with self._transaction() as db:
-            cursor = await db.execute(
+
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
                 """UPDATE videos SET attempts = attempts + 1, error = ?, next_attempt_at = ?, updated_at = ?,
                           claim_id = NULL
                    WHERE job_id = ? AND idx = ? AND status = 'pending'"""
@@ -68,10 +71,13 @@ class Queues(Database):
             )
             return cursor.rowcount == 1
 
+        return await self._transaction(work)
+
     async def fail_download(self, job_id: str, index: int, *, error: str, claim: str | None = None) -> bool:
         """Fail a video for good; False when nothing changed (settled, or `claim` taken over)."""
-        async with self._transaction() as db:
-            cursor = await db.execute(
+
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
                 """UPDATE videos SET status = 'failed', attempts = attempts + 1, error = ?, next_attempt_at = NULL,
                           claim_id = NULL, updated_at = ?
                    WHERE job_id = ? AND idx = ? AND status = 'pending'"""
@@ -80,8 +86,10 @@ class Queues(Database):
             )
             if cursor.rowcount != 1:
                 return False
-            await self._emit(db, EventType.VIDEO_FAILED, job_id, index)
-        return True
+            self._emit(db, EventType.VIDEO_FAILED, job_id, index)
+            return True
+
+        return await self._transaction(work)
 
     # -- events (what the rules act on) --------------------------------------------------------------------------
 
@@ -110,12 +118,13 @@ class Queues(Database):
         A follow-up whose `origin` exists already is skipped, and so is a second notification of the same event by
         the same rule, so replaying an event never doubles anything.
         """
-        async with self._transaction() as db:
-            return await self._record_event(db, event_id, followups, notifications, notes, claim)
+        return await self._transaction(
+            lambda db: self._record_event(db, event_id, followups, notifications, notes, claim)
+        )
 
-    async def _record_event(
+    def _record_event(
         self,
-        db: aiosqlite.Connection,
+        db: sqlite3.Connection,
         event_id: int,
         followups: Sequence[NewJob],
         notifications: Sequence[NewNotification],
@@ -123,7 +132,7 @@ class Queues(Database):
         claim: str | None = None,
     ) -> list[str]:
         if claim is not None:  # fenced: marked first, and nothing written unless the claim is still this event's
-            cursor = await db.execute(
+            cursor = db.execute(
                 "UPDATE events SET processed_at = ? WHERE id = ? AND processed_at IS NULL AND claim_id = ?",
                 (self._clock(), event_id, claim),
             )
@@ -131,20 +140,20 @@ class Queues(Database):
                 raise LeaseLost(f"event {event_id}: handled already, or its claim was taken over")
         created: list[str] = []
         for new in followups:
-            job_id = await self._insert_job(db, new)
+            job_id = self._insert_job(db, new)
             if job_id is not None:
                 created.append(job_id)
-        await db.executemany(
+        db.executemany(
             """INSERT OR IGNORE INTO notifications (event_id, rule, url, message_id, body, created_at)
                VALUES (?, ?, ?, ?, ?, ?)""",
             [(event_id, n.rule, n.url, f"msg_{uuid.uuid4().hex}", n.body, self._clock()) for n in notifications],
         )
-        await db.executemany(
+        db.executemany(
             "INSERT INTO job_notes (job_id, rule, message, created_at) VALUES (?, ?, ?, ?)",
             [(note.job_id, note.rule, note.message, self._clock()) for note in notes],
         )
         if claim is None:
-            await db.execute("UPDATE events SET processed_at = ? WHERE id = ?", (self._clock(), event_id))
+            db.execute("UPDATE events SET processed_at = ? WHERE id = ?", (self._clock(), event_id))
         return created
 
     # -- notifications -------------------------------------------------------------------------------------------
@@ -170,16 +179,17 @@ class Queues(Database):
     ) -> bool:
         """An attempt's outcome: delivered (no error), or failed with the time of the next try. A delivery is always
         recorded (the message went out); a failure only under its `claim`: False when nothing changed."""
-        async with self._transaction() as db:
+
+        def work(db: sqlite3.Connection) -> bool:
             if error is None:
-                cursor = await db.execute(
+                cursor = db.execute(
                     """UPDATE notifications SET delivered_at = ?, attempts = attempts + 1, error = NULL,
                            claim_id = NULL
                        WHERE id = ? AND delivered_at IS NULL""",
                     (self._clock(), notification_id),
                 )
             else:
-                cursor = await db.execute(
+                cursor = db.execute(
                     """UPDATE notifications SET attempts = attempts + 1, error = ?, next_attempt_at = ?,
                            claim_id = NULL
                        WHERE id = ? AND delivered_at IS NULL"""
@@ -187,6 +197,8 @@ class Queues(Database):
                     (error, retry_at, notification_id, *_claimed(claim)),
                 )
             return cursor.rowcount == 1
+
+        return await self._transaction(work)
 
 
 def _fence(claim: str | None) -> str:

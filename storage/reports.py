@@ -6,6 +6,7 @@ it (receiver/web), the API how to spell it (receiver/views.py).
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -92,30 +93,34 @@ class Reports(Database):
         now = self.clock() if now is None else now
         counts: dict[str, dict[str, object]] = {name: {} for name in providers}
         in_flight = f"status IN ({sql_list(IN_FLIGHT)})"
-        rows = await self._read(
-            f"""SELECT provider,
+        jobs_sql = f"""SELECT provider,
                   sum({in_flight}), sum(status = 'queued'),
                   sum(status = 'succeeded' AND updated_at >= ?), sum(status = 'failed' AND updated_at >= ?),
                   sum({in_flight} AND (lookups > 0 OR lookup_at <= ?)),
                   sum(lost_at >= ?)
-                FROM jobs GROUP BY provider""",
-            (since, since, now, since),
-        )
+                FROM jobs GROUP BY provider"""
+
+        def read(db: sqlite3.Connection) -> tuple[list[sqlite3.Row], ...]:  # three statements, one hop
+            return (
+                db.execute(jobs_sql, (since, since, now, since)).fetchall(),
+                db.execute(
+                    """SELECT jobs.provider, sum(videos.status = 'pending'), sum(videos.status = 'failed')
+                       FROM videos JOIN jobs ON jobs.id = videos.job_id GROUP BY jobs.provider"""
+                ).fetchall(),
+                db.execute(
+                    "SELECT provider, max(coalesce(last_received_at, received_at)) FROM callbacks GROUP BY provider"
+                ).fetchall(),
+            )
+
+        rows, video_rows, callback_rows = await self._query(read)
         for row in rows:
             counts.setdefault(row[0], {}).update(
                 in_flight=int(row[1] or 0), queued=int(row[2] or 0), succeeded_since=int(row[3] or 0),
                 failed_since=int(row[4] or 0), overdue=int(row[5] or 0), lost_since=int(row[6] or 0),
             )  # fmt: skip
-        rows = await self._read(
-            """SELECT jobs.provider, sum(videos.status = 'pending'), sum(videos.status = 'failed')
-               FROM videos JOIN jobs ON jobs.id = videos.job_id GROUP BY jobs.provider"""
-        )
-        for row in rows:
+        for row in video_rows:
             counts.setdefault(row[0], {}).update(downloads_pending=int(row[1] or 0), downloads_failed=int(row[2] or 0))
-        rows = await self._read(
-            "SELECT provider, max(coalesce(last_received_at, received_at)) FROM callbacks GROUP BY provider"
-        )
-        for row in rows:
+        for row in callback_rows:
             counts.setdefault(row[0], {}).update(last_callback_at=row[1])
         return {name: ProviderCounts(name, **values) for name, values in counts.items()}  # type: ignore[arg-type]
 

@@ -6,6 +6,7 @@ they share in `storage.database`.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from storage.claims import Claims
@@ -25,20 +26,41 @@ class Store(Claims, Inbox, Deadlines, Queues, Guards, Reports):
 
     async def create_job(self, new: NewJob) -> tuple[Job, bool]:
         """Record a queued job. With an `origin` already taken, return that job and False instead."""
-        async with self._transaction() as db:
-            job_id = await self._insert_job(db, new)
-        job = await self.get_job(job_id or await self._job_id_for_origin(new.origin))
-        assert job is not None
-        return job, job_id is not None
+
+        def work(db: sqlite3.Connection) -> tuple[Job, bool]:
+            job_id = self._insert_job(db, new)
+            fresh = job_id is not None
+            if job_id is None:
+                (job_id,) = db.execute("SELECT id FROM jobs WHERE origin = ?", (new.origin,)).fetchone()
+            job = self._job(db, job_id)
+            assert job is not None
+            return job, fresh
+
+        return await self._transaction(work)
 
     async def get_job(self, job_id: str) -> Job | None:
-        rows = await self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        if not rows:
+        return await self._query(lambda db: self._job(db, job_id))
+
+    def _job(self, db: sqlite3.Connection, job_id: str) -> Job | None:
+        """A job with its videos, notes and costs: four statements, one hop."""
+        row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
             return None
+        videos = db.execute("SELECT * FROM videos WHERE job_id = ? ORDER BY idx", (job_id,)).fetchall()
+        notes = db.execute(
+            "SELECT job_id, rule, message, created_at FROM job_notes WHERE job_id = ? ORDER BY id", (job_id,)
+        ).fetchall()
         costs = costs_by_job(
-            await self._read("SELECT job_id, unit, amount FROM job_costs WHERE job_id = ? ORDER BY unit", (job_id,))
+            db.execute(
+                "SELECT job_id, unit, amount FROM job_costs WHERE job_id = ? ORDER BY unit", (job_id,)
+            ).fetchall()
         )
-        return job_from_row(rows[0], await self.get_videos(job_id), await self.get_notes(job_id), costs.get(job_id, ()))
+        return job_from_row(
+            row,
+            tuple(video_from_row(video) for video in videos),
+            tuple(Note(note[0], note[1], note[2], note[3]) for note in notes),
+            costs.get(job_id, ()),
+        )
 
     async def get_videos(self, job_id: str) -> tuple[Video, ...]:
         rows = await self._read("SELECT * FROM videos WHERE job_id = ? ORDER BY idx", (job_id,))
@@ -77,23 +99,26 @@ class Store(Claims, Inbox, Deadlines, Queues, Guards, Reports):
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
-        rows = await self._read(sql, [*params, limit])
+        return await self._query(lambda db: self._page(db, sql, [*params, limit]))
+
+    def _page(self, db: sqlite3.Connection, sql: str, params: list[Any]) -> list[Job]:
+        rows = db.execute(sql, params).fetchall()
         if not rows:
             return []
         # One query for the whole page's videos and one for its notes, not one per job.
         marks, ids = ",".join("?" * len(rows)), [row["id"] for row in rows]
-        video_rows = await self._read(f"SELECT * FROM videos WHERE job_id IN ({marks}) ORDER BY job_id, idx", ids)
+        video_rows = db.execute(f"SELECT * FROM videos WHERE job_id IN ({marks}) ORDER BY job_id, idx", ids)
         videos: dict[str, list[Video]] = {}
         for video_row in video_rows:
             videos.setdefault(video_row["job_id"], []).append(video_from_row(video_row))
-        note_rows = await self._read(
+        note_rows = db.execute(
             f"SELECT job_id, rule, message, created_at FROM job_notes WHERE job_id IN ({marks}) ORDER BY id", ids
         )
         notes: dict[str, list[Note]] = {}
         for note_row in note_rows:
             notes.setdefault(note_row[0], []).append(Note(note_row[0], note_row[1], note_row[2], note_row[3]))
         costs = costs_by_job(
-            await self._read(f"SELECT job_id, unit, amount FROM job_costs WHERE job_id IN ({marks}) ORDER BY unit", ids)
+            db.execute(f"SELECT job_id, unit, amount FROM job_costs WHERE job_id IN ({marks}) ORDER BY unit", ids)
         )
         return [
             job_from_row(row, videos.get(row["id"], ()), notes.get(row["id"], ()), costs.get(row["id"], ()))
@@ -136,75 +161,89 @@ class Store(Claims, Inbox, Deadlines, Queues, Guards, Reports):
         names this job) or its deadline lookup, `look_up_after` seconds from now, settles it. A job that is no
         longer queued (claimed by someone else meanwhile) raises InvalidTransition and nothing is written.
         """
-        async with self._transaction() as db:
-            row = await self._locked_job(db, job_id)
+
+        def work(db: sqlite3.Connection) -> Job:
+            row = self._locked_job(db, job_id)
             now = self._clock()
-            claimed = await self._set_status(
+            claimed = self._set_status(
                 db, row, JobStatus.SUBMITTED, attempts=row["attempts"] + 1, next_attempt_at=None, sent_at=now,
                 lookup_at=now + look_up_after, lookups=0,
             )  # fmt: skip
             if not claimed:
                 raise InvalidTransition(job_id, JobStatus(row["status"]), JobStatus.SUBMITTED)
-        job = await self.get_job(job_id)
-        assert job is not None
-        return job
+            job = self._job(db, job_id)
+            assert job is not None
+            return job
+
+        return await self._transaction(work)
 
     async def record_submitted(self, job_id: str, provider_job_id: str) -> None:
-        async with self._transaction() as db:
-            row = await self._locked_job(db, job_id)
+        def work(db: sqlite3.Connection) -> None:
+            row = self._locked_job(db, job_id)
             if row["provider_job_id"] is None:
-                await db.execute(
+                db.execute(
                     "UPDATE jobs SET provider_job_id = ?, error = NULL, updated_at = ? WHERE id = ?",
                     (provider_job_id, self._clock(), job_id),
                 )
-            await self._emit(db, EventType.JOB_SUBMITTED, job_id)
+            self._emit(db, EventType.JOB_SUBMITTED, job_id)
+
+        await self._transaction(work)
 
     async def record_unknown_outcome(self, job_id: str, error: str) -> None:
         """The provider may or may not have taken the job: it stays SUBMITTED, never resent; its callback or its
         deadline lookup decides."""
-        async with self._transaction() as db:
-            await db.execute(
+        await self._transaction(
+            lambda db: db.execute(
                 "UPDATE jobs SET error = ?, updated_at = ? WHERE id = ? AND status = 'submitted'",
                 (printable(error), self._clock(), job_id),
             )
+        )
 
     async def release_submission(self, job_id: str, *, error: str, retry_at: float) -> None:
         """The provider did not take the job (it was never sent, or refused for now): queue it again."""
-        async with self._transaction() as db:
-            row = await self._locked_job(db, job_id)
+
+        def work(db: sqlite3.Connection) -> None:
+            row = self._locked_job(db, job_id)
             if JobStatus(row["status"]) is JobStatus.SUBMITTED and row["provider_job_id"] is None:
-                await self._set_status(
+                self._set_status(
                     db, row, JobStatus.QUEUED, error=printable(error), next_attempt_at=retry_at, sent_at=None,
                     lookup_at=None,
                 )  # fmt: skip
 
+        await self._transaction(work)
+
     async def cancel_job(self, job_id: str) -> bool:
         """Fail a queued job before it is sent (a person changed their mind); False if it is no longer queued."""
-        async with self._transaction() as db:
-            row = await self._locked_job(db, job_id)
+
+        def work(db: sqlite3.Connection) -> bool:
+            row = self._locked_job(db, job_id)
             if JobStatus(row["status"]) is not JobStatus.QUEUED:
                 return False
-            await self._set_status(
-                db, row, JobStatus.FAILED, error="cancelled before it was sent", next_attempt_at=None
-            )
-            await self._emit(db, EventType.JOB_FAILED, job_id)
-        return True
+            self._set_status(db, row, JobStatus.FAILED, error="cancelled before it was sent", next_attempt_at=None)
+            self._emit(db, EventType.JOB_FAILED, job_id)
+            return True
+
+        return await self._transaction(work)
 
     async def retry_downloads(self, job_id: str) -> int:
         """Put a job's failed downloads back in the queue, due now, with their tries counted afresh."""
-        async with self._transaction() as db:
-            cursor = await db.execute(
+
+        def work(db: sqlite3.Connection) -> int:
+            return db.execute(
                 """UPDATE videos SET status = 'pending', attempts = 0, next_attempt_at = NULL, error = NULL,
                           updated_at = ?
                    WHERE job_id = ? AND status = 'failed'""",
                 (self._clock(), job_id),
-            )
-            return cursor.rowcount
+            ).rowcount
+
+        return await self._transaction(work)
 
     async def fail_job(self, job_id: str, error: str) -> None:
-        async with self._transaction() as db:
-            row = await self._locked_job(db, job_id)
+        def work(db: sqlite3.Connection) -> None:
+            row = self._locked_job(db, job_id)
             if JobStatus(row["status"]).terminal:
                 return
-            await self._set_status(db, row, JobStatus.FAILED, error=printable(error), next_attempt_at=None)
-            await self._emit(db, EventType.JOB_FAILED, job_id)
+            self._set_status(db, row, JobStatus.FAILED, error=printable(error), next_attempt_at=None)
+            self._emit(db, EventType.JOB_FAILED, job_id)
+
+        await self._transaction(work)
