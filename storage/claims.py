@@ -121,7 +121,8 @@ class Claims(Queues, Database):
             return db.execute(
                 f"""UPDATE jobs SET lookup_at = ?
                     WHERE id IN (
-                        SELECT id FROM jobs WHERE status IN ({sql_list(IN_FLIGHT)}) AND lookup_at <= ?
+                        SELECT id FROM jobs INDEXED BY jobs_lookup_due
+                         WHERE status IN ({sql_list(IN_FLIGHT)}) AND lookup_at <= ?
                         ORDER BY lookup_at LIMIT ?)
                     RETURNING *""",
                 (now + lease, now, limit),

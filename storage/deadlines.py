@@ -16,13 +16,16 @@ from storage.records import EventType, Job, JobStatus
 from storage.rows import job_from_row
 
 _IN_FLIGHT = sql_list(IN_FLIGHT)
+# The deadline worker's reads name their partial index: without planner statistics (reelhook gathers none) SQLite
+# chose the status index instead and read every job in flight's row (bench scale, 1M jobs: 47 ms a read; 0.2 ms so).
+# An index the WHERE no longer fits is an error, not a slow plan.
 
 
 class Deadlines(Database):
     async def due_lookups(self, *, limit: int = 100) -> list[Job]:
         """Jobs in flight whose deadline has come, the most overdue first."""
         rows = await self._read(
-            f"""SELECT * FROM jobs WHERE status IN ({_IN_FLIGHT}) AND lookup_at <= ?
+            f"""SELECT * FROM jobs INDEXED BY jobs_lookup_due WHERE status IN ({_IN_FLIGHT}) AND lookup_at <= ?
                 ORDER BY lookup_at LIMIT ?""",
             (self._clock(), limit),
         )
@@ -30,7 +33,9 @@ class Deadlines(Database):
 
     async def next_lookup_at(self) -> float | None:
         rows = await self._read(
-            f"SELECT min(lookup_at) FROM jobs WHERE status IN ({_IN_FLIGHT}) AND lookup_at > ?", (self._clock(),)
+            f"""SELECT min(lookup_at) FROM jobs INDEXED BY jobs_lookup_due
+                WHERE status IN ({_IN_FLIGHT}) AND lookup_at > ?""",
+            (self._clock(),),
         )
         return float_or_none(rows[0][0])
 
