@@ -80,3 +80,35 @@ def notification_from_row(row: sqlite3.Row) -> Notification:
         delivered_at=row["delivered_at"],
         error=row["error"],
     )
+
+
+def job_list_query(
+    mark: str,
+    *,
+    status: object,
+    before: tuple[float, str] | None,
+    provider: str | None,
+    action: str | None,
+    rule: str | None,
+    root: str | None,
+    q: str | None,
+) -> tuple[str, list[Any]]:
+    """`Store.list_jobs`' SQL, newest first, up to its `LIMIT` placeholder, and its parameters but the limit: one
+    query on both engines, whose placeholders differ (`mark`: SQLite's `?`, psycopg's `%s`)."""
+    where: list[str] = []
+    params: list[Any] = []
+    filters = {"status": status, "provider": provider, "action": action, "rule": rule, "root_id": root}
+    for column, value in filters.items():
+        if value is not None:
+            where.append(f"{column} = {mark}")
+            params.append(str(value))
+    if q is not None:
+        # Job ids are lowercase hex, so a prefix needs no LIKE escaping once it is known to be hex.
+        prefix = q.lower() if q and all(c in "0123456789abcdef" for c in q.lower()) else None
+        where.append(f"(id = {mark} OR provider_job_id = {mark}" + (f" OR id LIKE {mark})" if prefix else ")"))
+        params.extend([q, q] + ([prefix + "%"] if prefix else []))
+    if before is not None:
+        where.append(f"(created_at, id) < ({mark}, {mark})")
+        params.extend(before)
+    sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+    return sql + f" ORDER BY created_at DESC, id DESC LIMIT {mark}", params

@@ -18,7 +18,7 @@ from storage.lifecycle import IN_FLIGHT, InvalidTransition, sql_list
 from storage.queues import Queues
 from storage.records import EventType, Job, JobStatus, NewJob, Note, Video
 from storage.reports import Reports
-from storage.rows import costs_by_job, job_from_row, video_from_row
+from storage.rows import costs_by_job, job_from_row, job_list_query, video_from_row
 
 
 class Store(Claims, Inbox, Deadlines, Queues, Guards, Reports):
@@ -80,25 +80,9 @@ class Store(Claims, Inbox, Deadlines, Queues, Guards, Reports):
     ) -> list[Job]:
         """Newest first; `before` is the (created_at, id) of the last job of the previous page. `q` matches a job
         id, the start of one, or a provider's job id."""
-        where: list[str] = []
-        params: list[Any] = []
-        filters = {"status": status, "provider": provider, "action": action, "rule": rule, "root_id": root}
-        for column, value in filters.items():
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(str(value))
-        if q is not None:
-            # Job ids are lowercase hex, so a prefix needs no LIKE escaping once it is known to be hex.
-            prefix = q.lower() if q and all(c in "0123456789abcdef" for c in q.lower()) else None
-            where.append("(id = ? OR provider_job_id = ?" + (" OR id LIKE ?)" if prefix else ")"))
-            params.extend([q, q] + ([prefix + "%"] if prefix else []))
-        if before is not None:
-            where.append("(created_at, id) < (?, ?)")
-            params.extend(before)
-        sql = "SELECT * FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        sql, params = job_list_query(
+            "?", status=status, before=before, provider=provider, action=action, rule=rule, root=root, q=q
+        )
         return await self._query(lambda db: self._page(db, sql, [*params, limit]))
 
     def _page(self, db: sqlite3.Connection, sql: str, params: list[Any]) -> list[Job]:

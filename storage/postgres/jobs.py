@@ -3,14 +3,12 @@ its single writer. Claiming many submissions at once, under the provider's limit
 
 from __future__ import annotations
 
-from typing import Any
-
 from storage.database import float_or_none
 from storage.lifecycle import IN_FLIGHT, InvalidTransition, sql_list
 from storage.postgres.database import PostgresDatabase, printable
 from storage.postgres.rows import job_from_row, video_from_row
 from storage.records import Cost, EventType, Job, JobStatus, NewJob, Note, Video
-from storage.rows import costs_by_job
+from storage.rows import costs_by_job, job_list_query
 
 
 class Jobs(PostgresDatabase):
@@ -53,25 +51,9 @@ class Jobs(PostgresDatabase):
     ) -> list[Job]:
         """Newest first; `before` is the (created_at, id) of the last job of the previous page. `q` matches a job
         id, the start of one, or a provider's job id."""
-        where: list[str] = []
-        params: list[Any] = []
-        filters = {"status": status, "provider": provider, "action": action, "rule": rule, "root_id": root}
-        for column, value in filters.items():
-            if value is not None:
-                where.append(f"{column} = %s")
-                params.append(str(value))
-        if q is not None:
-            # Job ids are lowercase hex, so a prefix needs no LIKE escaping once it is known to be hex.
-            prefix = q.lower() if q and all(c in "0123456789abcdef" for c in q.lower()) else None
-            where.append("(id = %s OR provider_job_id = %s" + (" OR id LIKE %s)" if prefix else ")"))
-            params.extend([q, q] + ([prefix + "%"] if prefix else []))
-        if before is not None:
-            where.append("(created_at, id) < (%s, %s)")
-            params.extend(before)
-        sql = "SELECT * FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at DESC, id DESC LIMIT %s"
+        sql, params = job_list_query(
+            "%s", status=status, before=before, provider=provider, action=action, rule=rule, root=root, q=q
+        )
         rows = await self._read(sql, [*params, limit])
         if not rows:
             return []
