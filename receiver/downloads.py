@@ -210,7 +210,11 @@ class Downloader:
 
     def _startable(self, retried: set[tuple[str, int]]) -> Video | None:
         for key, video in self._held.items():
-            if key not in retried and self._busy[_origin_of(video.url)] < self._per_origin:
+            # A video claimed again while its last attempt here still winds down (its lease ran out and was taken
+            # over, and came back to us) waits until that attempt has finished: one attempt per video at a time.
+            if key in retried or key in self._in_progress:
+                continue
+            if self._busy[_origin_of(video.url)] < self._per_origin:
                 return video
         return None
 

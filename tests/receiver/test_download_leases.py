@@ -66,7 +66,9 @@ async def test_a_stalled_download_is_taken_over_after_its_lease_and_its_stale_fa
     async with running(origin) as origin_url, httpx.AsyncClient(trust_env=False) as http:  # type: ignore[arg-type]
         job = await finished_job(store_a, [f"{origin_url}/v/0.mp4"])  # type: ignore[arg-type]
         media = tmp_path / "media"
-        a = Downloader(store_a, http, media, allowed_origins={origin_url}, lease=LEASE)
+        # One slot for `a`: its busy slot is the stalled one, so no idle slot of its own re-claims the video when the
+        # lease runs out (which a real instance may do: then it, not b, takes it over; here b must).
+        a = Downloader(store_a, http, media, allowed_origins={origin_url}, lease=LEASE, concurrency=1)
         b = Downloader(store_b, http, media, allowed_origins={origin_url}, lease=LEASE)
         a_done = anyio.Event()
 
@@ -91,3 +93,30 @@ async def test_a_stalled_download_is_taken_over_after_its_lease_and_its_stale_fa
         assert video.status is VideoStatus.DOWNLOADED and video.error is None
         events = [event.type for event in await store_b.pending_events(limit=100) if event.job_id == job.id]
         assert EventType.VIDEO_FAILED not in events and events.count(EventType.VIDEO_DOWNLOADED) == 1
+
+
+async def test_a_video_claimed_again_while_its_last_attempt_winds_down_waits_for_it(
+    two_stores: tuple[StoreProtocol, StoreProtocol, Clock], tmp_path: Path
+) -> None:
+    # Seen in CI: one instance's idle slot re-claimed a video whose lease had run out while that instance's own stalled
+    # attempt at it was still running; both attempts ran at once and the run crashed on its bookkeeping (KeyError).
+    store, _, clock = two_stores
+    origin = GatedOrigin([(404, b"gone"), (200, SAMPLE)])
+    async with running(origin) as origin_url, httpx.AsyncClient(trust_env=False, timeout=30) as http:  # type: ignore[arg-type]
+        job = await finished_job(store, [f"{origin_url}/v/0.mp4"])  # type: ignore[arg-type]
+        downloader = Downloader(store, http, tmp_path / "media", allowed_origins={origin_url}, lease=LEASE)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(downloader.run_once)
+                await origin.arrived[0].wait()  # the first attempt hangs at the origin
+                [first] = await store.get_videos(job.id)
+                clock.now += LEASE + 1  # its lease runs out (no renewal comes within the test's real seconds)
+                downloader.wake()  # an idle slot looks again: the video is due, and this instance claims it again
+                while (await store.get_videos(job.id))[0].next_attempt_at == first.next_attempt_at:  # claimed anew
+                    await anyio.sleep(0.01)
+                assert origin.hits == 1  # claimed again, but not started while the first attempt runs
+                origin.gates[0].set()  # the first attempt ends (its 404 is refused: its claim is gone)
+                await origin.arrived[1].wait()  # now the second attempt starts
+                origin.gates[1].set()
+        [video] = await store.get_videos(job.id)
+        assert video.status is VideoStatus.DOWNLOADED and video.error is None and origin.hits == 2
