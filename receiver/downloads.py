@@ -60,7 +60,7 @@ from receiver.netguard import UnsafeURL, origin
 from receiver.posters import make_poster
 from receiver.sidecars import sidecar_json
 from receiver.videoobjects import VideoObjects
-from storage import StoreProtocol, Video
+from storage import Job, StoreProtocol, Video
 from storage.media import MediaError, MediaStore, put_sidecar
 from storage.media.local import LocalMediaStore
 from submitter.backoff import next_attempt_at
@@ -124,7 +124,8 @@ class Downloader:
         self._limiter = anyio.CapacityLimiter(concurrency)
         self._claim_lock = anyio.Lock()
         self._in_progress: dict[tuple[str, int], str] = {}  # video -> the origin it is fetched from
-        self._held: dict[tuple[str, int], Video] = {}  # claimed, waiting for a slot of its origin (or a later run)
+        self._held: dict[tuple[str, int], _Held] = {}  # claimed, waiting for a slot of its origin (or a later run)
+        self._jobs: dict[tuple[str, int], Job | None] = {}  # the job of each video being started, read at its claim
         self._claims: dict[tuple[str, int], tuple[str, anyio.CancelScope | None]] = {}  # claim id, attempt's scope
         self._busy: Counter[str] = Counter()  # origin -> downloads from it in progress
         self._changed: anyio.Event | None = None  # set when a slot frees up or new work is announced
@@ -152,6 +153,7 @@ class Downloader:
     async def _give_back(self, run: _Run) -> None:
         claims = ({claim for claim, _ in self._claims.values()} | run.claims) - {""}
         self._held.clear()
+        self._jobs.clear()
         with anyio.CancelScope(shield=True):
             for claim in claims:
                 try:
@@ -194,28 +196,30 @@ class Downloader:
         async with self._claim_lock:  # claims await the store: one at a time, or two slots race for one video
             video = self._startable(retried)
             if video is None and len(self._held) < 4 * self._concurrency:
-                for claimed in await self._store.claim_downloads(limit=self._concurrency, lease=self._lease):
-                    key = (claimed.job_id, claimed.index)
-                    self._held[key] = claimed
-                    self._claims[key] = (claimed.claim_id or "", None)
+                claimed = await self._store.claim_downloads(limit=self._concurrency, lease=self._lease)
+                jobs = await self._store.get_jobs({video.job_id for video in claimed}) if claimed else {}
+                for video in claimed:
+                    key = (video.job_id, video.index)
+                    self._held[key] = _Held(video, jobs.get(video.job_id), _origin_of(video.url))
+                    self._claims[key] = (video.claim_id or "", None)
                 video = self._startable(retried)
             if video is None:
                 return None
             key = (video.job_id, video.index)
-            where = _origin_of(video.url)
-            del self._held[key]
-            self._in_progress[key] = where
-            self._busy[where] += 1
+            held = self._held.pop(key)
+            self._jobs[key] = held.job
+            self._in_progress[key] = held.origin
+            self._busy[held.origin] += 1
             return video
 
     def _startable(self, retried: set[tuple[str, int]]) -> Video | None:
-        for key, video in self._held.items():
+        for key, held in self._held.items():
             # A video claimed again while its last attempt here still winds down (its lease ran out and was taken
             # over, and came back to us) waits until that attempt has finished: one attempt per video at a time.
             if key in retried or key in self._in_progress:
                 continue
-            if self._busy[_origin_of(video.url)] < self._per_origin:
-                return video
+            if self._busy[held.origin] < self._per_origin:
+                return held.video
         return None
 
     async def _renew_leases(self) -> None:
@@ -255,7 +259,7 @@ class Downloader:
 
     async def _handle(self, video: Video) -> bool:
         """One attempt at one video; False when it is left pending for a retry."""
-        job = await self._store.get_job(video.job_id)
+        job = self._jobs.pop((video.job_id, video.index), None)  # read with its claim, in one call for the batch
         if job is None:  # the foreign key makes this impossible; fail loudly rather than loop
             await self._fail(video, f"job {video.job_id} does not exist")
             return True
@@ -334,6 +338,15 @@ class Downloader:
         )
         await self._store.fail_download(video.job_id, video.index, error=error, claim=video.claim_id)
         self._metrics.downloads.labels("failed").inc()
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A claimed video waiting for a slot: its job (read with the claim's batch) and its origin (parsed once)."""
+
+    video: Video
+    job: Job | None
+    origin: str
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """The event worker: reads the event outbox and turns each event into follow-up jobs and notifications, as the
 rules say.
 
-Each event is handled in one transaction that records its follow-ups, its notifications and its notes, and marks it
-processed, so a crash either replays the whole event or none of it; and a follow-up's `origin` is unique, so a
-replay never doubles a job.
+Events are handled in batches: one claim, one read of their jobs, the rules run on each, and one transaction that
+records every event's follow-ups, notifications and notes and marks it processed, each event in a savepoint of its
+own (`Store.complete_events`): a crash replays the whole batch or none of it, an event whose write fails is rolled
+back alone, and a follow-up's `origin` is unique, so a replay never doubles a job.
 
 The money guards sit between the rules and that transaction. The rules answer with follow-ups and the skips
 `max_depth` (or a provider that would refuse) caused; `receiver.guards.cut` cuts the follow-ups at
@@ -17,8 +18,10 @@ Events are claimed (`Store.claim_events`), so each is handled by one worker of o
 of `EVENT_LEASE` seconds, after which an instance that died mid-event releases it to the others, and it fences the
 event's transaction: a worker whose lease ran out and whose event was claimed again records nothing (`LeaseLost`).
 
-While the service is paused this worker leaves events unprocessed: it returns without touching them, so their
-follow-ups and notifications are created once, after resume, against the limits as they stand then. Callbacks are
+While the service is paused this worker leaves events unprocessed: it returns without touching them, and a pause
+that lands while a batch is in hand is seen by the batch's own transaction, which then records nothing and gives the
+batch back; so their follow-ups and notifications are created once, after resume, against the limits as they stand
+then. Callbacks are
 still stored and videos still downloaded meanwhile (those workers do not look at the flag), and the events they
 cause wait here too. The submission worker holds queued jobs that rules created; jobs a person submits through the
 API still go out, since pausing is about what the rules spend on their own, not about refusing the person at the
@@ -29,14 +32,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import anyio
 
-from receiver.guards import DAY, cut, guarded, paused
+from receiver.guards import DAY, PAUSE_FLAG, cut, guarded, paused
 from receiver.metrics import Metrics
 from receiver.rules import RuleSet, Skip
 from receiver.views import event_json
-from storage import Event, FollowupGuard, Job, LeaseLost, NewJob, NewNotification, Note, StoreProtocol
+from storage import Event, EventOutcome, FollowupGuard, Job, LeaseLost, NewJob, NewNotification, Note, StoreProtocol
 
 log = logging.getLogger("reelhook.followups")
 
@@ -63,85 +67,112 @@ class FollowUps:
         self._metrics = metrics or Metrics()
 
     async def run_once(self) -> int:
-        """Handle the pending events, up to 100; return how many. 0 while paused: the events wait for resume."""
-        handled, created, notified = 0, 0, False
+        """Handle the pending events, up to 100, as one batch; return how many. 0 while paused: the events wait.
+
+        A batch is three store calls whatever its size: the claim, one read of its jobs, and one transaction that
+        records every event's outcome (each in a savepoint) after checking, in that transaction, that nobody paused.
+        """
         if await paused(self._store) is not None:
             return 0  # nothing claimed: the events wait for resume, free for any instance
         batch = await self._store.claim_events(limit=BATCH, lease=EVENT_LEASE)
+        if not batch:
+            return 0
         finished = False
         try:
-            for event in batch:
-                if await paused(self._store) is not None:  # asked per event, so a pause also stops a long batch
-                    break  # the rest of the batch is given back below: due again, for any instance, on resume
-                handled += 1
-                job = await self._store.get_job(event.job_id)
-                if job is None:  # events reference jobs by foreign key; this cannot happen short of manual edits
-                    await self._store.complete_event(event.id, claim=event.claim_id)
-                    continue
-                followups, skips = self.rules.followups(event, job)
-                notifications = [
-                    NewNotification(rule, url, event_json(event, job))
-                    for rule, url in self.rules.notifications(event, job)
-                ]
-                stopped: list[Note] = []
-                # One line per follow-up not made: a WARNING when a limit stopped it (money it would have spent), INFO
-                # when the provider simply cannot do it (a rule that also fires on a provider that cannot extend).
-                logged = [
-                    (Note(job.id, skip.rule or None, skip.reason), logging.WARNING if skip.limit else logging.INFO)
-                    for skip in skips
-                    if skip.origin is None
-                ]
-                notes = [note for note, _ in logged]
-                amended = {skip.origin: skip for skip in skips if skip.origin is not None}
-                try:
-                    new_ids = await self._complete(event, job, followups, notifications, notes, stopped)
-                except LeaseLost:
-                    log.warning(
-                        "event %s on job %s: its claim was taken over (the lease ran out); left to whoever holds it",
-                        event.id,
-                        job.id,
-                        extra={"event": "followup.lease_lost", "job": job},
-                    )
-                    continue
-                logged += [(note, logging.WARNING) for note in stopped]
-                for note, level in logged:
-                    log.log(
-                        level,
-                        'rule "%s" did not follow up job %s: %s',
-                        note.rule,
-                        note.job_id,
-                        note.message,
-                        extra={"event": "followup.skipped", "job": job, "rule": note.rule},
-                    )
-                self._metrics.followups.labels("fired").inc(len(new_ids))
-                self._metrics.followups.labels("stopped_by_limit").inc(
-                    sum(level == logging.WARNING for _, level in logged)
-                )
-                if amended:
-                    await self._note_followups(event.id, new_ids, amended)
-                notified = notified or bool(notifications)
-                for new in new_ids:
-                    log.info(
-                        "event %s on job %s: follow-up job %s recorded",
-                        event.type,
-                        job.id,
-                        new,
-                        extra={"event": "followup.recorded", "job": job, "followup_id": new, "on": event.type},
-                    )
-                if new_ids:
-                    self._fault("followup.recorded")
-                created += len(new_ids)
-            else:
-                finished = True
+            jobs = await self._store.get_jobs({event.job_id for event in batch})
+            handled = [_Handled(event, jobs.get(event.job_id)) for event in batch]
+            for item in handled:
+                if item.job is not None:
+                    self._decide(item)
+            results = await self._store.complete_events([item.outcome for item in handled], unless_flag=PAUSE_FLAG)
+            if results is None:  # paused since the check above: nothing recorded; given back below
+                return 0
+            finished = True
         finally:
-            if not finished and batch and batch[0].claim_id:  # stopped early: a pause, an error, a shutdown
+            if not finished and batch[0].claim_id:  # stopped early: a pause, an error, a shutdown
                 await self._give_back(batch[0].claim_id)
-
+        failure: Exception | None = None
+        created = 0
+        for item, result in zip(handled, results, strict=True):
+            if isinstance(result, LeaseLost):
+                log.warning(
+                    "event %s on job %s: its claim was taken over (the lease ran out); left to whoever holds it",
+                    item.event.id,
+                    item.event.job_id,
+                    extra={"event": "followup.lease_lost", "job": item.job},
+                )
+            elif isinstance(result, Exception):
+                failure = failure or result
+            else:
+                created += len(result)
+                await self._recorded(item, result)
+        if failure is not None and batch[0].claim_id:
+            await self._give_back(batch[0].claim_id)  # the event that failed is due again; the worker pauses first
         if created:
             self._on_recorded()
-        if notified:
+        if any(item.outcome.notifications for item in handled):
             self._on_notify()
-        return handled
+        if failure is not None:
+            raise failure
+        return len(batch)
+
+    def _decide(self, item: _Handled) -> None:
+        """What the rules make of one event: its follow-ups (with the guard that cuts them when a counting limit is
+        set), notifications and notes."""
+        event, job = item.event, item.job
+        assert job is not None
+        followups, skips = self.rules.followups(event, job)
+        notifications = [
+            NewNotification(rule, url, event_json(event, job)) for rule, url in self.rules.notifications(event, job)
+        ]
+        # One line per follow-up not made: a WARNING when a limit stopped it (money it would have spent), INFO when
+        # the provider simply cannot do it (a rule that also fires on a provider that cannot extend).
+        item.logged = [
+            (Note(job.id, skip.rule or None, skip.reason), logging.WARNING if skip.limit else logging.INFO)
+            for skip in skips
+            if skip.origin is None
+        ]
+        item.amended = {skip.origin: skip for skip in skips if skip.origin is not None}
+        guard = None
+        limits = self.rules.limits
+        if followups and guarded(limits):
+
+            def decide(in_chain: int, in_day: int) -> tuple[list[NewJob], list[Note]]:
+                kept, cut_notes = cut(limits, job, followups, in_chain, in_day)
+                item.stopped = cut_notes  # the last call is what committed
+                return kept, cut_notes
+
+            guard = FollowupGuard(job.root_id, self._store.clock() - DAY, decide)
+        notes = [note for note, _ in item.logged]
+        item.outcome = EventOutcome(event.id, followups, notifications, notes, guard, event.claim_id)
+
+    async def _recorded(self, item: _Handled, new_ids: list[str]) -> None:
+        """Log and count what one event's outcome recorded, and note what its follow-ups were recorded without."""
+        event, job = item.event, item.job
+        logged = item.logged + [(note, logging.WARNING) for note in item.stopped]
+        for note, level in logged:
+            log.log(
+                level,
+                'rule "%s" did not follow up job %s: %s',
+                note.rule,
+                note.job_id,
+                note.message,
+                extra={"event": "followup.skipped", "job": job, "rule": note.rule},
+            )
+        self._metrics.followups.labels("fired").inc(len(new_ids))
+        self._metrics.followups.labels("stopped_by_limit").inc(sum(level == logging.WARNING for _, level in logged))
+        if item.amended:
+            await self._note_followups(event.id, new_ids, item.amended)
+        for new in new_ids:
+            log.info(
+                "event %s on job %s: follow-up job %s recorded",
+                event.type,
+                event.job_id,
+                new,
+                extra={"event": "followup.recorded", "job": job, "followup_id": new, "on": event.type},
+            )
+        if new_ids:
+            self._fault("followup.recorded")
 
     async def _give_back(self, claim: str) -> None:
         """Release what is left of a batch claimed under `claim`, so it is due again now rather than at its lease's
@@ -151,31 +182,6 @@ class FollowUps:
                 await self._store.release_claim(claim)
             except Exception:
                 log.exception("cannot give back claimed events; they are due again when their lease ends")
-
-    async def _complete(
-        self,
-        event: Event,
-        job: Job,
-        followups: list[NewJob],
-        notifications: list[NewNotification],
-        notes: list[Note],
-        stopped: list[Note],
-    ) -> list[str]:
-        """Record the event's follow-ups, cut by the counting limits inside that transaction when any is set (the
-        notes for the ones cut are appended to `stopped`); without a limit, no count is taken at all."""
-        limits = self.rules.limits
-        if not followups or not guarded(limits):
-            return await self._store.complete_event(event.id, followups, notifications, notes, claim=event.claim_id)
-
-        def decide(in_chain: int, in_day: int) -> tuple[list[NewJob], list[Note]]:
-            kept, cut_notes = cut(limits, job, followups, in_chain, in_day)
-            stopped[:] = cut_notes  # the last call is what committed
-            return kept, cut_notes
-
-        guard = FollowupGuard(job.root_id, self._store.clock() - DAY, decide)
-        return await self._store.complete_event_guarded(
-            event.id, guard, followups, notifications, notes, claim=event.claim_id
-        )
 
     async def _note_followups(self, event_id: int, new_ids: list[str], amended: dict[str, Skip]) -> None:
         """Note, on each follow-up just recorded without part of what its rule asked, which part and why.
@@ -199,3 +205,18 @@ class FollowUps:
                 )
         if notes:
             await self._store.complete_event(event_id, notes=notes)
+
+
+@dataclass
+class _Handled:
+    """One event of a batch on its way through the rules to the store."""
+
+    event: Event
+    job: Job | None  # None: the event's job is gone (only a manual edit can do that); the event is just marked done
+    outcome: EventOutcome = field(init=False)
+    logged: list[tuple[Note, int]] = field(default_factory=list)  # notes for follow-ups not made, and their level
+    stopped: list[Note] = field(default_factory=list)  # the guard's notes for the follow-ups a limit cut
+    amended: dict[str, Skip] = field(default_factory=dict)  # follow-ups made without part of their rule, by origin
+
+    def __post_init__(self) -> None:
+        self.outcome = EventOutcome(self.event.id, claim=self.event.claim_id)

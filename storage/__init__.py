@@ -8,7 +8,7 @@ from storage.engine import open_store, wakeup_listener
 from storage.errors import LeaseLost, StoreError
 from storage.inbox import CallbackOutcome, JobMismatch
 from storage.lifecycle import InvalidTransition, check_transition
-from storage.protocol import FollowupGuard, StoreProtocol
+from storage.protocol import EventOutcome, FollowupGuard, StoreProtocol
 from storage.records import (
     Action,
     CallbackResult,
@@ -32,6 +32,7 @@ __all__ = [
     "CallbackResult",
     "Cost",
     "Event",
+    "EventOutcome",
     "EventType",
     "FollowupGuard",
     "InvalidTransition",

@@ -26,8 +26,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from storage.database import Database
+from storage.errors import StoreError
 from storage.lifecycle import IN_FLIGHT, sql_list
-from storage.protocol import FollowupGuard
+from storage.protocol import EventOutcome, FollowupGuard
 from storage.queues import Queues
 from storage.records import Event, EventType, Job, JobStatus, NewJob, NewNotification, Note, Notification, Video
 from storage.rows import job_from_row, notification_from_row, video_from_row
@@ -167,6 +168,37 @@ class Claims(Queues, Database):
         owned, params = ("", ()) if claimant is None else (" AND claim_id LIKE ?", (claimant_name(claimant) + ".%",))
         return await self._transaction(lambda db: _release(db, owned, params))
 
+    async def complete_events(
+        self, outcomes: Sequence[EventOutcome], *, unless_flag: str | None = None
+    ) -> list[list[str] | Exception] | None:
+        """A batch of handled events in one transaction, each in a savepoint: see `StoreProtocol.complete_events`."""
+
+        def work(db: sqlite3.Connection) -> list[list[str] | Exception] | None:
+            if unless_flag is not None and db.execute("SELECT 1 FROM flags WHERE name = ?", (unless_flag,)).fetchone():
+                return None
+            results: list[list[str] | Exception] = []
+            for outcome in outcomes:
+                db.execute("SAVEPOINT event")
+                try:
+                    results.append(self._record_outcome(db, outcome))
+                except Exception as exc:
+                    if not db.in_transaction:  # SQLite rolled the whole transaction back: the batch failed
+                        raise
+                    db.execute("ROLLBACK TO event")
+                    results.append(StoreError(f"SQLite: {exc}") if isinstance(exc, sqlite3.Error) else exc)
+                db.execute("RELEASE event")
+            return results
+
+        return await self._transaction(work)
+
+    def _record_outcome(self, db: sqlite3.Connection, outcome: EventOutcome) -> list[str]:
+        followups, notes = outcome.followups, outcome.notes
+        if outcome.guard is not None and followups:
+            in_chain, in_day = _guard_counts(db, outcome.guard)
+            followups, stopped = outcome.guard.decide(in_chain, in_day)
+            notes = [*notes, *stopped]
+        return self._record_event(db, outcome.event_id, followups, outcome.notifications, notes, outcome.claim)
+
     async def complete_event_guarded(
         self,
         event_id: int,
@@ -180,16 +212,20 @@ class Claims(Queues, Database):
         """`complete_event`, with the follow-ups cut by `guard` on counts taken in the same transaction."""
 
         def work(db: sqlite3.Connection) -> list[str]:
-            row = db.execute(
-                """SELECT (SELECT count(*) FROM jobs WHERE root_id = ?),
-                          (SELECT count(*) FROM jobs WHERE rule IS NOT NULL AND created_at >= ?)""",
-                (guard.root_id, guard.since),
-            ).fetchone()
-            in_chain, in_day = (int(row[0]), int(row[1])) if row else (0, 0)
-            kept, stopped = guard.decide(in_chain, in_day) if followups else ((), ())
+            kept, stopped = guard.decide(*_guard_counts(db, guard)) if followups else ((), ())
             return self._record_event(db, event_id, kept, notifications, [*notes, *stopped], claim)
 
         return await self._transaction(work)
+
+
+def _guard_counts(db: sqlite3.Connection, guard: FollowupGuard) -> tuple[int, int]:
+    """The chain's jobs and the follow-ups since the guard's window began, counted in the caller's transaction."""
+    row = db.execute(
+        """SELECT (SELECT count(*) FROM jobs WHERE root_id = ?),
+                  (SELECT count(*) FROM jobs WHERE rule IS NOT NULL AND created_at >= ?)""",
+        (guard.root_id, guard.since),
+    ).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def new_claim(claimant: str = "") -> str:

@@ -96,15 +96,13 @@ class Database:
             raise StoreError(f"SQLite: {exc}") from exc
 
     async def _transaction(self, work: Work[T]) -> T:
-        """`work(connection)` in one `BEGIN IMMEDIATE … COMMIT`, committed before this returns; rolled back if it
-        raises."""
-        return await self._hop(lambda connection: in_transaction(connection, work))
-
-    async def _grouped(self, work: Work[T]) -> T:
-        """`_transaction`, but sharing its transaction (each in a savepoint) and its COMMIT with the other grouped
-        calls waiting meanwhile: storage/groups.py."""
+        """`work(connection)` committed before this returns, rolled back (to its savepoint) if it raises; sharing
+        its `BEGIN IMMEDIATE … COMMIT` with every other write waiting meanwhile (storage/groups.py): a callback, the
+        download slots' outcomes and the event worker's batch that arrive together are one fsynced COMMIT."""
         result: T = await self._groups.run(work)
         return result
+
+    _grouped = _transaction  # record_callback's name for it, from when only callbacks were grouped
 
     async def _query(self, work: Work[T]) -> T:
         """`work(connection)` reading outside a transaction, in one hop."""
@@ -156,20 +154,6 @@ class Database:
         if row is None:
             raise LookupError(f"job {job_id} does not exist")
         return row
-
-
-def in_transaction(connection: sqlite3.Connection, work: Work[T]) -> T:
-    """Run `work` between `BEGIN IMMEDIATE` and `COMMIT` on the database thread; roll back if it (or the COMMIT)
-    fails, so the connection is never left inside a transaction."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        result = work(connection)
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:  # SQLite may have rolled back already (an I/O error, a full disk)
-            connection.execute("ROLLBACK")
-        raise
-    return result
 
 
 def printable(text: str) -> str:

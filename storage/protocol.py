@@ -14,6 +14,8 @@ Every engine keeps the same promises:
 - a claimed download, event or notification carries its claim's id (`claim_id`). Its outcome, given that id, is
   recorded only while the claim is still the item's: a caller whose lease ran out and whose item was claimed again
   changes nothing (False, or `LeaseLost` from `complete_event`). `renew_download` extends a lease while work runs.
+- a batch verb (`complete_events`) is one transaction for the whole batch, each item in a savepoint of its own: an
+  item that fails is rolled back alone and answered with its exception, the others are recorded.
 """
 
 from __future__ import annotations
@@ -42,6 +44,20 @@ class FollowupGuard:
     decide: Callable[[int, int], tuple[Sequence[NewJob], Sequence[Note]]]
 
 
+@dataclass(frozen=True)
+class EventOutcome:
+    """What handling one claimed event records (`complete_events`): its follow-up jobs, cut by `guard` when one is
+    given (on counts taken in the batch's transaction, after the batch's earlier events), its notifications and its
+    notes; and the event marked processed, fenced by `claim`."""
+
+    event_id: int
+    followups: Sequence[NewJob] = ()
+    notifications: Sequence[NewNotification] = ()
+    notes: Sequence[Note] = ()
+    guard: FollowupGuard | None = None
+    claim: str | None = None
+
+
 class StoreProtocol(Protocol):
     claimant: str  # this instance's name in its claim ids ("" when it was opened without one)
 
@@ -58,6 +74,10 @@ class StoreProtocol(Protocol):
     async def create_job(self, new: NewJob) -> tuple[Job, bool]: ...
 
     async def get_job(self, job_id: str) -> Job | None: ...
+
+    async def get_jobs(self, job_ids: Collection[str]) -> dict[str, Job]:
+        """The jobs of `job_ids` that exist, by id, read at once (a worker's batch)."""
+        ...
 
     async def get_videos(self, job_id: str) -> tuple[Video, ...]: ...
 
@@ -162,6 +182,14 @@ class StoreProtocol(Protocol):
         *,
         claim: str | None = None,
     ) -> list[str]: ...
+
+    async def complete_events(
+        self, outcomes: Sequence[EventOutcome], *, unless_flag: str | None = None
+    ) -> list[list[str] | Exception] | None:
+        """Record a batch of handled events in one transaction, each in a savepoint: per outcome, the ids of its new
+        jobs, or the exception that rolled it back alone (`LeaseLost` when its claim was taken over). None, and
+        nothing recorded, when the flag `unless_flag` is set as the transaction begins (the kill switch)."""
+        ...
 
     async def release_claim(self, claim: str) -> int: ...
 

@@ -7,6 +7,7 @@ they share in `storage.database`.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Collection
 from typing import Any
 
 from storage.claims import Claims
@@ -40,6 +41,15 @@ class Store(Claims, Inbox, Deadlines, Queues, Guards, Reports):
 
     async def get_job(self, job_id: str) -> Job | None:
         return await self._query(lambda db: self._job(db, job_id))
+
+    async def get_jobs(self, job_ids: Collection[str]) -> dict[str, Job]:
+        """The jobs that exist of `job_ids`, by id: one hop for a worker's whole batch."""
+
+        def work(db: sqlite3.Connection) -> dict[str, Job]:
+            jobs = (self._job(db, job_id) for job_id in dict.fromkeys(job_ids))
+            return {job.id: job for job in jobs if job is not None}
+
+        return await self._query(work)
 
     def _job(self, db: sqlite3.Connection, job_id: str) -> Job | None:
         """A job with its videos, notes and costs: four statements, one hop."""

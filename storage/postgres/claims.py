@@ -30,13 +30,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+import psycopg
 from psycopg.rows import DictRow
 
 from storage.claims import claimant_name, new_claim
+from storage.errors import StoreError
 from storage.lifecycle import IN_FLIGHT, check_transition, sql_list
+from storage.postgres.database import Connection
 from storage.postgres.queues import Queues
 from storage.postgres.rows import event_from_row, job_from_row, notification_from_row, video_from_row
-from storage.protocol import FollowupGuard
+from storage.protocol import EventOutcome, FollowupGuard
 from storage.records import Event, Job, JobStatus, NewJob, NewNotification, Note, Notification, Video
 
 _IN_FLIGHT = sql_list(IN_FLIGHT)
@@ -170,6 +173,36 @@ class Claims(Queues):
                 await self._hint(db, "downloads", "notifications", "events")  # due now: any instance may take them
         return released
 
+    async def complete_events(
+        self, outcomes: Sequence[EventOutcome], *, unless_flag: str | None = None
+    ) -> list[list[str] | Exception] | None:
+        """A batch of handled events in one transaction, each in a savepoint: see `StoreProtocol.complete_events`.
+        When any of them is guarded, every other guarded follow-up waits for this transaction (the counts' lock)."""
+        async with self._transaction() as db:
+            if unless_flag is not None:
+                cursor = await db.execute("SELECT 1 FROM flags WHERE name = %s", (unless_flag,))
+                if await cursor.fetchone() is not None:
+                    return None
+            if any(outcome.guard is not None and outcome.followups for outcome in outcomes):
+                await db.execute(FOLLOWUPS_LOCK)
+            results: list[list[str] | Exception] = []
+            for outcome in outcomes:
+                try:
+                    async with db.transaction():  # a savepoint: this event alone is rolled back if it fails
+                        results.append(await self._record_outcome(db, outcome))
+                except psycopg.Error as exc:
+                    results.append(StoreError(f"PostgreSQL: {exc}"))
+                except Exception as exc:
+                    results.append(exc)
+            return results
+
+    async def _record_outcome(self, db: Connection, outcome: EventOutcome) -> list[str]:
+        followups, notes = outcome.followups, outcome.notes
+        if outcome.guard is not None and followups:
+            followups, stopped = outcome.guard.decide(*await _guard_counts(db, outcome.guard))
+            notes = [*notes, *stopped]
+        return await self._record_event(db, outcome.event_id, followups, outcome.notifications, notes, outcome.claim)
+
     async def complete_event_guarded(
         self,
         event_id: int,
@@ -183,16 +216,25 @@ class Claims(Queues):
         """`complete_event`, with the follow-ups cut by `guard` on counts taken in the same transaction, while
         every other guarded follow-up waits."""
         async with self._transaction() as db:
-            await db.execute("SELECT pg_advisory_xact_lock(hashtextextended('reelhook:followups', 0))")
-            cursor = await db.execute(
-                """SELECT (SELECT count(*) FROM jobs WHERE root_id = %s) AS in_chain,
-                          (SELECT count(*) FROM jobs WHERE rule IS NOT NULL AND created_at >= %s) AS in_day""",
-                (guard.root_id, guard.since),
-            )
-            row = await cursor.fetchone()
-            in_chain, in_day = (int(row["in_chain"]), int(row["in_day"])) if row else (0, 0)
-            kept, stopped = guard.decide(in_chain, in_day) if followups else ((), ())
+            await db.execute(FOLLOWUPS_LOCK)
+            kept, stopped = guard.decide(*await _guard_counts(db, guard)) if followups else ((), ())
             return await self._record_event(db, event_id, kept, notifications, [*notes, *stopped], claim)
+
+
+# Held by every transaction that counts follow-ups for the money guards, until it commits: the counts it takes are
+# then true until its own follow-ups are in.
+FOLLOWUPS_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('reelhook:followups', 0))"
+
+
+async def _guard_counts(db: Connection, guard: FollowupGuard) -> tuple[int, int]:
+    """The chain's jobs and the follow-ups since the guard's window began, counted in the caller's transaction."""
+    cursor = await db.execute(
+        """SELECT (SELECT count(*) FROM jobs WHERE root_id = %s) AS in_chain,
+                  (SELECT count(*) FROM jobs WHERE rule IS NOT NULL AND created_at >= %s) AS in_day""",
+        (guard.root_id, guard.since),
+    )
+    row = await cursor.fetchone()
+    return (int(row["in_chain"]), int(row["in_day"])) if row else (0, 0)
 
 
 _RELEASE = (

@@ -3,6 +3,10 @@ its single writer. Claiming many submissions at once, under the provider's limit
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
+from psycopg.rows import DictRow
+
 from storage.database import float_or_none
 from storage.lifecycle import IN_FLIGHT, InvalidTransition, sql_list
 from storage.postgres.database import PostgresDatabase, printable
@@ -54,10 +58,18 @@ class Jobs(PostgresDatabase):
         sql, params = job_list_query(
             "%s", status=status, before=before, provider=provider, action=action, rule=rule, root=root, q=q
         )
-        rows = await self._read(sql, [*params, limit])
+        return await self._whole_jobs(await self._read(sql, [*params, limit]))
+
+    async def get_jobs(self, job_ids: Collection[str]) -> dict[str, Job]:
+        """The jobs that exist of `job_ids`, by id: four queries for a worker's whole batch."""
+        rows = await self._read("SELECT * FROM jobs WHERE id = ANY(%s)", (list(set(job_ids)),))
+        return {job.id: job for job in await self._whole_jobs(rows)}
+
+    async def _whole_jobs(self, rows: list[DictRow]) -> list[Job]:
+        """The jobs of `rows` with their videos, notes and costs: one query for all the videos, one for the notes
+        and one for the costs, not one each per job."""
         if not rows:
             return []
-        # One query for the whole page's videos and one for its notes, not one per job.
         ids = [row["id"] for row in rows]
         videos: dict[str, list[Video]] = {}
         for video_row in await self._read("SELECT * FROM videos WHERE job_id = ANY(%s) ORDER BY job_id, idx", (ids,)):

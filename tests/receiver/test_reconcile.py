@@ -370,6 +370,9 @@ async def test_post_api_reconcile_needs_the_token_and_reports_counts(tmp_path: P
             with anyio.fail_after(5):  # the start-up pass ran, and saw only the first
                 while await setup.status(first_id) is not JobStatus.SUCCEEDED:
                     await anyio.sleep(0.01)
+                # and every worker it woke has looked and gone back to sleep: moved before that, the clock would make
+                # the second job due for the lookups worker, which would then answer it before the request below
+                await client._transport.app.state.service.wait_idle()  # type: ignore[attr-defined]
             setup.now[0] += GRACE
             refused = await client.post("/api/reconcile", headers={"Authorization": "Bearer wrong"})
             assert refused.status_code == 401 and len(setup.providers.requests) == 1
