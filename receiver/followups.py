@@ -9,7 +9,7 @@ back alone, and a follow-up's `origin` is unique, so a replay never doubles a jo
 The money guards sit between the rules and that transaction. The rules answer with follow-ups and the skips
 `max_depth` (or a provider that would refuse) caused; `receiver.guards.cut` cuts the follow-ups at
 `max_jobs_per_root` and `max_jobs_per_day`, on counts taken inside the transaction that records them
-(`Store.complete_event_guarded`), so the limits hold with any number of instances handling events at once. Every
+(`Store.complete_events`), so the limits hold with any number of instances handling events at once. Every
 follow-up stopped either way becomes a note on the job that fired the rule, shown in its JSON, and one line in the
 log: a WARNING for a limit, INFO for a provider that cannot do what the rule asks. A follow-up recorded without part
 of what its rule asked (a TTAPI extend takes no prompt) gets the note itself (and an INFO line).

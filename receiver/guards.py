@@ -13,7 +13,7 @@ limit by several follow-ups at once (`extend.index = "all"` asks for four); the 
 A stopped follow-up is not recorded. A `Note` on the job that fired the rule says which limit stopped what, and is
 recorded in the event's own transaction, so a replayed event can neither note twice nor lose the note.
 
-The counts are taken inside that transaction (`Store.complete_event_guarded`), with every other guarded follow-up
+The counts are taken inside that transaction (`Store.complete_events`), with every other guarded follow-up
 held off until it commits, so two instances handling two events of one chain at once cannot both take the last
 place under a limit. A person extending a job by hand between the count and the insert can still leave a chain one
 job over its limit: a job a person asked for, not one a rule spent money on.

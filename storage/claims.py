@@ -30,7 +30,7 @@ from storage.errors import StoreError
 from storage.lifecycle import IN_FLIGHT, sql_list
 from storage.protocol import EventOutcome, FollowupGuard
 from storage.queues import Queues
-from storage.records import Event, EventType, Job, JobStatus, NewJob, NewNotification, Note, Notification, Video
+from storage.records import Event, EventType, Job, JobStatus, Notification, Video
 from storage.rows import job_from_row, notification_from_row, video_from_row
 
 
@@ -198,24 +198,6 @@ class Claims(Queues, Database):
             followups, stopped = outcome.guard.decide(in_chain, in_day)
             notes = [*notes, *stopped]
         return self._record_event(db, outcome.event_id, followups, outcome.notifications, notes, outcome.claim)
-
-    async def complete_event_guarded(
-        self,
-        event_id: int,
-        guard: FollowupGuard,
-        followups: Sequence[NewJob],
-        notifications: Sequence[NewNotification] = (),
-        notes: Sequence[Note] = (),
-        *,
-        claim: str | None = None,
-    ) -> list[str]:
-        """`complete_event`, with the follow-ups cut by `guard` on counts taken in the same transaction."""
-
-        def work(db: sqlite3.Connection) -> list[str]:
-            kept, stopped = guard.decide(*_guard_counts(db, guard)) if followups else ((), ())
-            return self._record_event(db, event_id, kept, notifications, [*notes, *stopped], claim)
-
-        return await self._transaction(work)
 
 
 def _guard_counts(db: sqlite3.Connection, guard: FollowupGuard) -> tuple[int, int]:

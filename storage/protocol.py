@@ -195,17 +195,6 @@ class StoreProtocol(Protocol):
 
     async def release_claims(self, claimant: str | None = None) -> int: ...
 
-    async def complete_event_guarded(
-        self,
-        event_id: int,
-        guard: FollowupGuard,
-        followups: Sequence[NewJob],
-        notifications: Sequence[NewNotification] = (),
-        notes: Sequence[Note] = (),
-        *,
-        claim: str | None = None,
-    ) -> list[str]: ...
-
     # -- notifications -------------------------------------------------------------------------------------------
     async def due_notifications(self, *, limit: int) -> list[Notification]: ...
 

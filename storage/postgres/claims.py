@@ -40,7 +40,7 @@ from storage.postgres.database import Connection
 from storage.postgres.queues import Queues
 from storage.postgres.rows import event_from_row, job_from_row, notification_from_row, video_from_row
 from storage.protocol import EventOutcome, FollowupGuard
-from storage.records import Event, Job, JobStatus, NewJob, NewNotification, Note, Notification, Video
+from storage.records import Event, Job, JobStatus, Notification, Video
 
 _IN_FLIGHT = sql_list(IN_FLIGHT)
 
@@ -202,23 +202,6 @@ class Claims(Queues):
             followups, stopped = outcome.guard.decide(*await _guard_counts(db, outcome.guard))
             notes = [*notes, *stopped]
         return await self._record_event(db, outcome.event_id, followups, outcome.notifications, notes, outcome.claim)
-
-    async def complete_event_guarded(
-        self,
-        event_id: int,
-        guard: FollowupGuard,
-        followups: Sequence[NewJob],
-        notifications: Sequence[NewNotification] = (),
-        notes: Sequence[Note] = (),
-        *,
-        claim: str | None = None,
-    ) -> list[str]:
-        """`complete_event`, with the follow-ups cut by `guard` on counts taken in the same transaction, while
-        every other guarded follow-up waits."""
-        async with self._transaction() as db:
-            await db.execute(FOLLOWUPS_LOCK)
-            kept, stopped = guard.decide(*await _guard_counts(db, guard)) if followups else ((), ())
-            return await self._record_event(db, event_id, kept, notifications, [*notes, *stopped], claim)
 
 
 # Held by every transaction that counts follow-ups for the money guards, until it commits: the counts it takes are

@@ -16,7 +16,7 @@ from typing import TypeVar
 import anyio
 import pytest
 
-from storage import CallbackResult, FollowupGuard, JobStatus, NewJob, NewNotification, Note, StoreProtocol
+from storage import CallbackResult, EventOutcome, FollowupGuard, JobStatus, NewJob, NewNotification, Note, StoreProtocol
 from tests.storage.conftest import MakeStore
 
 pytestmark = pytest.mark.anyio
@@ -171,7 +171,9 @@ async def test_the_guards_never_allow_one_job_too_many(store: StoreProtocol, mak
     async def complete(claimer: StoreProtocol, event_id: int) -> list[str]:
         followups = [NewJob("ttapi", "extend", {"index": 0}, parent_id=root.id, rule="r", origin=f"r:{event_id}")]
         guard = FollowupGuard(root.id, since=0.0, decide=decide(followups))
-        return await claimer.complete_event_guarded(event_id, guard, followups)
+        (result,) = await claimer.complete_events([EventOutcome(event_id, followups, guard=guard)]) or [[]]
+        assert isinstance(result, list)
+        return result
 
     claimers = [await make_store() for _ in events]
     created = await at_once(
