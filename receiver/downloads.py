@@ -129,6 +129,11 @@ class Downloader:
         self._claims: dict[tuple[str, int], tuple[str, anyio.CancelScope | None]] = {}  # claim id, attempt's scope
         self._busy: Counter[str] = Counter()  # origin -> downloads from it in progress
         self._changed: anyio.Event | None = None  # set when a slot frees up or new work is announced
+        # After a claim that found nothing, idle slots claim again only when woken (new work) or when the next retry
+        # comes due (`_due`, read once then), not each time a slot frees up: that took a transaction per video.
+        self._exhausted = False
+        self._due: float | None = None
+        self._news = 0  # wakes so far: a claim that found nothing counts only if no news came while it looked
 
     async def run_once(self) -> int:
         """Download every video that is due now; return how many were handled (downloaded, retried or failed).
@@ -138,6 +143,7 @@ class Downloader:
         coming due) rather than return, so one slow origin cannot hold back videos announced after the run began.
         """
         run = _Run()
+        self._exhausted = False  # a new run always looks
         try:
             async with anyio.create_task_group() as renewing:
                 renewing.start_soon(self._renew_leases)
@@ -163,6 +169,12 @@ class Downloader:
 
     def wake(self) -> None:
         """New videos may be due: idle slots of a run still in progress look again."""
+        self._news += 1
+        self._exhausted = False
+        self._slot_freed()
+
+    def _slot_freed(self) -> None:
+        """A download ended: slots waiting for its origin may start one of the videos held."""
         if self._changed is not None:
             self._changed.set()
             self._changed = None
@@ -183,9 +195,11 @@ class Downloader:
                     continue
             if not run.active:
                 return
-            due = await self._store.next_download_at()
-            with anyio.move_on_after(float("inf") if due is None else max(0.0, due - self._clock())):
+            due = self._due
+            with anyio.move_on_after(float("inf") if due is None else max(0.0, due - self._clock())) as waited:
                 await changed.wait()
+            if waited.cancelled_caught:  # a retry came due: look again
+                self._exhausted, self._due = False, None
 
     async def _claim(self, retried: set[tuple[str, int]]) -> Video | None:
         """The first claimed video whose origin has a free slot; videos of a full origin are held, not awaited.
@@ -195,8 +209,13 @@ class Downloader:
         """
         async with self._claim_lock:  # claims await the store: one at a time, or two slots race for one video
             video = self._startable(retried)
-            if video is None and len(self._held) < 4 * self._concurrency:
+            if video is None and not self._exhausted and len(self._held) < 4 * self._concurrency:
+                news = self._news
                 claimed = await self._store.claim_downloads(limit=self._concurrency, lease=self._lease)
+                if not claimed:
+                    due = await self._store.next_download_at()
+                    if self._news == news:  # else what woke us meanwhile may have found nothing yet
+                        self._exhausted, self._due = True, due
                 jobs = await self._store.get_jobs({video.job_id for video in claimed}) if claimed else {}
                 for video in claimed:
                     key = (video.job_id, video.index)
@@ -254,7 +273,7 @@ class Downloader:
             self._busy[where] -= 1
             if not self._busy[where]:
                 del self._busy[where]
-            self.wake()
+            self._slot_freed()
         run.handled.append(key)
 
     async def _handle(self, video: Video) -> bool:
