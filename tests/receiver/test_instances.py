@@ -169,13 +169,15 @@ async def test_a_callback_recorded_by_one_instance_wakes_the_other(
     database = postgres_server.url(name)
     try:
         provider = CountingTTAPI()
-        async with (
-            instance(tmp_path / "a", database, provider) as (a, client_a, store),
-            instance(tmp_path / "b", database, provider) as (b, _, _),
-        ):
+        # In flight before either instance starts: created while they run, their submitters could claim it first.
+        async with await open_store(database) as store:
             job, _ = await store.create_job(NewJob("ttapi", "generate", {"prompt": "p"}))
             await store.claim_submission(job.id)
             await store.record_submitted(job.id, "tt-9")
+        async with (
+            instance(tmp_path / "a", database, provider) as (a, client_a, _),
+            instance(tmp_path / "b", database, provider) as (b, _, _),
+        ):
             with anyio.fail_after(10):
                 await b.wait_idle()  # b is at rest: only news from elsewhere can wake it now (its backstop is 60 s)
             seen = b.changes.count
