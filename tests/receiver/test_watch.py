@@ -163,7 +163,9 @@ async def test_submit_wait_returns_0_only_once_the_files_are_downloaded(
         assert "\x1b" not in err and err.splitlines()[-1] == "settled: 1 job, 4 files downloaded"
         progress = [line for line in err.splitlines() if line.startswith(finished["id"])]
         assert progress[-1].endswith("files 4/4 (" + progress[-1].split("(")[-1])
-        assert len(progress) == len(set(progress)) >= 2  # one plain line per change, none repeated
+        # One plain line per change, none repeated. How many changes the polls see depends on the machine's load (a
+        # busy one saw only the last state), so the count is not asserted: that no line repeats is.
+        assert progress and len(progress) == len(set(progress))
 
 
 @pytest.mark.anyio
