@@ -36,7 +36,8 @@ async def receive_callback(request: Request) -> Response:
     provider = PROVIDERS.get(name)
     if provider is None or name not in service.settings.providers:  # a label of its own: a path names no metric
         return _refuse(service, "unknown", "unknown_provider", 404, "unknown_provider", f"no provider named {name!r}")
-    if request.url.path.endswith("/callback") and not provider.callback_suffix:
+    # The scope's path as is: `request.url` would build and re-parse the whole URL (host header included) for it.
+    if request.scope["path"].endswith("/callback") and not provider.callback_suffix:
         return _refuse(service, name, "not_found", 404, "not_found", f"{name} callbacks have no /callback suffix")
     try:
         claim = service.signer.verify_hook_token(request.path_params["token"], name)

@@ -26,6 +26,14 @@ MAX_BODIES = 10  # distinct callback bodies kept per job: the first nine and the
 DELIVERY_ID_HEADER = "webhook-id"  # Standard Webhooks (WaveSpeed): the same on every re-delivery of a message
 
 
+# What a callback's transaction reads of the job's kept callbacks, in one statement: the first row it re-delivers
+# (the same body, or the same delivery id), how many rows are kept and the last of them.
+KEPT_SQL = """SELECT (SELECT id FROM callbacks WHERE job_id = ? AND (body_sha256 = ? OR delivery_id = ?)
+                      ORDER BY id LIMIT 1),
+                     count(*), max(id)
+              FROM callbacks WHERE job_id = ?"""
+
+
 class CallbackOutcome(StrEnum):
     APPLIED = "applied"  # a final result: the job finished now
     PROGRESS = "progress"  # a non-terminal report
@@ -60,12 +68,17 @@ class Inbox(Database):
             known = job["provider_job_id"]
             if job["provider"] != provider or (result.provider_job_id and known and known != result.provider_job_id):
                 raise JobMismatch(f"callback for {provider} job {result.provider_job_id} does not belong to {job_id}")
-            if self._count_redelivery(db, job_id, digest, delivery_id):
+            seen, kept, last = db.execute(KEPT_SQL, (job_id, digest, delivery_id, job_id)).fetchone()
+            if seen is not None:
+                db.execute(
+                    "UPDATE callbacks SET deliveries = deliveries + 1, last_received_at = ? WHERE id = ?",
+                    (self._clock(), seen),
+                )
                 return CallbackOutcome.DUPLICATE
             outcome = self._apply_result(db, job, result)
             self._keep_body(
                 db, job_id, provider, body=body, headers=headers, digest=digest, delivery_id=delivery_id,
-                status=result.status.value, effect=outcome.value,
+                status=result.status.value, effect=outcome.value, kept=kept, last=last,
             )  # fmt: skip
             return outcome
 
@@ -73,21 +86,11 @@ class Inbox(Database):
         outcome: CallbackOutcome = await self._grouped(work)
         return outcome
 
-    def _count_redelivery(self, db: sqlite3.Connection, job_id: str, digest: str, delivery_id: str | None) -> bool:
-        cursor = db.execute(
-            """UPDATE callbacks SET deliveries = deliveries + 1, last_received_at = ?
-               WHERE id = (SELECT id FROM callbacks WHERE job_id = ? AND (body_sha256 = ? OR delivery_id = ?)
-                           ORDER BY id LIMIT 1)""",
-            (self._clock(), job_id, digest, delivery_id),
-        )
-        return cursor.rowcount == 1
-
     def _keep_body(
         self, db: sqlite3.Connection, job_id: str, provider: str, *, body: bytes, headers: list[tuple[str, str]],
-        digest: str, delivery_id: str | None, status: str, effect: str,
+        digest: str, delivery_id: str | None, status: str, effect: str, kept: int, last: int | None,
     ) -> None:  # fmt: skip
         now = self._clock()
-        kept, last = db.execute("SELECT count(*), max(id) FROM callbacks WHERE job_id = ?", (job_id,)).fetchone()
         values = (now, json.dumps(headers), body, status, effect, digest, delivery_id, now)
         if kept < MAX_BODIES:
             db.execute(

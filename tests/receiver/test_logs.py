@@ -171,3 +171,38 @@ def test_the_database_password_and_the_bucket_key_are_among_the_secrets_hidden()
     })  # fmt: skip
     hidden = {str(secret) for secret in _secrets(settings) if secret is not None}
     assert {"db-pass-0123456789", "s3-secret-0123456789abcdef"} <= hidden
+
+
+def test_while_configured_a_record_skips_the_lookups_no_format_prints() -> None:
+    """Every callback logs a line: the frame walk for its source line, and its thread and process, cost most of it
+    and no format of ours prints them. They are looked up again once the block ends."""
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    logger = logging.getLogger("reelhook.test.lookups")
+    keep = Keep()
+    logger.addHandler(keep)
+    try:
+        with logs.configured("text", "INFO"):
+            logger.warning("inside")
+        logger.warning("after")
+    finally:
+        logger.removeHandler(keep)
+    inside, after = seen
+    assert (inside.lineno, inside.funcName, inside.threadName, inside.process) == (0, "(unknown function)", None, None)
+    assert (
+        after.lineno > 0
+        and after.funcName == test_while_configured_a_record_skips_the_lookups_no_format_prints.__name__
+    )
+    assert after.threadName is not None and after.process is not None
+
+
+def test_the_text_timestamp_is_loggings_own_built_once_a_second() -> None:
+    plain, ours = logging.Formatter(logs.TEXT_FORMAT), logs.TextFormatter(logs.Redaction())
+    for created in (1_764_600_000.001, 1_764_600_000.999, 1_764_600_001.5, 1_764_600_000.25):  # back in time too
+        line = record("job %s: sent", JOB_ID)
+        line.created, line.msecs = created, int((created - int(created)) * 1000)
+        assert ours.format(line) == plain.format(line)
