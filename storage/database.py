@@ -102,8 +102,6 @@ class Database:
         result: T = await self._groups.run(work)
         return result
 
-    _grouped = _transaction  # record_callback's name for it, from when only callbacks were grouped
-
     async def _query(self, work: Work[T]) -> T:
         """`work(connection)` reading outside a transaction, in one hop."""
         return await self._hop(work)

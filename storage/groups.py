@@ -1,14 +1,16 @@
 """Group commit: calls that arrive while a transaction is committing share the next one.
 
-A callback's cost on SQLite is mostly fixed per transaction (the hop to the database thread, BEGIN, the fsynced
-COMMIT), not per row. So `record_callback` does not run a transaction of its own: it joins the group waiting for
-the database thread. When that thread is free, the whole group runs in one `BEGIN IMMEDIATE`, each call in a
+A write's cost on SQLite is mostly fixed per transaction (the hop to the database thread, BEGIN, the fsynced
+COMMIT), not per row. So no store call runs a transaction of its own: each joins the group waiting for the
+database thread (`Database._transaction`), whether it stores a callback, records a download's outcome or an event
+batch, or claims work. When that thread is free, the whole group runs in one `BEGIN IMMEDIATE`, each call in a
 SAVEPOINT of its own: a call that raises is rolled back to its savepoint and gets its exception, the others go on.
 One COMMIT, and only then is every caller answered. The durability rule is unchanged: nobody is answered before
 the COMMIT that holds their write, and a crash before it loses only writes nobody was answered about.
 
 No timer waits for company: a lone call runs at once, and a group forms only from calls that arrived while the
-one before was committing (bench: ingest, ×2 / ×3 requests per second at 16 / 128 connections).
+one before was committing (bench: ingest, ×2 / ×3 requests per second at 16 / 128 connections, when only callbacks
+were grouped).
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ class Inbox(Database):
             return outcome
 
         # Grouped: callbacks arriving together share one transaction and its COMMIT (storage/groups.py).
-        outcome: CallbackOutcome = await self._grouped(work)
+        outcome: CallbackOutcome = await self._transaction(work)
         return outcome
 
     def _keep_body(
