@@ -139,7 +139,9 @@ class Service:
         # Jobs in flight are looked up when late and given up on when lost (receiver/reconcile.py).
         self.reconciler = Reconciler(store, http, self.endpoints, on_recorded=self.wake_all, metrics=metrics)
         self.lookups = Worker("lookups", self.reconciler.run_once, self.reconciler.next_due, clock=store.clock)
-        self.workers = (self.submitter, self.downloads, self.events, self.notifier, self.lookups)
+        # Woken in this order (`wake_all`), so a callback's follow-up (its event, then the submission it makes) is on
+        # its way before the downloads the callback also sets off: a chain waits on the first, nobody on the second.
+        self.workers = (self.events, self.submitter, self.notifier, self.downloads, self.lookups)
         self._by_queue = {
             "submissions": self.submitter,
             "downloads": self.downloads,
