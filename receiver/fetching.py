@@ -51,7 +51,7 @@ def fetcher_for(http: httpx.AsyncClient, *, allow_private: bool, allowed_origins
     return Fetcher(guard, timeout=http.timeout)
 
 
-READ = 256 * 1024  # the most one read asks for; a read returns what one recv gives
+READ = 256 * 1024
 LIMIT = 1024 * 1024  # bytes read but not yet taken before the reader waits
 USER_AGENT = "reelhook"
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)  # what the service gives its download client
@@ -234,17 +234,20 @@ class _Reader:
                 self._waiting = True
             await self._changed.wait()
 
-    async def take(self) -> bytes:
-        """What has been read since the last call, as one block; b"" at the end of the body."""
+    async def take(self) -> list[bytes]:
+        """The pieces read since the last call, as the reads returned them; [] at the end of the body.
+
+        Not joined into one block: a MiB join costs the event loop about a millisecond (a fresh allocation, its
+        pages faulted in), which was a fifth of its CPU per download."""
         while True:
             with self._lock:
                 if self._pieces:
                     pieces, self._pieces, self._queued = self._pieces, [], 0
                     self._lock.notify()
-                    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                    return pieces
                 self._raise_error()
                 if self._done:
-                    return b""
+                    return []
                 self._changed.clear()
                 self._waiting = True
             await self._changed.wait()
@@ -269,8 +272,9 @@ class _Body(httpx.AsyncByteStream):
         self._reader = reader
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        while block := await self._reader.take():
-            yield block
+        while pieces := await self._reader.take():
+            for piece in pieces:
+                yield piece
 
     async def aclose(self) -> None:
         self._reader.stop()

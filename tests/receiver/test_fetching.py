@@ -13,6 +13,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ import anyio
 import httpx
 import pytest
 
-from receiver.fetching import Fetcher, tls_context
+from receiver.fetching import READ, Fetcher, tls_context
 from receiver.guarded_http import AddressGuard
 from receiver.netguard import UnsafeURL
 from receiver.serving import running
@@ -30,12 +31,13 @@ from tests.receiver.test_guarded_http import HINT, PUBLIC, Resolver
 pytestmark = pytest.mark.anyio
 
 IDENTITY = {"Accept-Encoding": "identity"}
+BIG = bytes(range(256)) * (32 * 1024)  # 8 MiB
 
 
 @dataclass
 class Origin:
-    """Answers GET /video with `b"video"`; GET /stall with a head and a first piece, then nothing until the client
-    goes away. Records the Host header and the Accept-Encoding of each request."""
+    """Answers GET /video with `b"video"`; GET /big with BIG; GET /stall with a head and a first piece, then nothing
+    until the client goes away. Records the Host header and the Accept-Encoding of each request."""
 
     hosts: list[str] = field(default_factory=list)
     encodings: list[str] = field(default_factory=list)
@@ -57,6 +59,11 @@ class Origin:
             while (await receive())["type"] != "http.disconnect":
                 pass
             self.gone.set()
+            return
+        if scope["path"] == "/big":
+            head = [(b"content-length", str(len(BIG)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": head})
+            await send({"type": "http.response.body", "body": BIG})
             return
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
         await send({"type": "http.response.body", "body": b"video"})
@@ -153,6 +160,22 @@ async def test_a_cancelled_download_closes_its_connection_and_its_thread_ends(or
     for thread in readers:
         await anyio.to_thread.run_sync(thread.join, 10)
     assert not [thread for thread in readers if thread.is_alive()]
+
+
+async def test_the_body_comes_as_the_reader_read_it_never_joined_into_larger_blocks(origin_url: str) -> None:
+    # A busy event loop takes several reads at once; they come as they were read, not joined: joining a MiB cost
+    # the loop about a millisecond (a fresh allocation, its pages faulted in). The blocking sleep keeps the loop
+    # busy while the reader reads ahead, as a loop busy with other downloads is.
+    fetcher = Fetcher(AddressGuard(allow_private=True))
+    sizes = []
+    async with fetcher.stream(f"{origin_url}/big", IDENTITY) as response:
+        received = bytearray()
+        async for raw in response.aiter_raw():
+            sizes.append(len(raw))
+            received += raw
+            time.sleep(0.005)
+    assert received == BIG
+    assert max(sizes) <= READ, f"a block of {max(sizes)} bytes, more than one read of {READ}"
 
 
 async def test_a_body_that_stops_coming_ends_in_a_read_timeout(origin: Origin, origin_url: str) -> None:
