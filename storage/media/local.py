@@ -22,7 +22,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import anyio
 
@@ -57,6 +57,15 @@ class LocalMediaStore:
         return str(self.path(key))
 
     async def write(self, key: str, chunks: AsyncIterable[bytes]) -> Written:
+        async with self.sink(key) as sink:
+            await _stream_to(sink, chunks)
+        return sink.written()
+
+    @asynccontextmanager
+    async def sink(self, key: str) -> AsyncIterator[Sink]:
+        """A `.part` for `key` that one thread at a time writes (`Sink.write`), committed when the block ends
+        without an error: fsync, create-only link, folder fsync. An error, or a cancel, leaves nothing at `key`;
+        whoever writes from a thread of its own must have stopped writing before the block ends."""
         path = self.path(key)
         part = path.with_name(path.name + ".part")
         # One hop to the worker thread for the folder, the exists check, the open and the lock, and one for the
@@ -64,18 +73,17 @@ class LocalMediaStore:
         with anyio.CancelScope(shield=True):  # a cancel mid-hop must not lose the descriptor (and its lock)
             fd = await anyio.to_thread.run_sync(_open_part, path, part)
         try:
-            with open(fd, "wb", closefd=False) as file:
-                written = await _stream_to(file, chunks)
-                await anyio.to_thread.run_sync(self._finish, file, part, path)
+            sink = Sink(fd)
+            yield sink
+            await anyio.to_thread.run_sync(self._finish, fd, part, path)
         finally:
             # Synchronous on purpose (an await here would not run once the task is cancelled), and before the lock
             # goes with the descriptor, so the .part removed is this writer's.
             part.unlink(missing_ok=True)
             os.close(fd)
-        return written
 
-    def _finish(self, file: BinaryIO, part: Path, path: Path) -> None:
-        _flush_and_sync(file, self._disk)
+    def _finish(self, fd: int, part: Path, path: Path) -> None:
+        self._disk.fsync(fd)
         try:
             self._disk.link(part, path)
         except FileExistsError:
@@ -155,26 +163,44 @@ class LocalMediaStore:
         yield path
 
 
-async def _stream_to(file: BinaryIO, chunks: AsyncIterable[bytes]) -> Written:
-    digest = hashlib.sha256()
-    size = 0
+class Sink:
+    """The bytes of one object on their way to its `.part`: hashed and written as given, with no copy and no
+    buffer (what is written is in the file at once), by one thread at a time."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._digest.update(data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self.size += len(data)
+
+    def written(self) -> Written:
+        return Written(size=self.size, sha256=self._digest.hexdigest())
+
+
+async def _stream_to(sink: Sink, chunks: AsyncIterable[bytes]) -> None:
     # Blocks travel as lists of the chunks received, not glued into one: the event loop copies no byte on the way.
     send, receive = anyio.create_memory_object_stream[list[bytes]](2)
 
     async def write_blocks() -> None:
         async with receive:
             async for block in receive:
-                await anyio.to_thread.run_sync(_hash_and_write, digest, file, block)
+                await anyio.to_thread.run_sync(_write_all, sink, block)
 
     async def read_blocks() -> None:
-        nonlocal size
+        first = True
         async with send:
             block: list[bytes] = []
             queued = 0
             async for chunk in chunks:
-                size += len(chunk)
-                if size == len(chunk):  # the first chunk goes to disk before the next is asked for
-                    await anyio.to_thread.run_sync(_hash_and_write, digest, file, [chunk], True)
+                if first:  # the first chunk goes to disk before the next is asked for
+                    first = False
+                    await anyio.to_thread.run_sync(_write_all, sink, [chunk])
                     continue
                 block.append(chunk)
                 queued += len(chunk)
@@ -193,15 +219,11 @@ async def _stream_to(file: BinaryIO, chunks: AsyncIterable[bytes]) -> Written:
         # error is the one to report, not the reader's BrokenResourceError.
         causes = [e for e in group.exceptions if not isinstance(e, anyio.BrokenResourceError)]
         raise (causes or group.exceptions)[0] from None
-    return Written(size=size, sha256=digest.hexdigest())
 
 
-def _hash_and_write(digest: Any, file: BinaryIO, block: list[bytes], flush: bool = False) -> None:
+def _write_all(sink: Sink, block: list[bytes]) -> None:
     for chunk in block:
-        digest.update(chunk)
-        file.write(chunk)
-    if flush:
-        file.flush()
+        sink.write(chunk)
 
 
 def _open_part(path: Path, part: Path) -> int:

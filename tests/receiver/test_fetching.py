@@ -9,6 +9,7 @@ What the downloader does with the responses (caps, encodings, drips, redirects, 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import socket
 import ssl
@@ -22,7 +23,8 @@ import anyio
 import httpx
 import pytest
 
-from receiver.fetching import READ, Fetcher, tls_context
+from receiver.fetching import Fetcher, pour, tls_context
+from receiver.fetchreader import READ
 from receiver.guarded_http import AddressGuard
 from receiver.netguard import UnsafeURL
 from receiver.serving import running
@@ -176,6 +178,85 @@ async def test_the_body_comes_as_the_reader_read_it_never_joined_into_larger_blo
             time.sleep(0.005)
     assert received == BIG
     assert max(sizes) <= READ, f"a block of {max(sizes)} bytes, more than one read of {READ}"
+
+
+@dataclass
+class Collected:
+    """A writer and a check that hash what they are given, in the order given (keeping it would weigh as much as
+    the body); `refuse_at` makes the check refuse once that many bytes have come, and `hold` keeps the writer's
+    first write waiting."""
+
+    digest: Any = field(default_factory=hashlib.sha256)
+    size: int = 0
+    buffers: set[int | None] = field(default_factory=set)  # what each piece was a view of (None: its own bytes)
+    checked: int = 0
+    finished: bool = False
+    refuse_at: int | None = None
+    hold: threading.Event | None = None
+    writing: threading.Event = field(default_factory=threading.Event)
+
+    def take(self, piece: bytes | memoryview) -> None:
+        self.checked += len(piece)
+        if self.refuse_at is not None and self.checked >= self.refuse_at:
+            raise ValueError(f"refused at {self.checked}")
+
+    def finish(self) -> None:
+        self.finished = True
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.writing.set()
+        if self.hold is not None:
+            self.hold.wait(10)  # a bound on a hang, not a timing: the test sets it
+        self.digest.update(data)
+        self.size += len(data)
+        self.buffers.add(id(data.obj) if isinstance(data, memoryview) else None)
+
+
+async def test_a_poured_body_goes_from_the_thread_into_the_writer_checked_and_whole_read_into_one_buffer(
+    origin_url: str,
+) -> None:
+    # The thread reads into one buffer, checks each piece, writes it; the event loop only hears how much came.
+    fetcher = Fetcher(AddressGuard(allow_private=True))
+    collected, progress = Collected(), []
+    async with fetcher.stream(f"{origin_url}/big", IDENTITY) as response:
+        await pour(response, collected, collected, progress.append)
+    assert collected.digest.digest() == hashlib.sha256(BIG).digest() and collected.size == len(BIG)
+    assert collected.checked == len(BIG) and collected.finished and sum(progress) == len(BIG)
+    assert len(collected.buffers) == 1 and None not in collected.buffers  # views of one buffer, read over and over
+
+
+async def test_a_poured_piece_the_check_refuses_is_not_written_and_the_error_is_raised_as_itself(
+    origin_url: str,
+) -> None:
+    fetcher = Fetcher(AddressGuard(allow_private=True))
+    collected = Collected(refuse_at=1)
+    async with fetcher.stream(f"{origin_url}/big", IDENTITY) as response:
+        with pytest.raises(ValueError, match="refused at"):
+            await pour(response, collected, collected, lambda size: None)
+    assert collected.size == 0 and not collected.finished
+
+
+async def test_a_cancelled_pour_returns_only_once_the_thread_has_let_go_of_the_writer(origin_url: str) -> None:
+    # The writer is a `.part` its caller unlinks and closes as soon as pour returns: the thread must be done with it.
+    fetcher = Fetcher(AddressGuard(allow_private=True))
+    collected = Collected(hold=threading.Event())
+    returned = anyio.Event()
+
+    async def pouring(scope: anyio.CancelScope) -> None:
+        with scope:
+            async with fetcher.stream(f"{origin_url}/big", IDENTITY) as response:
+                await pour(response, collected, collected, lambda size: None)
+        returned.set()
+
+    scope = anyio.CancelScope()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pouring, scope)
+        await anyio.to_thread.run_sync(collected.writing.wait, 10)  # the thread is inside its first write
+        scope.cancel()
+        await anyio.wait_all_tasks_blocked()
+        assert not returned.is_set() and collected.size == 0  # still waiting for the thread
+        collected.hold.set()  # type: ignore[union-attr]
+    assert scope.cancelled_caught and 0 < collected.size < len(BIG)  # that one write, and no more
 
 
 async def test_a_body_that_stops_coming_ends_in_a_read_timeout(origin: Origin, origin_url: str) -> None:
