@@ -41,7 +41,6 @@ from __future__ import annotations
 import functools
 import socket
 import ssl
-import threading
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 
@@ -51,6 +50,7 @@ import httpx
 from receiver.fetchreader import Body, Reader
 from receiver.fetchwire import Check, Connect, Writer
 from receiver.guarded_http import AddressGuard, guard_of
+from receiver.readerthreads import run_reader
 
 
 def fetcher_for(http: httpx.AsyncClient, *, allow_private: bool, allowed_origins: Collection[str]) -> Fetcher:
@@ -108,7 +108,7 @@ class Fetcher:
             connect_timeout=self._connect_timeout,
             read_timeout=self._read_timeout,
         )
-        threading.Thread(target=reader.run, name=f"fetch {host}", daemon=True).start()
+        run_reader(reader.run, f"fetch {host}")
         try:
             status, fields = await reader.head()
             yield httpx.Response(status, headers=fields, stream=Body(reader), request=request)

@@ -4,10 +4,12 @@ A stream goes to `{name}.part` while it is received and hashed; then fsync, a ha
 unlike a rename, fails when the name is taken: this is what makes a write create-only), the `.part` unlinked, and an
 fsync of the folder make both the bytes and the name durable. Receiving and writing overlap: the event loop takes
 the next chunks while a worker thread hashes and writes the previous megabyte, handed over through a two-block
-queue, so memory stays flat (a few MiB) whatever the file's size. The first chunk is written at once, so a crash
-during a download leaves a `.part` to find. Two writers of one key cannot share a `.part`: each holds an exclusive
-`flock` on it while writing, and the second is refused (a crashed writer's lock goes with its process). Small
-objects (sidecars, posters) are written to `{name}.tmp`, fsynced and renamed over the old one.
+queue, so memory stays flat (a few MiB) whatever the file's size. `sink` is the same `.part` and the same commit for
+a writer in a thread of its own (a download's reader thread writes its body there directly: `fetching.pour`). The
+first chunk is written at once, so a crash during a download leaves a `.part` to find. Two writers of one key cannot
+share a `.part`: each holds an exclusive `flock` on it while writing, and the second is refused (a crashed writer's
+lock goes with its process). Small objects (sidecars, posters) are written to `{name}.tmp`, fsynced and renamed over
+the old one.
 
 The system calls the promise rests on (fsync, link, rename) go through a `Disk`, the operating system's unless a
 caller passes another: a test hands in one that records them and checks their order, which no crash test can see.
