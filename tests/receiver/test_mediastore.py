@@ -164,6 +164,30 @@ async def test_a_local_write_copies_no_byte_of_the_stream_on_its_way_to_the_file
     assert peak < 256 * 1024, f"{peak} bytes allocated at the peak of an 8 MiB write"
 
 
+def test_a_local_key_resolves_to_its_file_inside_the_folder_and_never_out_of_it(tmp_path: Path) -> None:
+    # resolved() looks at the key's segments one by one and resolves in full only when one is a symlink: both
+    # ways must answer as a full resolve does.
+    outside = tmp_path / "outside"
+    (outside / "job").mkdir(parents=True)
+    (outside / "job" / "0.mp4").write_bytes(b"secret")
+    media = LocalMediaStore(tmp_path / "media")
+    (tmp_path / "media" / "root" / "job").mkdir(parents=True)
+    (tmp_path / "media" / "root" / "job" / "0.mp4").write_bytes(b"video")
+    (tmp_path / "media" / "root" / "job" / "0.json").write_bytes(b"{}")
+    (tmp_path / "media" / "root" / "job" / "1.mp4").mkdir()  # a folder, not a file
+    (tmp_path / "media" / "root" / "job" / "2.mp4").symlink_to(tmp_path / "media" / "root" / "job" / "0.mp4")
+    (tmp_path / "media" / "root" / "job" / "3.mp4").symlink_to(tmp_path / "media" / "root" / "job" / "0.json")
+    (tmp_path / "media" / "inside").symlink_to(tmp_path / "media" / "root")
+    (tmp_path / "media" / "escape").symlink_to(outside)
+    real = (tmp_path / "media" / "root" / "job" / "0.mp4").resolve()
+
+    assert media.resolved("root/job/0.mp4") == real
+    assert media.resolved("root/job/2.mp4") == real  # a symlink that stays inside and keeps its kind
+    assert media.resolved("inside/job/0.mp4") == real  # through a symlinked folder inside
+    for key in ("root/job/9.mp4", "root/job/1.mp4", "root/job/3.mp4", "escape/job/0.mp4", "root/../x.mp4"):
+        assert media.resolved(key) is None, key
+
+
 @pytest.mark.parametrize("after", [0, 7 * MIB], ids=["at-once", "after-a-part-was-sent"])
 async def test_a_stream_that_fails_midway_leaves_nothing(media: MediaStore, tmp_path: Path, after: int) -> None:
     with pytest.raises(Boom):  # the stream's own error, as itself: the downloader tells permanent from transient
