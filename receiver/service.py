@@ -27,6 +27,7 @@ from receiver.frames import FrameLinks, frame_dir
 from receiver.guarded_http import guarded_client
 from receiver.metrics import Metrics
 from receiver.notify import Notifier
+from receiver.posterqueue import PosterQueue
 from receiver.reconcile import Reconciler
 from receiver.rules import RuleSet
 from receiver.settings import Settings
@@ -106,10 +107,13 @@ class Service:
             allowed_origins=trusted_origins,
             timeout=httpx.Timeout(30.0, connect=10.0),
         )
+        media = media if media is not None else LocalMediaStore(settings.media_dir)
+        # Posters are made by a worker of their own, so a download's slot never waits on FFmpeg.
+        posters = PosterQueue(media, on_offered=lambda: self.posters.wake(), on_made=self.changes.notify)
         self.downloader = downloader = Downloader(
             store,
             self._download_http,
-            media if media is not None else LocalMediaStore(settings.media_dir),
+            media,
             max_bytes=settings.max_download_bytes,
             min_rate=settings.download_min_rate,
             deadline=settings.download_deadline,
@@ -117,7 +121,7 @@ class Service:
             allow_private=settings.allow_private_urls,
             allowed_origins=trusted_origins,
             on_recorded=self.wake_events,
-            on_poster=self.changes.notify,
+            posters=posters,
             fault=self.faults.trip,
             metrics=metrics,
         )
@@ -134,6 +138,7 @@ class Service:
         notifier = Notifier(store, http, str(settings.notify_secret), metrics=metrics)
         self.submitter = Worker("submitter", submitter.run_once, submitter.next_due, clock=store.clock)
         self.downloads = Worker("downloads", downloader.run_once, downloader.next_due, clock=store.clock)
+        self.posters = Worker("posters", posters.run_once)
         self.events = Worker("events", followups.run_once)
         self.notifier = Worker("notifier", notifier.run_once, notifier.next_due, clock=store.clock)
         # Jobs in flight are looked up when late and given up on when lost (receiver/reconcile.py).
@@ -141,7 +146,7 @@ class Service:
         self.lookups = Worker("lookups", self.reconciler.run_once, self.reconciler.next_due, clock=store.clock)
         # Woken in this order (`wake_all`), so a callback's follow-up (its event, then the submission it makes) is on
         # its way before the downloads the callback also sets off: a chain waits on the first, nobody on the second.
-        self.workers = (self.events, self.submitter, self.notifier, self.downloads, self.lookups)
+        self.workers = (self.events, self.submitter, self.notifier, self.downloads, self.posters, self.lookups)
         self._by_queue = {
             "submissions": self.submitter,
             "downloads": self.downloads,

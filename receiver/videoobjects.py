@@ -12,12 +12,13 @@ from collections.abc import Callable, Collection
 import anyio
 import httpx
 
-from receiver.fetching import Fetcher
+from receiver.fetching import Fetcher, pour
 from receiver.filekinds import why_not_media_type
-from receiver.mediafiles import Permanent, Transient, over_cap, save_body
+from receiver.mediafiles import BodyCheck, Permanent, Transient, over_cap, save_body
 from receiver.netguard import check_url
 from receiver.wirebody import ASK_FOR_IDENTITY, Pace, plain_response
 from storage.media import AlreadyExists, MediaStore, Written, digest
+from storage.media.local import LocalMediaStore
 
 logger = logging.getLogger("reelhook.downloads")
 
@@ -81,12 +82,30 @@ class VideoObjects:
                 status = response.status_code
                 if status == 200:
                     self._check_head(response)
+                    if isinstance(self._media, LocalMediaStore) and not _encoded(response):
+                        return await self._pour(response, self._media, key, pace)
                     body = plain_response(response, max_bytes=self._max_bytes, on_wire=pace.received)
                     return await save_body(body, self._media, key, self._fault, self._max_bytes)
                 if status in (408, 429) or status >= 500:
                     raise Transient(f"HTTP {status} from {url}")
                 raise Permanent(f"HTTP {status} from {url}")
         raise Permanent(f"more than {MAX_REDIRECTS} redirects, last to {url}")
+
+    async def _pour(self, response: httpx.Response, media: LocalMediaStore, key: str, pace: Pace) -> Written:
+        """The body straight from the reader thread into the `.part` (see `fetching.pour`), checked as
+        `checked_body` checks it; what the event loop hears is how many bytes came, for the pace."""
+        started = False
+
+        def progress(size: int) -> None:
+            nonlocal started
+            pace.received(size)
+            if not started:  # the first piece is in the .part: a crash now leaves a partial write
+                started = True
+                self._fault("download.streaming")
+
+        async with media.sink(key) as sink:
+            await pour(response, sink, BodyCheck(str(response.url), key, self._max_bytes), progress)
+        return sink.written()
 
     def _check_head(self, response: httpx.Response) -> None:
         """Refuse, before reading the body, a response that says it is too big or not media."""
@@ -96,3 +115,9 @@ class VideoObjects:
         reason = why_not_media_type(response.headers.get("content-type"))
         if reason is not None:
             raise Permanent(f"refusing {response.url}: {reason}")
+
+
+def _encoded(response: httpx.Response) -> bool:
+    """Sent with a Content-Encoding other than identity: `wirebody` decodes it, or refuses it."""
+    codings = response.headers.get_list("content-encoding", split_commas=True)
+    return any(coding.strip().lower() not in ("", "identity") for coding in codings)

@@ -570,7 +570,7 @@ async def test_a_body_that_streams_past_the_cap_is_cut_off_and_removed(
         f"refusing {cdn_url}/endless.mp4: its body is over the download cap of {200 * 1024} bytes"
         " (REELHOOK_MAX_DOWNLOAD_BYTES raises it)"
     )
-    assert part_seen == [64 * 1024]  # it was being written...
+    assert len(part_seen) == 1 and 0 < part_seen[0] <= 200 * 1024  # it was being written (its first block)...
     assert leftovers(media) == [] and list((media / job.root_id / job.id).iterdir()) == []  # ...and is gone
 
 

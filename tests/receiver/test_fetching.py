@@ -9,10 +9,12 @@ What the downloader does with the responses (caps, encodings, drips, redirects, 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +23,9 @@ import anyio
 import httpx
 import pytest
 
-from receiver.fetching import Fetcher, tls_context
+from receiver import readerthreads
+from receiver.fetching import Fetcher, pour, tls_context
+from receiver.fetchreader import READ
 from receiver.guarded_http import AddressGuard
 from receiver.netguard import UnsafeURL
 from receiver.serving import running
@@ -30,12 +34,13 @@ from tests.receiver.test_guarded_http import HINT, PUBLIC, Resolver
 pytestmark = pytest.mark.anyio
 
 IDENTITY = {"Accept-Encoding": "identity"}
+BIG = bytes(range(256)) * (32 * 1024)  # 8 MiB
 
 
 @dataclass
 class Origin:
-    """Answers GET /video with `b"video"`; GET /stall with a head and a first piece, then nothing until the client
-    goes away. Records the Host header and the Accept-Encoding of each request."""
+    """Answers GET /video with `b"video"`; GET /big with BIG; GET /stall with a head and a first piece, then nothing
+    until the client goes away. Records the Host header and the Accept-Encoding of each request."""
 
     hosts: list[str] = field(default_factory=list)
     encodings: list[str] = field(default_factory=list)
@@ -57,6 +62,11 @@ class Origin:
             while (await receive())["type"] != "http.disconnect":
                 pass
             self.gone.set()
+            return
+        if scope["path"] == "/big":
+            head = [(b"content-length", str(len(BIG)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": head})
+            await send({"type": "http.response.body", "body": BIG})
             return
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
         await send({"type": "http.response.body", "body": b"video"})
@@ -134,10 +144,10 @@ async def test_a_trusted_origin_is_connected_by_name_without_a_lookup(origin: Or
     assert loopback.asked == [("cdn.local", 9000)]
 
 
-async def test_a_cancelled_download_closes_its_connection_and_its_thread_ends(origin: Origin, origin_url: str) -> None:
+async def test_a_cancelled_download_closes_its_connection_and_its_reader_ends(origin: Origin, origin_url: str) -> None:
     # The attempt's deadline (wirebody.Pace) cancels while the reader thread is blocked in a read: the cancel must
-    # not wait for that read, and the thread must not outlive it.
-    before = set(threading.enumerate())
+    # not wait for that read, and the reader must not outlive it (its thread waits for the next one, then ends).
+    assert readerthreads.running() == 0
     fetcher = Fetcher(AddressGuard(allow_private=True))
     received = 0
     with anyio.CancelScope() as scope:
@@ -149,10 +159,121 @@ async def test_a_cancelled_download_closes_its_connection_and_its_thread_ends(or
     assert scope.cancelled_caught and received == 1000
     with anyio.fail_after(10):  # a bound on a hang, not a measurement
         await origin.gone.wait()  # the server saw the connection go
-    readers = [thread for thread in set(threading.enumerate()) - before if thread.name.startswith("fetch ")]
-    for thread in readers:
-        await anyio.to_thread.run_sync(thread.join, 10)
-    assert not [thread for thread in readers if thread.is_alive()]
+    with anyio.fail_after(10):  # a bound on a hang, not a measurement
+        while readerthreads.running():
+            await anyio.sleep(0.01)
+    idle = [thread for thread in threading.enumerate() if thread.name.startswith("fetch ")]
+    await anyio.to_thread.run_sync(lambda: [thread.join(10) for thread in idle])  # IDLE seconds for the next one
+    assert not [thread for thread in idle if thread.is_alive()]
+
+
+async def test_a_reader_thread_that_finished_runs_the_next_reader(origin_url: str) -> None:
+    # Starting a thread makes the event loop wait for it to run (~0.5 ms with downloads holding the GIL by turns).
+    fetcher = Fetcher(AddressGuard(allow_private=True))
+    assert await body_of(fetcher, f"{origin_url}/video") == (200, b"video")
+    with anyio.fail_after(10):
+        while readerthreads.running():
+            await anyio.sleep(0.01)
+    waiting = [thread for thread in threading.enumerate() if thread.name == "fetch (idle)"]
+    assert waiting  # the thread that ran the reader waits for the next one
+    assert await body_of(fetcher, f"{origin_url}/video") == (200, b"video")
+    # No thread was started for it: one of those that waited ran it.
+    assert {thread for thread in threading.enumerate() if thread.name.startswith("fetch ")} <= set(waiting)
+
+
+async def test_the_body_comes_as_the_reader_read_it_never_joined_into_larger_blocks(origin_url: str) -> None:
+    # A busy event loop takes several reads at once; they come as they were read, not joined: joining a MiB cost
+    # the loop about a millisecond (a fresh allocation, its pages faulted in). The blocking sleep keeps the loop
+    # busy while the reader reads ahead, as a loop busy with other downloads is.
+    fetcher = Fetcher(AddressGuard(allow_private=True))
+    sizes = []
+    async with fetcher.stream(f"{origin_url}/big", IDENTITY) as response:
+        received = bytearray()
+        async for raw in response.aiter_raw():
+            sizes.append(len(raw))
+            received += raw
+            time.sleep(0.005)
+    assert received == BIG
+    assert max(sizes) <= READ, f"a block of {max(sizes)} bytes, more than one read of {READ}"
+
+
+@dataclass
+class Collected:
+    """A writer and a check that hash what they are given, in the order given (keeping it would weigh as much as
+    the body); `refuse_at` makes the check refuse once that many bytes have come, and `hold` keeps the writer's
+    first write waiting."""
+
+    digest: Any = field(default_factory=hashlib.sha256)
+    size: int = 0
+    buffers: set[int | None] = field(default_factory=set)  # what each piece was a view of (None: its own bytes)
+    checked: int = 0
+    finished: bool = False
+    refuse_at: int | None = None
+    hold: threading.Event | None = None
+    writing: threading.Event = field(default_factory=threading.Event)
+
+    def take(self, piece: bytes | memoryview) -> None:
+        self.checked += len(piece)
+        if self.refuse_at is not None and self.checked >= self.refuse_at:
+            raise ValueError(f"refused at {self.checked}")
+
+    def finish(self) -> None:
+        self.finished = True
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.writing.set()
+        if self.hold is not None:
+            self.hold.wait(10)  # a bound on a hang, not a timing: the test sets it
+        self.digest.update(data)
+        self.size += len(data)
+        self.buffers.add(id(data.obj) if isinstance(data, memoryview) else None)
+
+
+async def test_a_poured_body_goes_from_the_thread_into_the_writer_checked_and_whole_read_into_one_buffer(
+    origin_url: str,
+) -> None:
+    # The thread reads into one buffer, checks each piece, writes it; the event loop only hears how much came.
+    fetcher = Fetcher(AddressGuard(allow_private=True))
+    collected, progress = Collected(), []
+    async with fetcher.stream(f"{origin_url}/big", IDENTITY) as response:
+        await pour(response, collected, collected, progress.append)
+    assert collected.digest.digest() == hashlib.sha256(BIG).digest() and collected.size == len(BIG)
+    assert collected.checked == len(BIG) and collected.finished and sum(progress) == len(BIG)
+    assert len(collected.buffers) == 1 and None not in collected.buffers  # views of one buffer, read over and over
+
+
+async def test_a_poured_piece_the_check_refuses_is_not_written_and_the_error_is_raised_as_itself(
+    origin_url: str,
+) -> None:
+    fetcher = Fetcher(AddressGuard(allow_private=True))
+    collected = Collected(refuse_at=1)
+    async with fetcher.stream(f"{origin_url}/big", IDENTITY) as response:
+        with pytest.raises(ValueError, match="refused at"):
+            await pour(response, collected, collected, lambda size: None)
+    assert collected.size == 0 and not collected.finished
+
+
+async def test_a_cancelled_pour_returns_only_once_the_thread_has_let_go_of_the_writer(origin_url: str) -> None:
+    # The writer is a `.part` its caller unlinks and closes as soon as pour returns: the thread must be done with it.
+    fetcher = Fetcher(AddressGuard(allow_private=True))
+    collected = Collected(hold=threading.Event())
+    returned = anyio.Event()
+
+    async def pouring(scope: anyio.CancelScope) -> None:
+        with scope:
+            async with fetcher.stream(f"{origin_url}/big", IDENTITY) as response:
+                await pour(response, collected, collected, lambda size: None)
+        returned.set()
+
+    scope = anyio.CancelScope()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pouring, scope)
+        await anyio.to_thread.run_sync(collected.writing.wait, 10)  # the thread is inside its first write
+        scope.cancel()
+        await anyio.wait_all_tasks_blocked()
+        assert not returned.is_set() and collected.size == 0  # still waiting for the thread
+        collected.hold.set()  # type: ignore[union-attr]
+    assert scope.cancelled_caught and 0 < collected.size < len(BIG)  # that one write, and no more
 
 
 async def test_a_body_that_stops_coming_ends_in_a_read_timeout(origin: Origin, origin_url: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from receiver.mediafiles import save_body
+from receiver.mediafiles import checked_body, save_body
 from storage.media.local import Disk, LocalMediaStore, write_atomically
 
 pytestmark = pytest.mark.anyio
@@ -93,3 +93,29 @@ async def test_a_sidecar_is_fsynced_whole_then_renamed_then_its_folder_fsynced(t
         ("fsync", FOLDER, None),
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0.json"]  # no .tmp left behind
+
+
+async def test_the_blocks_of_a_body_reach_the_store_as_they_came_not_cut_into_pieces() -> None:
+    # The reader hands on blocks of up to a MiB; cutting each into 64 KiB pieces (and the store gluing them back)
+    # cost the event loop a fifth of a download's CPU. The very objects go on: no byte is copied on the way.
+    blocks = [SAMPLE[:32] + bytes(1024 * 1024 - 32), bytes(700 * 1024)]
+
+    async def body() -> AsyncIterator[bytes]:
+        for block in blocks:
+            yield block
+
+    headers = {"content-type": "video/mp4", "content-length": str(sum(map(len, blocks)))}
+    response = httpx.Response(
+        200, headers=headers, stream=AsyncBody(body()), request=httpx.Request("GET", "https://cdn.test/0.mp4")
+    )
+    seen = [chunk async for chunk in checked_body(response, "r/0.mp4", lambda point: None, max_bytes=10 * 1024 * 1024)]
+    assert len(seen) == 2 and all(chunk is block for chunk, block in zip(seen, blocks, strict=True))
+
+
+class AsyncBody(httpx.AsyncByteStream):
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks:
+            yield chunk

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -140,6 +141,51 @@ async def test_a_sidecar_is_stored_beside_its_object_and_a_newer_one_replaces_it
     assert sidecar_key(KEY) == "root/job/0.json"
     assert await get_sidecar(media, KEY) == b'{"attempt": 2}'
     assert await media.get_bytes("root/job/0.json") == b'{"attempt": 2}'
+
+
+async def test_a_local_write_copies_no_byte_of_the_stream_on_its_way_to_the_file(tmp_path: Path) -> None:
+    # The chunks go to the writer thread as they came, in lists, not glued into blocks: the Python heap holds no
+    # copy of a MiB at any moment (tracemalloc sees every thread's allocations, the writer's included).
+    pieces = [body(512 * 1024, seed) for seed in range(16)]
+
+    async def given() -> AsyncIterator[bytes]:
+        for piece in pieces:
+            yield piece
+
+    media = LocalMediaStore(tmp_path / "media")
+    await media.write("warm/0.mp4", chunks(body(3 * MIB)))  # anyio's worker threads and the like, made once
+    tracemalloc.start()
+    try:
+        written = await media.write(KEY, given())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert written.sha256 == hashlib.sha256(b"".join(pieces)).hexdigest()
+    assert peak < 256 * 1024, f"{peak} bytes allocated at the peak of an 8 MiB write"
+
+
+def test_a_local_key_resolves_to_its_file_inside_the_folder_and_never_out_of_it(tmp_path: Path) -> None:
+    # resolved() looks at the key's segments one by one and resolves in full only when one is a symlink: both
+    # ways must answer as a full resolve does.
+    outside = tmp_path / "outside"
+    (outside / "job").mkdir(parents=True)
+    (outside / "job" / "0.mp4").write_bytes(b"secret")
+    media = LocalMediaStore(tmp_path / "media")
+    (tmp_path / "media" / "root" / "job").mkdir(parents=True)
+    (tmp_path / "media" / "root" / "job" / "0.mp4").write_bytes(b"video")
+    (tmp_path / "media" / "root" / "job" / "0.json").write_bytes(b"{}")
+    (tmp_path / "media" / "root" / "job" / "1.mp4").mkdir()  # a folder, not a file
+    (tmp_path / "media" / "root" / "job" / "2.mp4").symlink_to(tmp_path / "media" / "root" / "job" / "0.mp4")
+    (tmp_path / "media" / "root" / "job" / "3.mp4").symlink_to(tmp_path / "media" / "root" / "job" / "0.json")
+    (tmp_path / "media" / "inside").symlink_to(tmp_path / "media" / "root")
+    (tmp_path / "media" / "escape").symlink_to(outside)
+    real = (tmp_path / "media" / "root" / "job" / "0.mp4").resolve()
+
+    assert media.resolved("root/job/0.mp4") == real
+    assert media.resolved("root/job/2.mp4") == real  # a symlink that stays inside and keeps its kind
+    assert media.resolved("inside/job/0.mp4") == real  # through a symlinked folder inside
+    for key in ("root/job/9.mp4", "root/job/1.mp4", "root/job/3.mp4", "escape/job/0.mp4", "root/../x.mp4"):
+        assert media.resolved(key) is None, key
 
 
 @pytest.mark.parametrize("after", [0, 7 * MIB], ids=["at-once", "after-a-part-was-sent"])

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from receiver.downloads import Downloader
+from receiver.posterqueue import PosterQueue
 from receiver.posters import poster_key
 from receiver.serving import running
 from storage import Store, VideoStatus
@@ -63,8 +64,10 @@ async def test_a_video_lands_in_the_store_with_its_sidecar_and_poster(
 ) -> None:
     cdn.files["/v.mp4"] = SAMPLE
     job = await finished_job(store, [f"{cdn_url}/v.mp4"])
+    posters = PosterQueue(media)
 
-    assert await Downloader(store, http, media, allowed_origins={cdn_url}).run_once() == 1
+    assert await Downloader(store, http, media, allowed_origins={cdn_url}, posters=posters).run_once() == 1
+    assert await posters.run_once() == 1  # the posters worker, after the download
 
     key = f"{job.root_id}/{job.id}/0.mp4"
     row = await video(store, job)
@@ -126,4 +129,4 @@ async def test_a_part_left_beside_a_whole_file_is_removed_when_the_file_is_adopt
 
     assert await Downloader(store, http, media, allowed_origins={cdn_url}).run_once() == 1
     assert (await video(store, job)).sha256 == sha(SAMPLE)
-    assert sorted(p.name for p in target.parent.iterdir()) == ["0.json", "0.mp4", "0.poster.jpg"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["0.json", "0.mp4"]

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from receiver.downloads import Downloader
+from receiver.posterqueue import PosterQueue
 from receiver.posters import make_poster, poster_key
 from receiver.serving import running
 from storage import CallbackResult, JobStatus, NewJob, Store, VideoStatus
@@ -122,8 +123,10 @@ async def test_a_download_makes_a_poster_and_a_broken_video_stays_downloaded_wit
     result = CallbackResult(provider_job_id="p-1", status=JobStatus.SUCCEEDED, media_urls=urls)
     await store.record_callback(job.id, "ttapi", body=b"{}", headers=[], result=result)
     media = tmp_path / "media"
+    posters = PosterQueue(LocalMediaStore(media))
     async with httpx.AsyncClient(trust_env=False) as http:
-        assert await Downloader(store, http, media, allowed_origins={cdn_url}).run_once() == 2
+        assert await Downloader(store, http, media, allowed_origins={cdn_url}, posters=posters).run_once() == 2
+    assert await posters.run_once() == 2  # the posters worker: both tried, one made
 
     rows = await store.get_videos(job.id)
     assert [(row.status, row.bytes) for row in rows] == [
