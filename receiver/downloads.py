@@ -355,7 +355,8 @@ class Downloader:
             error,
             extra={"event": "download.failed", "job": video, "video": video.index},
         )
-        await self._store.fail_download(video.job_id, video.index, error=error, claim=video.claim_id)
+        if await self._store.fail_download(video.job_id, video.index, error=error, claim=video.claim_id):
+            self._on_recorded()  # its video.failed event is for the rules, as a download's video.downloaded is
         self._metrics.downloads.labels("failed").inc()
 
 

@@ -1,42 +1,40 @@
 """The event worker: reads the event outbox and turns each event into follow-up jobs and notifications, as the
 rules say.
 
-Events are handled in batches: one claim, one read of their jobs, the rules run on each, and one transaction that
-records every event's follow-ups, notifications and notes and marks it processed, each event in a savepoint of its
-own (`Store.complete_events`): a crash replays the whole batch or none of it, an event whose write fails is rolled
-back alone, and a follow-up's `origin` is unique, so a replay never doubles a job.
+Events are handled in batches, each batch one transaction (`Store.handle_events`): the events claimed, their jobs
+read, the rules asked (inside the transaction: they only compute), and every event's follow-ups, notifications and
+notes recorded and the event marked processed, each event in a savepoint of its own. A crash replays the whole
+batch or none of it, an event whose write fails is rolled back alone and given back, and a follow-up's `origin` is
+unique, so a replay never doubles a job. Its log lines, metrics and wake-ups follow the commit.
 
 The money guards sit between the rules and that transaction. The rules answer with follow-ups and the skips
 `max_depth` (or a provider that would refuse) caused; `receiver.guards.cut` cuts the follow-ups at
 `max_jobs_per_root` and `max_jobs_per_day`, on counts taken inside the transaction that records them
-(`Store.complete_events`), so the limits hold with any number of instances handling events at once. Every
+(the batch's), so the limits hold with any number of instances handling events at once. Every
 follow-up stopped either way becomes a note on the job that fired the rule, shown in its JSON, and one line in the
 log: a WARNING for a limit, INFO for a provider that cannot do what the rule asks. A follow-up recorded without part
 of what its rule asked (a TTAPI extend takes no prompt) gets the note itself (and an INFO line).
 
-Events are claimed (`Store.claim_events`), so each is handled by one worker of one instance; a claim is a lease
-of `EVENT_LEASE` seconds, after which an instance that died mid-event releases it to the others, and it fences the
-event's transaction: a worker whose lease ran out and whose event was claimed again records nothing (`LeaseLost`).
+An event is claimed in that transaction, so one worker of one instance handles it (on PostgreSQL its row stays
+locked until the commit); the claim's id fences what is recorded, and an event that failed is given back at once.
 
-While the service is paused this worker leaves events unprocessed: it returns without touching them, and a pause
-that lands while a batch is in hand is seen by the batch's own transaction, which then records nothing and gives the
-batch back; so their follow-ups and notifications are created once, after resume, against the limits as they stand
-then. Callbacks are
-still stored and videos still downloaded meanwhile (those workers do not look at the flag), and the events they
-cause wait here too. The submission worker holds queued jobs that rules created; jobs a person submits through the
-API still go out, since pausing is about what the rules spend on their own, not about refusing the person at the
-keyboard.
+While the service is paused this worker leaves events unprocessed: the batch's transaction reads the flag first and
+then claims nothing, so their follow-ups and notifications are created once, after resume, against the limits as
+they stand then. Callbacks are still stored and videos still downloaded meanwhile (those workers do not look at the
+flag), and the events they cause wait here too. The submission worker holds queued jobs that rules created; jobs a
+person submits through the API still go out, since pausing is about what the rules spend on their own, not about
+refusing the person at the keyboard.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import anyio
 
-from receiver.guards import DAY, PAUSE_FLAG, cut, guarded, paused
+from receiver.guards import DAY, PAUSE_FLAG, cut, guarded
 from receiver.metrics import Metrics
 from receiver.rules import RuleSet, Skip
 from receiver.views import event_json
@@ -69,31 +67,25 @@ class FollowUps:
     async def run_once(self) -> int:
         """Handle the pending events, up to 100, as one batch; return how many. 0 while paused: the events wait.
 
-        A batch is three store calls whatever its size: the claim, one read of its jobs, and one transaction that
-        records every event's outcome (each in a savepoint) after checking, in that transaction, that nobody paused.
+        A batch is one transaction whatever its size (`Store.handle_events`): the pause checked, the events claimed,
+        their jobs read, the rules asked and every event's outcome recorded, each in a savepoint. The log lines,
+        metrics and wake-ups follow its commit.
         """
-        if await paused(self._store) is not None:
-            return 0  # nothing claimed: the events wait for resume, free for any instance
-        batch = await self._store.claim_events(limit=BATCH, lease=EVENT_LEASE)
-        if not batch:
-            return 0
-        finished = False
-        try:
-            jobs = await self._store.get_jobs({event.job_id for event in batch})
-            handled = [_Handled(event, jobs.get(event.job_id)) for event in batch]
+        handled: list[_Handled] = []
+
+        def decide(batch: Sequence[tuple[Event, Job | None]]) -> list[EventOutcome]:
+            handled[:] = [_Handled(event, job) for event, job in batch]
             for item in handled:
                 if item.job is not None:
                     self._decide(item)
-            results = await self._store.complete_events([item.outcome for item in handled], unless_flag=PAUSE_FLAG)
-            if results is None:  # paused since the check above: nothing recorded; given back below
-                return 0
-            finished = True
-        finally:
-            if not finished and batch[0].claim_id:  # stopped early: a pause, an error, a shutdown
-                await self._give_back(batch[0].claim_id)
+            return [item.outcome for item in handled]
+
+        results = await self._store.handle_events(decide, limit=BATCH, lease=EVENT_LEASE, unless_flag=PAUSE_FLAG)
+        if not results:
+            return 0  # paused (nothing claimed: the events wait for resume, free for any instance), or nothing due
         failure: Exception | None = None
         created = 0
-        for item, result in zip(handled, results, strict=True):
+        for item, (_, result) in zip(handled, results, strict=True):
             if isinstance(result, LeaseLost):
                 log.warning(
                     "event %s on job %s: its claim was taken over (the lease ran out); left to whoever holds it",
@@ -106,15 +98,15 @@ class FollowUps:
             else:
                 created += len(result)
                 await self._recorded(item, result)
-        if failure is not None and batch[0].claim_id:
-            await self._give_back(batch[0].claim_id)  # the event that failed is due again; the worker pauses first
+        if failure is not None and handled[0].event.claim_id:
+            await self._give_back(handled[0].event.claim_id)  # the event that failed is due again at once
         if created:
             self._on_recorded()
         if any(item.outcome.notifications for item in handled):
             self._on_notify()
         if failure is not None:
-            raise failure
-        return len(batch)
+            raise failure  # the worker loop logs it and drains again after a pause
+        return len(results)
 
     def _decide(self, item: _Handled) -> None:
         """What the rules make of one event: its follow-ups (with the guard that cuts them when a counting limit is

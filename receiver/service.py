@@ -86,7 +86,7 @@ class Service:
         self.public_url = public_url_source(settings)
         paid = [name for name, config in settings.providers.items() if not config.simulated]
         callback_base = CallbackBase(self.public_url, store, paid).current if paid else None
-        submitter = Submitter(
+        self._sender = submitter = Submitter(
             store,
             http,
             self.endpoints,
@@ -156,8 +156,12 @@ class Service:
         }
 
     async def wait_idle(self) -> None:
-        """Until every worker has drained what it had and waits for news (tests use this to start from rest)."""
+        """Until every worker has drained what it had and waits for news, and no submission is in flight (tests use
+        this to start from rest)."""
         for worker in self.workers:
+            await worker.wait_idle()
+        await self._sender.wait_sent()
+        for worker in self.workers:  # what the last requests' outcomes woke
             await worker.wait_idle()
 
     def replace_rules(self, rules: RuleSet) -> None:
@@ -242,7 +246,12 @@ class Service:
                     released,
                     extra={"event": "claims.released", "count": released},
                 )
-        async with self._download_http, aclosing(self.public_url), anyio.create_task_group() as tg:
+        async with (
+            self._download_http,
+            aclosing(self.public_url),
+            self._sender.sending(),
+            anyio.create_task_group() as tg,
+        ):
             listen = wakeup_listener(self.settings.database, self.hint, backstop=self.wakeup_backstop)
             if listen is not None:
                 await tg.start(listen)  # listening before the workers start: nothing recorded from now is missed

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from storage.database import Database
 from storage.errors import StoreError
@@ -35,6 +36,10 @@ from storage.rows import job_from_row, notification_from_row, video_from_row
 
 
 class Claims(Queues, Database):
+    if TYPE_CHECKING:  # a mixin of Store, whose own `_job` reads a job with its videos, notes and costs
+
+        def _job(self, db: sqlite3.Connection, job_id: str) -> Job | None: ...
+
     async def claim_submissions(
         self, provider: str, *, slots: int, followups: bool = True, look_up_after: float = 900.0
     ) -> list[Job]:
@@ -134,26 +139,8 @@ class Claims(Queues, Database):
 
     async def claim_events(self, *, limit: int, lease: float) -> list[Event]:
         claim = new_claim(self.claimant)
-
-        def work(db: sqlite3.Connection) -> list[sqlite3.Row]:
-            now = self._clock()
-            return db.execute(
-                """UPDATE events SET claimed_until = ?, claim_id = ?
-                   WHERE id IN (
-                       SELECT id FROM events
-                       WHERE processed_at IS NULL AND (claimed_until IS NULL OR claimed_until <= ?)
-                       ORDER BY id LIMIT ?)
-                   RETURNING *""",
-                (now + lease, claim, now, limit),
-            ).fetchall()
-
-        return sorted(
-            (
-                Event(row["id"], EventType(row["type"]), row["job_id"], row["video_index"], row["created_at"], claim)
-                for row in await self._transaction(work)
-            ),
-            key=lambda event: event.id,
-        )
+        rows = await self._transaction(lambda db: _claim_events(db, claim, self._clock(), lease, limit))
+        return _events(rows, claim)
 
     async def release_claim(self, claim: str) -> int:
         """Hand back what one claim took and has not finished (a worker that stops early: a pause mid-batch, a
@@ -174,22 +161,47 @@ class Claims(Queues, Database):
         """A batch of handled events in one transaction, each in a savepoint: see `StoreProtocol.complete_events`."""
 
         def work(db: sqlite3.Connection) -> list[list[str] | Exception] | None:
-            if unless_flag is not None and db.execute("SELECT 1 FROM flags WHERE name = ?", (unless_flag,)).fetchone():
+            if unless_flag is not None and _flag_set(db, unless_flag):
                 return None
-            results: list[list[str] | Exception] = []
-            for outcome in outcomes:
-                db.execute("SAVEPOINT event")
-                try:
-                    results.append(self._record_outcome(db, outcome))
-                except Exception as exc:
-                    if not db.in_transaction:  # SQLite rolled the whole transaction back: the batch failed
-                        raise
-                    db.execute("ROLLBACK TO event")
-                    results.append(StoreError(f"SQLite: {exc}") if isinstance(exc, sqlite3.Error) else exc)
-                db.execute("RELEASE event")
-            return results
+            return self._record_outcomes(db, outcomes)
 
         return await self._transaction(work)
+
+    async def handle_events(
+        self,
+        decide: Callable[[Sequence[tuple[Event, Job | None]]], Sequence[EventOutcome]],
+        *,
+        limit: int,
+        lease: float,
+        unless_flag: str | None = None,
+    ) -> list[tuple[EventOutcome, list[str] | Exception]] | None:
+        """Claim, read, decide and record a batch of events in one transaction: see `StoreProtocol.handle_events`."""
+        claim = new_claim(self.claimant)
+
+        def work(db: sqlite3.Connection) -> list[tuple[EventOutcome, list[str] | Exception]] | None:
+            if unless_flag is not None and _flag_set(db, unless_flag):
+                return None
+            events = _events(_claim_events(db, claim, self._clock(), lease, limit), claim)
+            jobs = {job_id: self._job(db, job_id) for job_id in {event.job_id for event in events}}
+            outcomes = decide([(event, jobs[event.job_id]) for event in events])
+            return list(zip(outcomes, self._record_outcomes(db, outcomes), strict=True))
+
+        return await self._transaction(work)
+
+    def _record_outcomes(self, db: sqlite3.Connection, outcomes: Sequence[EventOutcome]) -> list[list[str] | Exception]:
+        """Each outcome in a savepoint of its own: one that fails is rolled back alone and answered with its error."""
+        results: list[list[str] | Exception] = []
+        for outcome in outcomes:
+            db.execute("SAVEPOINT event")
+            try:
+                results.append(self._record_outcome(db, outcome))
+            except Exception as exc:
+                if not db.in_transaction:  # SQLite rolled the whole transaction back: the batch failed
+                    raise
+                db.execute("ROLLBACK TO event")
+                results.append(StoreError(f"SQLite: {exc}") if isinstance(exc, sqlite3.Error) else exc)
+            db.execute("RELEASE event")
+        return results
 
     def _record_outcome(self, db: sqlite3.Connection, outcome: EventOutcome) -> list[str]:
         followups, notes = outcome.followups, outcome.notes
@@ -198,6 +210,30 @@ class Claims(Queues, Database):
             followups, stopped = outcome.guard.decide(in_chain, in_day)
             notes = [*notes, *stopped]
         return self._record_event(db, outcome.event_id, followups, outcome.notifications, notes, outcome.claim)
+
+
+def _claim_events(db: sqlite3.Connection, claim: str, now: float, lease: float, limit: int) -> list[sqlite3.Row]:
+    return db.execute(
+        """UPDATE events SET claimed_until = ?, claim_id = ?
+           WHERE id IN (
+               SELECT id FROM events
+               WHERE processed_at IS NULL AND (claimed_until IS NULL OR claimed_until <= ?)
+               ORDER BY id LIMIT ?)
+           RETURNING *""",
+        (now + lease, claim, now, limit),
+    ).fetchall()
+
+
+def _events(rows: list[sqlite3.Row], claim: str) -> list[Event]:
+    return sorted(
+        (Event(row["id"], EventType(row["type"]), row["job_id"], row["video_index"], row["created_at"], claim)
+         for row in rows),
+        key=lambda event: event.id,
+    )  # fmt: skip
+
+
+def _flag_set(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("SELECT 1 FROM flags WHERE name = ?", (name,)).fetchone() is not None
 
 
 def _guard_counts(db: sqlite3.Connection, guard: FollowupGuard) -> tuple[int, int]:

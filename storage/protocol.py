@@ -191,6 +191,23 @@ class StoreProtocol(Protocol):
         nothing recorded, when the flag `unless_flag` is set as the transaction begins (the kill switch)."""
         ...
 
+    async def handle_events(
+        self,
+        decide: Callable[[Sequence[tuple[Event, Job | None]]], Sequence[EventOutcome]],
+        *,
+        limit: int,
+        lease: float,
+        unless_flag: str | None = None,
+    ) -> list[tuple[EventOutcome, list[str] | Exception]] | None:
+        """Claim up to `limit` due events, read their jobs, ask `decide` for each one's outcome and record them, all
+        in one transaction (`claim_events`, `get_jobs` and `complete_events` in one): per outcome, the ids of its new
+        jobs or the exception that rolled it back alone. None, and nothing claimed, when `unless_flag` is set.
+
+        `decide` runs inside the transaction (on SQLite, on the database thread): it must be quick and touch nothing
+        but its arguments, as the rules are. A `decide` that raises rolls the whole batch back.
+        """
+        ...
+
     async def release_claim(self, claim: str) -> int: ...
 
     async def release_claims(self, claimant: str | None = None) -> int: ...

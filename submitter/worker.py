@@ -29,10 +29,12 @@ resumes wakes this worker, and the held jobs go out in their usual order.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
 import anyio
+import anyio.abc
 import httpx
 
 from storage import Job, StoreProtocol
@@ -103,6 +105,9 @@ class Submitter:
         self._fault = fault
         self._frame_link = frame_link  # `frame:<sha256>` -> its signed path under the public URL, or None
         self._clock = store.clock
+        self._sends: anyio.abc.TaskGroup | None = None  # set while `sending`: where each request runs
+        self._in_flight = 0  # requests handed off and not finished
+        self._sent: anyio.Event | None = None  # set when the last of them finishes
 
     def hook_url(self, job_id: str, provider: str, base: str | None = None) -> str:
         # A provider with a callback_suffix appends it itself; the receiver routes both forms.
@@ -141,13 +146,49 @@ class Submitter:
                 followups=followups,
                 look_up_after=endpoint.callback_grace if endpoint else 900.0,
             )
-            async with anyio.create_task_group() as tg:
+            if self._sends is not None:  # each request on its own: this run goes on to the next provider now
                 for job in jobs:
-                    tg.start_soon(self._submit_logged, job, endpoint, base)
+                    self._start_send(self._sends, job, endpoint, base)
+            else:
+                async with anyio.create_task_group() as tg:
+                    for job in jobs:
+                        self._start_send(tg, job, endpoint, base)
             handled += len(jobs)
-        if handled:
-            self._on_recorded()
         return handled
+
+    @asynccontextmanager
+    async def sending(self) -> AsyncIterator[None]:
+        """While the block runs, a run hands each job it claimed to a request of its own and returns at once, so a
+        provider slow to answer holds up nothing else: not another provider's jobs, not a follow-up claimed next.
+        (Outside it, as in a one-off call, a run waits for its requests.) Leaving the block cancels what is still
+        in flight, as stopping the worker always did: a claimed job is never sent again, its lookup settles it."""
+        async with anyio.create_task_group() as tg:
+            self._sends = tg
+            try:
+                yield
+            finally:
+                self._sends = None
+                tg.cancel_scope.cancel()
+
+    async def wait_sent(self) -> None:
+        """Until no request handed off by `sending` is in flight."""
+        while self._in_flight:
+            self._sent = self._sent or anyio.Event()
+            await self._sent.wait()
+
+    def _start_send(self, tg: anyio.abc.TaskGroup, job: Job, endpoint: Endpoint | None, base: str) -> None:
+        self._in_flight += 1
+        tg.start_soon(self._send_one, job, endpoint, base)
+
+    async def _send_one(self, job: Job, endpoint: Endpoint | None, base: str) -> None:
+        try:
+            await self._submit_logged(job, endpoint, base)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight and self._sent is not None:
+                self._sent.set()
+                self._sent = None
+        self._on_recorded()  # its outcome is recorded: its job.submitted event (or failure) is for the rules
 
     async def _ask_for_base(self) -> str | None:
         assert self._callback_base is not None

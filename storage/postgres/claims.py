@@ -27,8 +27,9 @@ follow-up: the count and the follow-ups it allows commit together, and the next 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg.rows import DictRow
@@ -46,6 +47,10 @@ _IN_FLIGHT = sql_list(IN_FLIGHT)
 
 
 class Claims(Queues):
+    if TYPE_CHECKING:  # a mixin of PostgresStore, whose `Jobs.get_jobs` reads jobs with their videos, notes, costs
+
+        async def get_jobs(self, job_ids: Collection[str]) -> dict[str, Job]: ...
+
     async def claim_submissions(
         self, provider: str, *, slots: int, followups: bool = True, look_up_after: float = 900.0
     ) -> list[Job]:
@@ -130,15 +135,7 @@ class Claims(Queues):
 
     async def claim_events(self, *, limit: int, lease: float) -> list[Event]:
         now, claim = self._clock(), new_claim(self.claimant)
-        rows = await self._claim(
-            """WITH due AS (
-                   SELECT id FROM events
-                   WHERE processed_at IS NULL AND (claimed_until IS NULL OR claimed_until <= %s)
-                   ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
-               UPDATE events SET claimed_until = %s, claim_id = %s FROM due WHERE events.id = due.id
-               RETURNING events.*""",
-            (now, limit, now + lease, claim),
-        )
+        rows = await self._claim(CLAIM_EVENTS, (now, limit, now + lease, claim))
         return sorted((replace(event_from_row(row), claim_id=claim) for row in rows), key=lambda event: event.id)
 
     async def _claim(self, sql: str, params: tuple[object, ...]) -> list[DictRow]:
@@ -179,22 +176,46 @@ class Claims(Queues):
         """A batch of handled events in one transaction, each in a savepoint: see `StoreProtocol.complete_events`.
         When any of them is guarded, every other guarded follow-up waits for this transaction (the counts' lock)."""
         async with self._transaction() as db:
-            if unless_flag is not None:
-                cursor = await db.execute("SELECT 1 FROM flags WHERE name = %s", (unless_flag,))
-                if await cursor.fetchone() is not None:
-                    return None
-            if any(outcome.guard is not None and outcome.followups for outcome in outcomes):
-                await db.execute(FOLLOWUPS_LOCK)
-            results: list[list[str] | Exception] = []
-            for outcome in outcomes:
-                try:
-                    async with db.transaction():  # a savepoint: this event alone is rolled back if it fails
-                        results.append(await self._record_outcome(db, outcome))
-                except psycopg.Error as exc:
-                    results.append(StoreError(f"PostgreSQL: {exc}"))
-                except Exception as exc:
-                    results.append(exc)
-            return results
+            if unless_flag is not None and await _flag_set(db, unless_flag):
+                return None
+            return await self._record_outcomes(db, outcomes)
+
+    async def handle_events(
+        self,
+        decide: Callable[[Sequence[tuple[Event, Job | None]]], Sequence[EventOutcome]],
+        *,
+        limit: int,
+        lease: float,
+        unless_flag: str | None = None,
+    ) -> list[tuple[EventOutcome, list[str] | Exception]] | None:
+        """Claim, read, decide and record a batch of events in one transaction: see `StoreProtocol.handle_events`.
+        The claimed rows stay locked until it commits, so no other instance's claim can take them meanwhile."""
+        now, claim = self._clock(), new_claim(self.claimant)
+        async with self._transaction() as db:
+            if unless_flag is not None and await _flag_set(db, unless_flag):
+                return None
+            cursor = await db.execute(CLAIM_EVENTS, (now, limit, now + lease, claim))
+            events = sorted((replace(event_from_row(row), claim_id=claim) for row in await cursor.fetchall()),
+                            key=lambda event: event.id)  # fmt: skip
+            jobs = await self.get_jobs({event.job_id for event in events}) if events else {}
+            outcomes = decide([(event, jobs.get(event.job_id)) for event in events])
+            return list(zip(outcomes, await self._record_outcomes(db, outcomes), strict=True))
+
+    async def _record_outcomes(self, db: Connection, outcomes: Sequence[EventOutcome]) -> list[list[str] | Exception]:
+        """Each outcome in a savepoint of its own: one that fails is rolled back alone and answered with its error.
+        When any of them is guarded, every other guarded follow-up waits for this transaction (the counts' lock)."""
+        if any(outcome.guard is not None and outcome.followups for outcome in outcomes):
+            await db.execute(FOLLOWUPS_LOCK)
+        results: list[list[str] | Exception] = []
+        for outcome in outcomes:
+            try:
+                async with db.transaction():  # a savepoint: this event alone is rolled back if it fails
+                    results.append(await self._record_outcome(db, outcome))
+            except psycopg.Error as exc:
+                results.append(StoreError(f"PostgreSQL: {exc}"))
+            except Exception as exc:
+                results.append(exc)
+        return results
 
     async def _record_outcome(self, db: Connection, outcome: EventOutcome) -> list[str]:
         followups, notes = outcome.followups, outcome.notes
@@ -202,6 +223,19 @@ class Claims(Queues):
             followups, stopped = outcome.guard.decide(*await _guard_counts(db, outcome.guard))
             notes = [*notes, *stopped]
         return await self._record_event(db, outcome.event_id, followups, outcome.notifications, notes, outcome.claim)
+
+
+CLAIM_EVENTS = """WITH due AS (
+                      SELECT id FROM events
+                      WHERE processed_at IS NULL AND (claimed_until IS NULL OR claimed_until <= %s)
+                      ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
+                  UPDATE events SET claimed_until = %s, claim_id = %s FROM due WHERE events.id = due.id
+                  RETURNING events.*"""
+
+
+async def _flag_set(db: Connection, name: str) -> bool:
+    cursor = await db.execute("SELECT 1 FROM flags WHERE name = %s", (name,))
+    return await cursor.fetchone() is not None
 
 
 # Held by every transaction that counts follow-ups for the money guards, until it commits: the counts it takes are

@@ -50,3 +50,18 @@ async def test_the_downloader_claims_in_batches_and_does_not_ask_again_for_each_
         # 40 videos, 4 a claim: 10 claims that found work, and the one that found the queue empty
         assert store.claims <= 4 * JOBS // 4 + 1, store.claims
         assert store.due_reads <= 1, store.due_reads
+
+
+async def test_a_failed_download_wakes_the_rules(tmp_path: Path) -> None:
+    # A video that fails for good records a video.failed event, which rules act on as they act on video.downloaded:
+    # the event worker must hear of it, else it waits for whatever wakes it next.
+    async with await CountingStore.open(tmp_path / "db.sqlite3") as store:
+        job, _ = await store.create_job(NewJob("ttapi", "generate", {"prompt": "p"}))
+        await store.claim_submission(job.id)
+        result = CallbackResult("p-1", JobStatus.SUCCEEDED, 100, ("http://127.0.0.1:9/0.mp4",))
+        await store.record_callback(job.id, "ttapi", body=b"", headers=[], result=result)
+        woken: list[None] = []
+        async with httpx.AsyncClient() as http:
+            downloader = Downloader(store, http, tmp_path / "media", on_recorded=lambda: woken.append(None))
+            assert await downloader.run_once() == 1
+        assert [e.type for e in await store.pending_events()][-1] == "video.failed" and len(woken) == 1

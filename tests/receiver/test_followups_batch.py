@@ -1,6 +1,6 @@
-"""The event worker works in batches: one claim, one read of the batch's jobs and one transaction for the whole
-batch, whatever its size; an event whose write fails is rolled back alone and tried again, and a pause that lands
-while a batch is in hand records nothing of it. Real SQLite files; transactions counted in the write-ahead log."""
+"""The event worker works in batches: one transaction claims the batch, reads its jobs, asks the rules and records
+every event's outcome, whatever its size; an event whose write fails is rolled back alone and tried again at once.
+Real SQLite files; transactions counted in the write-ahead log."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from receiver.followups import FollowUps
-from receiver.guards import PAUSE_FLAG, paused
-from storage import Event, EventOutcome, Store
+from storage import EventOutcome, Store
 from tests.receiver.test_guards import EXTEND_TWO, children, rules, submitted_by_hand, succeed
 from tests.storage.test_group_commit import commits_in_wal
 
@@ -25,14 +24,14 @@ async def roots(store: Store, count: int) -> list[str]:
     return ids
 
 
-async def test_a_batch_of_events_takes_two_transactions_whatever_its_size(tmp_path: Path) -> None:
+async def test_a_batch_of_events_is_one_transaction_whatever_its_size(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
     async with await Store.open(path) as store:
         ids = await roots(store, 12)
         worker = FollowUps(store, rules("max_jobs_per_day = 100", EXTEND_TWO))  # guarded: counted in the batch
         before = commits_in_wal(path)
         assert await worker.run_once() == 24  # each root's job.submitted and job.succeeded
-        assert commits_in_wal(path) == before + 2  # the claim, and the batch
+        assert commits_in_wal(path) == before + 1  # claimed, decided and recorded together
         for job_id in ids:
             assert [job.params["index"] for job in await children(store, job_id)] == [0, 1]
         assert await store.pending_events() == []
@@ -65,23 +64,3 @@ async def test_an_event_that_cannot_be_recorded_is_tried_again_and_the_rest_of_i
         store.failing = set()
         assert await worker.run_once() == 1  # given back at once, not at its lease's end
         assert len(await children(store, middle)) == 2
-
-
-class PausedMeanwhile(Store):
-    """A store on which somebody pauses the service right after the worker has claimed its batch."""
-
-    async def claim_events(self, *, limit: int, lease: float) -> list[Event]:
-        batch = await super().claim_events(limit=limit, lease=lease)
-        await self.set_flag(PAUSE_FLAG, "checking the bill")
-        return batch
-
-
-async def test_a_pause_that_lands_while_a_batch_is_in_hand_records_nothing_of_it(tmp_path: Path) -> None:
-    async with await PausedMeanwhile.open(tmp_path / "db.sqlite3") as store:
-        (root,) = await roots(store, 1)
-        assert await FollowUps(store, rules("", EXTEND_TWO)).run_once() == 0
-        assert await paused(store) == "checking the bill"
-        assert await children(store, root) == []
-        assert len(await store.pending_events()) == 2
-        await store.set_flag(PAUSE_FLAG, None)
-        assert len(await Store.claim_events(store, limit=100, lease=60)) == 2  # given back: claimable at once

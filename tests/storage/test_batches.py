@@ -1,5 +1,6 @@
-"""Batched background work, on both engines: a worker's batch of events is recorded by one `complete_events`
-transaction, each event in a savepoint of its own, and the jobs of a batch are read by one `get_jobs` call.
+"""Batched background work, on both engines: a worker's batch of events is claimed, decided and recorded by one
+`handle_events` transaction (or recorded by one `complete_events` after a claim), each event in a savepoint of its
+own, and the jobs of a batch are read by one `get_jobs` call.
 
 On SQLite every write also shares its COMMIT with the writes waiting meanwhile (storage/groups.py), so the
 outcomes of the download slots that finish together are one transaction; the count of committed transactions is
@@ -9,11 +10,23 @@ read from the write-ahead log (tests/storage/test_group_commit.py `commits_in_wa
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from storage import EventOutcome, FollowupGuard, LeaseLost, NewJob, NewNotification, Note, Store, StoreProtocol
+from storage import (
+    Event,
+    EventOutcome,
+    FollowupGuard,
+    Job,
+    LeaseLost,
+    NewJob,
+    NewNotification,
+    Note,
+    Store,
+    StoreProtocol,
+)
 from tests.storage.conftest import MakeStore
 from tests.storage.test_claims import succeeded_jobs
 from tests.storage.test_group_commit import commits_in_wal
@@ -103,6 +116,42 @@ async def test_guards_in_one_batch_count_the_follow_ups_of_the_events_before_the
     )
     assert seen == [0, 1] and results is not None and [len(r) for r in results if isinstance(r, list)] == [1, 0]
     assert [n.message for n in (await store.get_jobs([jobs[1]]))[jobs[1]].notes] == ["limit"]
+
+
+async def test_handle_events_claims_decides_and_records_a_batch_at_once(store: StoreProtocol) -> None:
+    jobs = await succeeded_jobs(store, 3)
+    seen: list[tuple[str, int]] = []
+
+    def decide(batch: Sequence[tuple[Event, Job | None]]) -> list[EventOutcome]:
+        seen.extend((job.id if job else "", len(job.videos) if job else 0) for _, job in batch)
+        return [EventOutcome(e.id, [extend(e.job_id, f"o-{e.id}")], claim=e.claim_id) for e, _ in batch]
+
+    results = await store.handle_events(decide, limit=100, lease=60)
+    assert results is not None and seen == [(job, 4) for job in jobs]
+    assert [len(r) for _, r in results if isinstance(r, list)] == [1, 1, 1]
+    assert await store.pending_events(limit=100) == []
+    assert await store.handle_events(decide, limit=100, lease=60) == []  # nothing left: decide is asked nothing
+    assert len(seen) == 3
+
+
+async def test_handle_events_claims_nothing_while_the_flag_is_set_and_nothing_if_decide_fails(
+    store: StoreProtocol,
+) -> None:
+    await succeeded_jobs(store, 2)
+    await store.set_flag(PAUSE, "over budget")
+    asked: list[int] = []
+
+    def decide(batch: Sequence[tuple[Event, Job | None]]) -> list[EventOutcome]:
+        asked.append(len(batch))
+        raise RuntimeError("a rule blew up")
+
+    assert await store.handle_events(decide, limit=100, lease=60, unless_flag=PAUSE) is None
+    assert asked == []
+    await store.set_flag(PAUSE, None)
+    with pytest.raises(RuntimeError, match="a rule blew up"):
+        await store.handle_events(decide, limit=100, lease=60, unless_flag=PAUSE)
+    assert asked == [2]
+    assert len(await store.claim_events(limit=100, lease=60)) == 2  # the failed batch's claim was rolled back too
 
 
 # -- SQLite: how many transactions ---------------------------------------------------------------------------------
