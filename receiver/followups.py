@@ -85,7 +85,7 @@ class FollowUps:
             return 0  # paused (nothing claimed: the events wait for resume, free for any instance), or nothing due
         failure: Exception | None = None
         created = 0
-        for item, (_, result) in zip(handled, results, strict=True):
+        for item, result in zip(handled, results, strict=True):
             if isinstance(result, LeaseLost):
                 log.warning(
                     "event %s on job %s: its claim was taken over (the lease ran out); left to whoever holds it",

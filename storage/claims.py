@@ -174,17 +174,17 @@ class Claims(Queues, Database):
         limit: int,
         lease: float,
         unless_flag: str | None = None,
-    ) -> list[tuple[EventOutcome, list[str] | Exception]] | None:
+    ) -> list[list[str] | Exception] | None:
         """Claim, read, decide and record a batch of events in one transaction: see `StoreProtocol.handle_events`."""
         claim = new_claim(self.claimant)
 
-        def work(db: sqlite3.Connection) -> list[tuple[EventOutcome, list[str] | Exception]] | None:
+        def work(db: sqlite3.Connection) -> list[list[str] | Exception] | None:
             if unless_flag is not None and _flag_set(db, unless_flag):
                 return None
             events = _events(_claim_events(db, claim, self._clock(), lease, limit), claim)
             jobs = {job_id: self._job(db, job_id) for job_id in {event.job_id for event in events}}
             outcomes = decide([(event, jobs[event.job_id]) for event in events])
-            return list(zip(outcomes, self._record_outcomes(db, outcomes), strict=True))
+            return self._record_outcomes(db, outcomes)
 
         return await self._transaction(work)
 

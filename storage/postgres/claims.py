@@ -187,7 +187,7 @@ class Claims(Queues):
         limit: int,
         lease: float,
         unless_flag: str | None = None,
-    ) -> list[tuple[EventOutcome, list[str] | Exception]] | None:
+    ) -> list[list[str] | Exception] | None:
         """Claim, read, decide and record a batch of events in one transaction: see `StoreProtocol.handle_events`.
         The claimed rows stay locked until it commits, so no other instance's claim can take them meanwhile."""
         now, claim = self._clock(), new_claim(self.claimant)
@@ -199,7 +199,7 @@ class Claims(Queues):
                             key=lambda event: event.id)  # fmt: skip
             jobs = await self.get_jobs({event.job_id for event in events}) if events else {}
             outcomes = decide([(event, jobs.get(event.job_id)) for event in events])
-            return list(zip(outcomes, await self._record_outcomes(db, outcomes), strict=True))
+            return await self._record_outcomes(db, outcomes)
 
     async def _record_outcomes(self, db: Connection, outcomes: Sequence[EventOutcome]) -> list[list[str] | Exception]:
         """Each outcome in a savepoint of its own: one that fails is rolled back alone and answered with its error.

@@ -128,7 +128,7 @@ async def test_handle_events_claims_decides_and_records_a_batch_at_once(store: S
 
     results = await store.handle_events(decide, limit=100, lease=60)
     assert results is not None and seen == [(job, 4) for job in jobs]
-    assert [len(r) for _, r in results if isinstance(r, list)] == [1, 1, 1]
+    assert [len(r) for r in results if isinstance(r, list)] == [1, 1, 1]
     assert await store.pending_events(limit=100) == []
     assert await store.handle_events(decide, limit=100, lease=60) == []  # nothing left: decide is asked nothing
     assert len(seen) == 3
