@@ -200,8 +200,9 @@ class StoreProtocol(Protocol):
         unless_flag: str | None = None,
     ) -> list[list[str] | Exception] | None:
         """Claim up to `limit` due events, read their jobs, ask `decide` for each one's outcome and record them, all
-        in one transaction (`claim_events`, `get_jobs` and `complete_events` in one): per outcome, in `decide`'s order,
-        the ids of its new jobs or the exception that rolled it back alone. None, and nothing claimed, when `unless_flag` is set.
+        in one transaction (`claim_events`, `get_jobs` and `complete_events` in one): per outcome, in `decide`'s
+        order, the ids of its new jobs or the exception that rolled it back alone. None, and nothing claimed, when
+        `unless_flag` is set.
 
         `decide` runs inside the transaction (on SQLite, on the database thread): it must be quick and touch nothing
         but its arguments, as the rules are. A `decide` that raises rolls the whole batch back.
