@@ -125,7 +125,6 @@ class Downloader:
         self._claim_lock = anyio.Lock()
         self._in_progress: dict[tuple[str, int], str] = {}  # video -> the origin it is fetched from
         self._held: dict[tuple[str, int], _Held] = {}  # claimed, waiting for a slot of its origin (or a later run)
-        self._jobs: dict[tuple[str, int], Job | None] = {}  # the job of each video being started, read at its claim
         self._claims: dict[tuple[str, int], tuple[str, anyio.CancelScope | None]] = {}  # claim id, attempt's scope
         self._busy: Counter[str] = Counter()  # origin -> downloads from it in progress
         self._changed: anyio.Event | None = None  # set when a slot frees up or new work is announced
@@ -159,7 +158,6 @@ class Downloader:
     async def _give_back(self, run: _Run) -> None:
         claims = ({claim for claim, _ in self._claims.values()} | run.claims) - {""}
         self._held.clear()
-        self._jobs.clear()
         with anyio.CancelScope(shield=True):
             for claim in claims:
                 try:
@@ -188,10 +186,10 @@ class Downloader:
                 self._changed = anyio.Event()
             changed = self._changed  # taken before looking, so news that comes while we look is not missed
             async with self._limiter:
-                video = await self._claim(run.retried)
-                if video is not None:
-                    run.claims.add(video.claim_id or "")
-                    await self._attempt(video, run)
+                held = await self._claim(run.retried)
+                if held is not None:
+                    run.claims.add(held.video.claim_id or "")
+                    await self._attempt(held, run)
                     continue
             if not run.active:
                 return
@@ -201,15 +199,15 @@ class Downloader:
             if waited.cancelled_caught:  # a retry came due: look again
                 self._exhausted, self._due = False, None
 
-    async def _claim(self, retried: set[tuple[str, int]]) -> Video | None:
+    async def _claim(self, retried: set[tuple[str, int]]) -> _Held | None:
         """The first claimed video whose origin has a free slot; videos of a full origin are held, not awaited.
 
         Videos are claimed in the store (`claim_downloads`, a lease under a claim id), so no other worker of any
         instance takes them; those whose origin is full wait here, their leases renewed, until a slot frees up.
         """
         async with self._claim_lock:  # claims await the store: one at a time, or two slots race for one video
-            video = self._startable(retried)
-            if video is None and not self._exhausted and len(self._held) < 4 * self._concurrency:
+            key = self._startable(retried)
+            if key is None and not self._exhausted and len(self._held) < 4 * self._concurrency:
                 news = self._news
                 claimed = await self._store.claim_downloads(limit=self._concurrency, lease=self._lease)
                 if not claimed:
@@ -221,24 +219,22 @@ class Downloader:
                     key = (video.job_id, video.index)
                     self._held[key] = _Held(video, jobs.get(video.job_id), _origin_of(video.url))
                     self._claims[key] = (video.claim_id or "", None)
-                video = self._startable(retried)
-            if video is None:
+                key = self._startable(retried)
+            if key is None:
                 return None
-            key = (video.job_id, video.index)
             held = self._held.pop(key)
-            self._jobs[key] = held.job
             self._in_progress[key] = held.origin
             self._busy[held.origin] += 1
-            return video
+            return held
 
-    def _startable(self, retried: set[tuple[str, int]]) -> Video | None:
+    def _startable(self, retried: set[tuple[str, int]]) -> tuple[str, int] | None:
         for key, held in self._held.items():
             # A video claimed again while its last attempt here still winds down (its lease ran out and was taken
             # over, and came back to us) waits until that attempt has finished: one attempt per video at a time.
             if key in retried or key in self._in_progress:
                 continue
             if self._busy[held.origin] < self._per_origin:
-                return held.video
+                return key
         return None
 
     async def _renew_leases(self) -> None:
@@ -258,13 +254,14 @@ class Downloader:
                 if scope is not None:
                     scope.cancel()
 
-    async def _attempt(self, video: Video, run: _Run) -> None:
+    async def _attempt(self, held: _Held, run: _Run) -> None:
+        video = held.video
         key = (video.job_id, video.index)
         run.active += 1
         try:
             with anyio.CancelScope() as scope:
                 self._claims[key] = (video.claim_id or "", scope)
-                if not await self._handle(video):
+                if not await self._handle(video, held.job):
                     run.retried.add(key)
         finally:
             run.active -= 1
@@ -276,9 +273,9 @@ class Downloader:
             self._slot_freed()
         run.handled.append(key)
 
-    async def _handle(self, video: Video) -> bool:
-        """One attempt at one video; False when it is left pending for a retry."""
-        job = self._jobs.pop((video.job_id, video.index), None)  # read with its claim, in one call for the batch
+    async def _handle(self, video: Video, job: Job | None) -> bool:
+        """One attempt at one video (`job`: read with its claim, one read for the batch); False when it is left
+        pending for a retry."""
         if job is None:  # the foreign key makes this impossible; fail loudly rather than loop
             await self._fail(video, f"job {video.job_id} does not exist")
             return True
